@@ -1,0 +1,99 @@
+"""The Customer aggregate: the system of record of every touchpoint a customer had.
+
+A customer is known by a *resolved* customer id (see ``resolve_customer_id``); the
+aggregate's UUID is derived from it, so recording needs no lookup table and the same
+customer always lands on the same stream. Later, identity merges map several customer
+ids to one survivor; raw identifiers (e-mail, phone) never name a stream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from domain.touchpoints import IDENTIFIER_KINDS, TouchpointIn
+
+# Fixed namespace: changing it would re-key every stream in every store.
+CUSTOMER_NAMESPACE = uuid.UUID("6f1d8a52-5c2e-4a7e-9a43-7e0b7a1c2d11")
+
+
+def resolve_customer_id(identifiers: dict[str, str]) -> str:
+    """The customer id a touchpoint belongs to.
+
+    The source's own ``id`` when it sends one; otherwise an opaque id derived from the
+    strongest identifier it sends (in the order of ``IDENTIFIER_KINDS``), so the same
+    e-mail address always resolves to the same customer without storing it in an id.
+    """
+    if "id" in identifiers:
+        return identifiers["id"]
+    for kind in IDENTIFIER_KINDS:
+        if kind in identifiers:
+            digest = uuid.uuid5(CUSTOMER_NAMESPACE, f"{kind}:{identifiers[kind]}")
+            return f"cus_{digest.hex}"
+    raise ValueError("a touchpoint names its customer by at least one identifier")
+
+
+def customer_aggregate_id(customer_id: str) -> uuid.UUID:
+    """The event-store stream of a customer id."""
+    return uuid.uuid5(CUSTOMER_NAMESPACE, f"customer:{customer_id}")
+
+
+class Customer(Aggregate):
+    """One customer and every touchpoint recorded for them, in arrival order.
+
+    Recording is idempotent by the touchpoint's ``event_id``: a redelivered touchpoint
+    triggers no event. Event-time order is the projections' business: the stream keeps
+    the order of arrival, each event carries its own ``occurred_at``.
+    """
+
+    class Registered(Aggregate.Created):
+        customer_id: str
+
+    class TouchpointRecorded(Aggregate.Event):
+        """A touchpoint was recorded for this customer (envelope v1, payload validated)."""
+
+        customer_id: str
+        event_id: str
+        type: str
+        occurred_at: datetime
+        channel: str
+        identifiers: dict[str, str]
+        journey: dict[str, str] | None
+        emotion: int | None
+        payload: dict[str, Any]
+        additional: dict[str, Any]
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.touchpoint_ids.add(self.event_id)
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.touchpoint_ids: set[str] = set()
+
+    @classmethod
+    def register(cls, customer_id: str) -> Customer:
+        return cls._create(
+            cls.Registered, id=customer_aggregate_id(customer_id), customer_id=customer_id
+        )
+
+    def record_touchpoint(self, touchpoint: TouchpointIn) -> bool:
+        """Record a touchpoint; return False (and record nothing) if it is a duplicate."""
+        if touchpoint.event_id in self.touchpoint_ids:
+            return False
+        self.trigger_event(
+            self.TouchpointRecorded,
+            customer_id=self.customer_id,
+            event_id=touchpoint.event_id,
+            type=touchpoint.type,
+            occurred_at=touchpoint.occurred_at,
+            channel=touchpoint.channel,
+            identifiers=touchpoint.customer.present(),
+            journey=touchpoint.journey.model_dump() if touchpoint.journey else None,
+            emotion=touchpoint.emotion,
+            payload=touchpoint.payload,
+            additional=touchpoint.additional,
+        )
+        return True

@@ -1,0 +1,1 @@
+"""Wiring: settings, PostgreSQL, the event store, the composition root and the CLI."""

@@ -1,0 +1,72 @@
+"""One typed settings object; every field is an environment variable ``PEAKEND_<NAME>``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PEAKEND_", extra="ignore")
+
+    # Storage. No database URL means: embedded PostgreSQL in ``data_dir``.
+    database_url: str | None = None
+    data_dir: Path = Path(".peakend")
+
+    # Ingest (HTTP). A batch with any invalid item is refused whole.
+    ingest_max_batch: int = Field(1000, ge=1, le=100_000)
+    ingest_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    max_future_skew_seconds: int = Field(300, ge=0)
+
+    # Recorder: touchpoints per event-store transaction, and how long to wait to fill one.
+    record_batch_size: int = Field(500, ge=1)
+    record_linger_ms: float = Field(5.0, ge=0)
+    aggregate_cache_size: int = Field(100_000, ge=0)
+
+    # Projectors: notifications per read-model transaction; idle poll period.
+    project_batch_size: int = Field(2000, ge=1)
+    project_poll_ms: float = Field(200.0, gt=0)
+
+    # Journeys (DOMAIN.md §2): a journey ends at one of its type's end steps, or after an
+    # inactivity gap. Keys are journey types; "*" is the default for the others.
+    journey_end_steps: dict[str, list[str]] = {"*": ["farewell", "handover", "end"]}
+    journey_inactivity_minutes: dict[str, float] = {"*": 240.0}
+
+    # Loyalty (DOMAIN.md §5, Dick & Basu).
+    loyalty_nps_high: int = Field(9, ge=0, le=10)
+    loyalty_csat_high: int = Field(4, ge=1, le=5)
+    loyalty_repeat_purchases: int = Field(2, ge=1)
+    loyalty_window_days: int = Field(365, ge=1)
+
+    # Money: the reporting currency whose purchases make up ``total_spend``.
+    currency: str = "EUR"
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        if len(value) != 3 or not value.isalpha() or not value.isupper():
+            raise ValueError("currency: an ISO 4217 code such as EUR")
+        return value
+
+    @field_validator("journey_end_steps", "journey_inactivity_minutes")
+    @classmethod
+    def _has_default(cls, value: dict[str, object]) -> dict[str, object]:
+        if "*" not in value:
+            raise ValueError('needs a "*" entry: the default for other journey types')
+        return value
+
+    @property
+    def max_future_skew(self) -> timedelta:
+        return timedelta(seconds=self.max_future_skew_seconds)
+
+    def end_steps(self, journey_type: str) -> list[str]:
+        return self.journey_end_steps.get(journey_type, self.journey_end_steps["*"])
+
+    def inactivity_gap(self, journey_type: str) -> timedelta:
+        minutes = self.journey_inactivity_minutes.get(
+            journey_type, self.journey_inactivity_minutes["*"]
+        )
+        return timedelta(minutes=minutes)

@@ -1,0 +1,45 @@
+"""What a projection is: a key function and a pure reducer over domain events.
+
+State is a JSON document (it is stored as ``jsonb``); a reducer never mutates the state
+it is given, it returns the next one. Rules that depend on settings or on the current
+time (is a journey closed? which loyalty quadrant, as of when?) are applied by the
+projection's view function at read time, so changing a rule needs no replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from domain.customer import Customer
+
+State = dict[str, Any]
+Touchpoint = Customer.TouchpointRecorded
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A read model: ``key(event)`` names the document an event updates (None: not this
+    projection's business) and ``reduce(state, event)`` computes its next state; ``state``
+    is None for a document's first event."""
+
+    name: str
+    key: Callable[[Touchpoint], str | None]
+    reduce: Callable[[State | None, Touchpoint], State]
+
+
+def utc_iso(moment: datetime) -> str:
+    """A fixed-width UTC timestamp, so that event-time order is string order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def insert_by_time(items: list[dict[str, Any]], item: dict[str, Any]) -> list[dict[str, Any]]:
+    """A new list with ``item`` placed by (occurred_at, event_id): late events land where
+    they happened, and equal times order the same way live and on replay."""
+    order = (item["occurred_at"], item["event_id"])
+    position = len(items)
+    while position and (items[position - 1]["occurred_at"], items[position - 1]["event_id"]) > order:
+        position -= 1
+    return [*items[:position], item, *items[position:]]

@@ -1,0 +1,126 @@
+"""Customer state: who the customer is and everything they did, across channels.
+
+One document per customer id: identifiers, first/last seen (event time), counts by type
+and by channel, spend per currency and distinct orders, the latest touchpoints, every
+complaint with its handling steps, and the latest answer to each survey question.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from projections.base import Projection, State, Touchpoint, insert_by_time, utc_iso
+
+RECENT_TOUCHPOINTS = 20
+COMPLAINT_STEPS = {
+    "complaint_filed": "filed_at",
+    "complaint_acknowledged": "acknowledged_at",
+    "complaint_resolved": "resolved_at",
+    "complaint_followed_up": "followed_up_at",
+}
+
+
+def _counted(counts: dict[str, int], key: str) -> dict[str, int]:
+    return {**counts, key: counts.get(key, 0) + 1}
+
+
+def _with_identifiers(known: dict[str, list[str]], seen: dict[str, str]) -> dict[str, list[str]]:
+    merged = dict(known)
+    for kind, value in seen.items():
+        if value not in merged.get(kind, []):
+            merged[kind] = sorted([*merged.get(kind, []), value])
+    return merged
+
+
+def _complaint_step(complaints: dict[str, Any], event: Touchpoint, at: str) -> dict[str, Any]:
+    complaint_id = event.payload["complaint_id"]
+    complaint = dict(complaints.get(complaint_id, {"complaint_id": complaint_id}))
+    step = COMPLAINT_STEPS[event.type]
+    # A redelivered or late step keeps the earliest time it happened.
+    if step not in complaint or at < complaint[step]:
+        complaint[step] = at
+    for field in ("category", "severity", "compensation"):
+        if field in event.payload:
+            complaint[field] = event.payload[field]
+    complaint["channel"] = complaint.get("channel", event.channel)
+    return {**complaints, complaint_id: complaint}
+
+
+def _survey_answer(answers: dict[str, Any], event: Touchpoint, at: str) -> dict[str, Any]:
+    payload = event.payload
+    slot = f"{payload['survey_id']}:{payload['question_id']}"
+    if slot in answers and answers[slot]["occurred_at"] >= at:
+        return answers  # an older answer arriving late does not replace a newer one
+    return {**answers, slot: {**payload, "occurred_at": at, "channel": event.channel}}
+
+
+def reduce(state: State | None, event: Touchpoint) -> State:
+    """Fold one recorded touchpoint into the customer's document."""
+    at = utc_iso(event.occurred_at)
+    current: State = state or {
+        "customer_id": event.customer_id,
+        "identifiers": {},
+        "first_seen": at,
+        "last_seen": at,
+        "touchpoints_total": 0,
+        "counts_by_type": {},
+        "counts_by_channel": {},
+        "spend_by_currency": {},
+        "order_ids": [],
+        "recent_touchpoints": [],
+        "complaints": {},
+        "survey_answers": {},
+    }
+    recent = insert_by_time(current["recent_touchpoints"], {
+        "event_id": event.event_id,
+        "type": event.type,
+        "channel": event.channel,
+        "occurred_at": at,
+        "emotion": event.emotion,
+        "journey_id": event.journey["id"] if event.journey else None,
+    })[-RECENT_TOUCHPOINTS:]
+    nxt: State = {
+        **current,
+        "identifiers": _with_identifiers(current["identifiers"], event.identifiers),
+        "first_seen": min(current["first_seen"], at),
+        "last_seen": max(current["last_seen"], at),
+        "touchpoints_total": current["touchpoints_total"] + 1,
+        "counts_by_type": _counted(current["counts_by_type"], event.type),
+        "counts_by_channel": _counted(current["counts_by_channel"], event.channel),
+        "recent_touchpoints": recent,
+    }
+    if event.type == "purchase":
+        currency, amount = event.payload["currency"], Decimal(event.payload["amount"])
+        spent = Decimal(current["spend_by_currency"].get(currency, "0")) + amount
+        nxt["spend_by_currency"] = {**current["spend_by_currency"], currency: str(spent)}
+        if event.payload["order_id"] not in current["order_ids"]:
+            nxt["order_ids"] = [*current["order_ids"], event.payload["order_id"]]
+    elif event.type in COMPLAINT_STEPS:
+        nxt["complaints"] = _complaint_step(current["complaints"], event, at)
+    elif event.type == "survey_answered":
+        nxt["survey_answers"] = _survey_answer(current["survey_answers"], event, at)
+    return nxt
+
+
+PROJECTION = Projection(name="customer", key=lambda event: event.customer_id, reduce=reduce)
+
+
+def open_complaints(state: State) -> list[dict[str, Any]]:
+    """Complaints filed and not yet resolved, oldest first."""
+    complaints = [
+        c for c in state["complaints"].values() if "filed_at" in c and "resolved_at" not in c
+    ]
+    return sorted(complaints, key=lambda c: c["filed_at"])
+
+
+def total_spend(state: State, currency: str) -> Decimal:
+    """Total spend in the reporting currency (other currencies stay in spend_by_currency:
+    no exchange rate is invented)."""
+    return Decimal(state["spend_by_currency"].get(currency, "0.00"))
+
+
+def last_survey_answers(state: State, limit: int = 20) -> list[dict[str, Any]]:
+    answers = sorted(state["survey_answers"].values(), key=lambda a: a["occurred_at"])
+    return list(reversed(answers))[:limit]
+

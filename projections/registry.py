@@ -1,0 +1,10 @@
+"""Every projection the platform keeps. Adding one = one module + one line here."""
+
+from projections import customer, journeys, loyalty
+from projections.base import Projection
+
+PROJECTIONS: tuple[Projection, ...] = (
+    customer.PROJECTION,
+    journeys.PROJECTION,
+    loyalty.PROJECTION,
+)

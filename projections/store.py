@@ -1,0 +1,217 @@
+"""The read-model store: one generic PostgreSQL table per projection, written in batches.
+
+Exactly once in effect: each document carries ``applied``, the last version applied of
+each event stream (aggregate) that touched it, and an event at or below that version is
+skipped. That check, the document write and the follower's ``position`` in the event
+store's notification log all commit in one transaction, so a crash between any two of
+them replays nothing twice and loses nothing.
+
+A store instance writes one *generation* of tables: the live one, or the rebuild that a
+replay fills in beside it and then swaps in (``swap_in``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+from psycopg2 import sql
+
+from projections.base import Projection, State, Touchpoint
+
+LIVE = ""
+REBUILD = "__rebuild"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+class ReadModelStore:
+    def __init__(
+        self,
+        pool: psycopg2.pool.ThreadedConnectionPool,
+        projections: Sequence[Projection],
+        generation: str = LIVE,
+    ) -> None:
+        self.pool = pool
+        self.projections = tuple(projections)
+        self.generation = generation
+
+    # -- schema ---------------------------------------------------------------------
+
+    def table(self, projection: Projection | str) -> sql.Identifier:
+        name = projection if isinstance(projection, str) else projection.name
+        return sql.Identifier(f"rm_{name}{self.generation}")
+
+    def tracking_name(self, follower: str) -> str:
+        return f"{follower}{self.generation}"
+
+    def create_tables(self, *, fresh: bool = False) -> None:
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS rm_tracking ("
+                " follower text PRIMARY KEY, position bigint NOT NULL,"
+                " updated_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for projection in self.projections:
+                if fresh:
+                    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table(projection)))
+                cur.execute(sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " key text PRIMARY KEY, state jsonb NOT NULL, applied jsonb NOT NULL,"
+                    " updated_at timestamptz NOT NULL DEFAULT now())"
+                ).format(self.table(projection)))
+            if fresh:
+                # Forget where this generation's followers were: it starts from scratch.
+                cur.execute(
+                    "DELETE FROM rm_tracking WHERE right(follower, %s) = %s"
+                    if self.generation else
+                    "DELETE FROM rm_tracking WHERE right(follower, %s) <> %s",
+                    (len(self.generation or REBUILD), self.generation or REBUILD),
+                )
+
+    # -- transactions ---------------------------------------------------------------
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        """A pooled connection inside one transaction: committed on success, rolled back
+        on error."""
+        conn = self.pool.getconn()
+        try:
+            with conn:
+                yield conn
+        finally:
+            self.pool.putconn(conn)
+
+    def lock_position(self, conn: psycopg2.extensions.connection, follower: str) -> int:
+        """The follower's position in the notification log, locked until commit, so two
+        followers (or a follower and a replay's swap) never apply the same events."""
+        name = self.tracking_name(follower)
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO rm_tracking (follower, position) VALUES (%s, 0)"
+                " ON CONFLICT (follower) DO NOTHING", (name,)
+            )
+            cur.execute("SELECT position FROM rm_tracking WHERE follower = %s FOR UPDATE", (name,))
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+    def set_position(
+        self, conn: psycopg2.extensions.connection, follower: str, position: int
+    ) -> None:
+        with conn.cursor() as cur:
+            cur.execute(
+                "UPDATE rm_tracking SET position = %s, updated_at = now() WHERE follower = %s",
+                (position, self.tracking_name(follower)),
+            )
+
+    def position(self, follower: str) -> int:
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT position FROM rm_tracking WHERE follower = %s",
+                        (self.tracking_name(follower),))
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+    # -- writing --------------------------------------------------------------------
+
+    def apply(self, conn: psycopg2.extensions.connection, events: Sequence[Touchpoint]) -> int:
+        """Apply events (each stream's in version order) to every projection, in the
+        caller's transaction: one read and one write statement per projection.
+        Returns how many (projection, event) applications took effect."""
+        applied_count = 0
+        with conn.cursor() as cur:
+            for projection in self.projections:
+                keyed = [(key, e) for e in events if (key := projection.key(e)) is not None]
+                if not keyed:
+                    continue
+                table = self.table(projection)
+                keys = sorted({key for key, _ in keyed})  # sorted: a fixed lock order
+                cur.execute(
+                    sql.SQL("SELECT key, state, applied FROM {} WHERE key = ANY(%s)"
+                            " ORDER BY key FOR UPDATE").format(table),
+                    (keys,),
+                )
+                docs: dict[str, tuple[State | None, dict[str, int]]] = {
+                    key: (state, applied) for key, state, applied in cur.fetchall()
+                }
+                changed: set[str] = set()
+                for key, event in keyed:
+                    state, applied = docs.get(key, (None, {}))
+                    stream = event.originator_id.hex
+                    if applied.get(stream, 0) >= event.originator_version:
+                        continue  # already applied: a redelivery
+                    docs[key] = (
+                        projection.reduce(state, event),
+                        {**applied, stream: event.originator_version},
+                    )
+                    changed.add(key)
+                    applied_count += 1
+                if changed:
+                    psycopg2.extras.execute_values(
+                        cur,
+                        sql.SQL(
+                            "INSERT INTO {} (key, state, applied) VALUES %s"
+                            " ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state,"
+                            " applied = EXCLUDED.applied, updated_at = now()"
+                        ).format(table).as_string(cur),
+                        [(key, _dumps(docs[key][0]), _dumps(docs[key][1]))
+                         for key in sorted(changed)],
+                        template="(%s, %s::jsonb, %s::jsonb)",
+                        page_size=1000,
+                    )
+        return applied_count
+
+    # -- reading --------------------------------------------------------------------
+
+    def get(self, projection: str, key: str) -> State | None:
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT state FROM {} WHERE key = %s").format(
+                self.table(projection)), (key,))
+            row = cur.fetchone()
+            return row[0] if row else None
+
+    def find(self, projection: str, field: str, value: str, limit: int = 1000) -> list[State]:
+        """Documents whose top-level ``field`` equals ``value``."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT state FROM {} WHERE state ->> %s = %s ORDER BY key LIMIT %s")
+                .format(self.table(projection)),
+                (field, value, limit),
+            )
+            return [row[0] for row in cur.fetchall()]
+
+    def dump(self, projection: str) -> dict[str, State]:
+        """Every document of a projection (tests, replay checks)."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT key, state FROM {}").format(self.table(projection)))
+            return {key: state for key, state in cur.fetchall()}
+
+    # -- replay ---------------------------------------------------------------------
+
+    def swap_in(self, conn: psycopg2.extensions.connection, live: ReadModelStore,
+                follower: str) -> None:
+        """Make this (rebuilt) generation the live one, in the caller's transaction.
+
+        The caller holds both tracking rows locked and has caught this generation up, so
+        the live follower resumes, after commit, from exactly where the rebuild ended."""
+        position = self.lock_position(conn, follower)
+        with conn.cursor() as cur:
+            for projection in self.projections:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(live.table(projection)))
+                cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                    self.table(projection), live.table(projection)))
+                # The primary key index keeps its generation's name; rename it too so the
+                # next rebuild can create its own.
+                cur.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                    sql.Identifier(f"rm_{projection.name}{self.generation}_pkey"),
+                    sql.Identifier(f"rm_{projection.name}{live.generation}_pkey")))
+            cur.execute("DELETE FROM rm_tracking WHERE follower = %s",
+                        (self.tracking_name(follower),))
+        live.set_position(conn, follower, position)

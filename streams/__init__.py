@@ -1,0 +1,1 @@
+"""Processing: the recorder, the projectors, and the drivers that run them."""

@@ -1,0 +1,143 @@
+"""The embedded driver: one process, no Kafka.
+
+HTTP ingest hands validated touchpoints to ``submit``; a recorder thread gathers what
+arrives within ``linger`` (up to ``record_batch_size`` touchpoints) into ONE event-store
+transaction and resolves each submitter's future only after the commit, so an answer of
+202 means durable. A projector thread follows the event store's notification log and
+is woken right after each commit, so projections trail ingest by one short batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from domain.touchpoints import TouchpointIn
+from projections.store import ReadModelStore
+from streams.projector import FOLLOWER, follow, head
+from streams.recorder import CustomerRecords, Recorded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Submission:
+    touchpoints: Sequence[TouchpointIn]
+    future: Future[list[Recorded]] = field(default_factory=Future)
+
+
+class EmbeddedDriver:
+    def __init__(
+        self,
+        records: CustomerRecords,
+        store: ReadModelStore,
+        *,
+        record_batch_size: int,
+        record_linger_s: float,
+        project_batch_size: int,
+        project_poll_s: float,
+    ) -> None:
+        self.records = records
+        self.store = store
+        self.record_batch_size = record_batch_size
+        self.record_linger_s = record_linger_s
+        self.project_batch_size = project_batch_size
+        self.project_poll_s = project_poll_s
+        self._inbox: queue.Queue[_Submission] = queue.Queue()
+        self._recorded = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._threads = [
+            threading.Thread(target=self._record_loop, name="peakend-recorder", daemon=True),
+            threading.Thread(target=self._project_loop, name="peakend-projector", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._recorded.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    # -- ingest ---------------------------------------------------------------------
+
+    def submit(self, touchpoints: Sequence[TouchpointIn]) -> Future[list[Recorded]]:
+        """Queue touchpoints for recording; the future resolves once they are durable."""
+        if self._stopping.is_set():
+            raise RuntimeError("the embedded driver is stopping")
+        submission = _Submission(touchpoints)
+        self._inbox.put(submission)
+        return submission.future
+
+    def _next_batch(self) -> list[_Submission]:
+        try:
+            batch = [self._inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        size = len(batch[0].touchpoints)
+        deadline = time.monotonic() + self.record_linger_s
+        while size < self.record_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._inbox.get(timeout=remaining) if remaining > 0 else (
+                    self._inbox.get_nowait())
+            except queue.Empty:
+                break
+            batch.append(item)
+            size += len(item.touchpoints)
+        return batch
+
+    def _record_loop(self) -> None:
+        while not (self._stopping.is_set() and self._inbox.empty()):
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                outcomes = self.records.record([tp for s in batch for tp in s.touchpoints])
+            except Exception as error:
+                log.exception("recording a batch of %d submissions failed", len(batch))
+                for submission in batch:
+                    submission.future.set_exception(error)
+                continue
+            self._recorded.set()
+            start = 0
+            for submission in batch:
+                end = start + len(submission.touchpoints)
+                submission.future.set_result(outcomes[start:end])
+                start = end
+
+    # -- projection -----------------------------------------------------------------
+
+    def _project_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._recorded.wait(self.project_poll_s)
+            self._recorded.clear()
+            try:
+                while follow(self.records, self.store, batch_size=self.project_batch_size).read:
+                    pass
+            except Exception:
+                log.exception("projecting failed; retrying in 1 s")
+                time.sleep(1)
+
+    def lag(self) -> int:
+        """Notifications recorded but not yet projected."""
+        return max(0, head(self.records) - self.store.position(FOLLOWER))
+
+    def wait_until_projected(self, timeout: float = 10.0) -> bool:
+        """Block until every recorded touchpoint is in the projections (tests, demo)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.lag() == 0:
+                return True
+            time.sleep(0.02)
+        return False
