@@ -1,0 +1,233 @@
+"""The FastAPI application. Routes parse, call one platform function, and map the result.
+
+Ingest policy: a request is one touchpoint (a JSON object) or a batch (a JSON array of at
+most ``PEAKEND_INGEST_MAX_BATCH``). A batch is atomic: if any item is invalid, nothing is
+recorded and the 422 lists every refused field of every bad item, so the client fixes and
+re-sends the batch as it was (re-sending accepted items is harmless: ingest is idempotent
+by ``event_id``). 202 is answered only once the touchpoints are durable in the event store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from api import views
+from api.schemas import (
+    CustomerOut,
+    HealthOut,
+    IngestAccepted,
+    IngestRefused,
+    ItemError,
+    JourneyOut,
+    RecordedOut,
+    TimelineOut,
+)
+from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
+from infra.bootstrap import Platform
+
+
+class Refused(Exception):
+    """A request refused before anything was recorded."""
+
+    def __init__(self, status: int, detail: str, errors: list[ItemError]) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.errors = status, detail, errors
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+AsOf = Annotated[datetime | None, Query(description="evaluate time-dependent rules as of "
+                                                    "this instant (default: now)")]
+
+router = APIRouter(prefix="/v1")
+
+_REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def _body_error(detail: str) -> list[ItemError]:
+    return [ItemError(index=None, field="body", message=detail)]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        detail = f"the body is {declared} bytes; at most {limit} are accepted"
+        raise Refused(413, detail, _body_error(detail))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            detail = f"the body exceeds {limit} bytes"
+            raise Refused(413, detail, _body_error(detail))
+    return bytes(body)
+
+
+def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
+    settings = platform.settings
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise Refused(422, "an empty batch", _body_error("a batch holds at least one touchpoint"))
+    if len(items) > settings.ingest_max_batch:
+        detail = (f"a batch holds at most {settings.ingest_max_batch} touchpoints, "
+                  f"got {len(items)}")
+        raise Refused(413, detail, _body_error(detail))
+    now = datetime.now(UTC)
+    touchpoints, errors = [], []
+    for index, item in enumerate(items):
+        try:
+            touchpoints.append(
+                parse_touchpoint(item, now=now, max_future_skew=settings.max_future_skew))
+        except InvalidTouchpoint as refusal:
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            errors.extend(
+                ItemError(index=index, event_id=event_id if isinstance(event_id, str) else None,
+                          field=e.field, message=e.message)
+                for e in refusal.errors
+            )
+    if errors:
+        bad = len({e.index for e in errors})
+        raise Refused(422, f"{bad} of {len(items)} touchpoints are invalid; nothing was "
+                           "recorded", errors)
+    return touchpoints
+
+
+@router.post(
+    "/touchpoints",
+    status_code=202,
+    response_model=IngestAccepted,
+    responses={
+        400: {"model": IngestRefused, "description": "the body is not JSON"},
+        413: {"model": IngestRefused, "description": "body or batch too large"},
+        422: {"model": IngestRefused, "description": "invalid touchpoints, field by field"},
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"oneOf": [
+            {"$ref": "#/components/schemas/TouchpointIn"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/TouchpointIn"}},
+        ]}}}}},
+    summary="Record one touchpoint or a batch",
+)
+async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
+    body = await _read_body(request, platform.settings.ingest_max_body_bytes)
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        detail = f"malformed JSON: {error}"
+        raise Refused(400, detail, _body_error(detail)) from None
+    touchpoints = _parse_batch(raw, platform)
+    outcomes = await asyncio.wrap_future(platform.driver.submit(touchpoints))
+    return IngestAccepted(
+        accepted=len(outcomes),
+        duplicates=sum(o.duplicate for o in outcomes),
+        recorded=[RecordedOut(event_id=o.event_id, customer_id=o.customer_id,
+                              duplicate=o.duplicate) for o in outcomes],
+    )
+
+
+@router.get("/customers/{customer_id}", response_model=CustomerOut)
+def get_customer(customer_id: str, platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
+    view = views.customer_view(platform, customer_id, as_of or datetime.now(UTC))
+    if view is None:
+        raise HTTPException(404, f"no customer {customer_id!r}")
+    return view
+
+
+@router.get("/customers/{customer_id}/timeline", response_model=TimelineOut)
+def get_timeline(
+    customer_id: str,
+    platform: PlatformDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+) -> dict[str, Any]:
+    """Every touchpoint of the customer, read from the event store (the system of record),
+    in event-time order (``desc``: newest first), paged."""
+    events = platform.records.touchpoints_of(customer_id)
+    if not events:
+        raise HTTPException(404, f"no customer {customer_id!r}")
+    if order == "desc":
+        events.reverse()
+    page = events[offset:offset + limit]
+    return {
+        "customer_id": customer_id,
+        "total": len(events),
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + limit if offset + limit < len(events) else None,
+        "items": [views.timeline_item(e) for e in page],
+    }
+
+
+@router.get("/customers/{customer_id}/journeys", response_model=list[JourneyOut])
+def get_customer_journeys(
+    customer_id: str, platform: PlatformDep, as_of: AsOf = None
+) -> list[dict[str, Any]]:
+    now = as_of or datetime.now(UTC)
+    found = platform.store.find("journey", "customer_id", customer_id)
+    if not found and platform.store.get("customer", customer_id) is None:
+        raise HTTPException(404, f"no customer {customer_id!r}")
+    states = sorted(found, key=lambda s: s["started_at"], reverse=True)
+    return [views.journey_view(platform, state, now) for state in states]
+
+
+@router.get("/journeys/{journey_id}", response_model=JourneyOut)
+def get_journey(journey_id: str, platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
+    state = platform.store.get("journey", journey_id)
+    if state is None:
+        raise HTTPException(404, f"no journey {journey_id!r}")
+    return views.journey_view(platform, state, as_of or datetime.now(UTC))
+
+
+@router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
+def healthz(platform: PlatformDep) -> Any:
+    try:
+        lag = platform.driver.lag()
+    except Exception as error:  # the point of a health check is to report, not to raise
+        return JSONResponse({"status": "unavailable", "database": str(error),
+                             "projection_lag": None}, status_code=503)
+    return {"status": "ok", "database": "ok", "projection_lag": lag}
+
+
+def create_app(platform: Platform) -> FastAPI:
+    app = FastAPI(
+        title="Peakend",
+        version="1",
+        description="Event-sourced customer-experience platform: record touchpoints, read "
+                    "live projections of customers and journeys.",
+    )
+    app.state.platform = platform
+    app.include_router(router)
+
+    @app.exception_handler(Refused)
+    async def refused(_: Request, error: Refused) -> JSONResponse:
+        body = IngestRefused(detail=error.detail, errors=error.errors)
+        return JSONResponse(body.model_dump(), status_code=error.status)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    # The body is parsed by hand (to report per-item errors and enforce limits), so the
+    # envelope's schema is added to the document for the request body to refer to.
+    openapi = app.openapi
+
+    def with_envelope() -> dict[str, Any]:
+        schema = openapi()
+        envelope = TouchpointIn.model_json_schema(by_alias=True, ref_template=_REF_TEMPLATE)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(envelope.pop("$defs", {}))
+        components["TouchpointIn"] = envelope
+        return schema
+
+    app.openapi = with_envelope  # type: ignore[method-assign]
+    return app

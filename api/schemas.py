@@ -1,0 +1,129 @@
+"""API schemas, one per purpose. Field names are the API contract: keep them stable."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class RecordedOut(BaseModel):
+    event_id: str
+    customer_id: str
+    duplicate: bool = Field(description="true when this event_id was recorded before: "
+                                        "nothing changed")
+
+
+class IngestAccepted(BaseModel):
+    accepted: int = Field(description="touchpoints in the request")
+    duplicates: int = Field(description="of which already recorded before (no effect)")
+    recorded: list[RecordedOut]
+
+
+class ItemError(BaseModel):
+    index: int | None = Field(description="position in the batch (0 for a single "
+                                          "touchpoint); null when the body itself is wrong")
+    event_id: str | None = None
+    field: str = Field(description="dotted path of the refused field, e.g. payload.amount")
+    message: str
+
+
+class IngestRefused(BaseModel):
+    detail: str
+    errors: list[ItemError]
+
+
+class JourneyTouchpointOut(BaseModel):
+    event_id: str
+    occurred_at: datetime
+    step: str
+    type: str
+    channel: str
+    emotion: int | None
+
+
+class CurvePointOut(BaseModel):
+    step: str
+    occurred_at: datetime
+    emotion: int
+
+
+class JourneyOut(BaseModel):
+    journey_id: str
+    journey_type: str
+    customer_id: str
+    started_at: datetime
+    last_at: datetime
+    touchpoints: list[JourneyTouchpointOut]
+    curve: list[CurvePointOut] = Field(description="emotion per scored touchpoint, "
+                                                   "in event-time order")
+    peak: int | None = Field(description="largest |emotion|; the negative one on a tie")
+    best: int | None
+    worst: int | None
+    end: int | None = Field(description="the last scored touchpoint's emotion")
+    peak_end_score: float | None = Field(description="(peak + end) / 2")
+    mean_emotion: float | None = Field(description="plain mean, beside the peak-end score")
+    closed: bool
+    closed_by: str | None = Field(description="end_step or inactivity")
+    closed_at: datetime | None
+
+
+class LoyaltyOut(BaseModel):
+    status: str = Field(description="true | latent | spurious | none (Dick & Basu)")
+    attitude: str
+    attitude_basis: dict[str, Any] | None
+    repeat_patronage: str
+    orders_in_window: int
+    window_days: int
+    thresholds: dict[str, int]
+    as_of: datetime
+
+
+class CustomerOut(BaseModel):
+    customer_id: str
+    identifiers: dict[str, list[str]]
+    first_seen: datetime
+    last_seen: datetime
+    touchpoints_total: int
+    counts_by_type: dict[str, int]
+    counts_by_channel: dict[str, int]
+    currency: str = Field(description="the reporting currency of total_spend")
+    total_spend: Decimal = Field(description="exact, serialised as a string")
+    spend_by_currency: dict[str, Decimal]
+    orders: int = Field(description="distinct orders")
+    recent_touchpoints: list[dict[str, Any]] = Field(description="the latest 20, "
+                                                                 "newest first, all channels")
+    open_complaints: list[dict[str, Any]]
+    complaints_total: int
+    last_survey_answers: list[dict[str, Any]]
+    loyalty_status: str
+    loyalty: LoyaltyOut
+
+
+class TimelineItemOut(BaseModel):
+    event_id: str
+    type: str
+    occurred_at: datetime
+    recorded_at: datetime
+    channel: str
+    journey: dict[str, str] | None
+    emotion: int | None
+    payload: dict[str, Any]
+    additional: dict[str, Any]
+
+
+class TimelineOut(BaseModel):
+    customer_id: str
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None
+    items: list[TimelineItemOut]
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+    projection_lag: int | None = Field(description="events recorded, not yet projected")

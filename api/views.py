@@ -1,0 +1,72 @@
+"""Read-side queries: projection documents shaped for the API, rules from the settings."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from infra.bootstrap import Platform
+from projections import customer, journeys, loyalty
+from projections.base import State, utc_iso
+
+
+def loyalty_of(platform: Platform, customer_id: str, as_of: datetime) -> dict[str, Any]:
+    s = platform.settings
+    return loyalty.loyalty_view(
+        platform.store.get("loyalty", customer_id),
+        as_of=as_of,
+        nps_high=s.loyalty_nps_high,
+        csat_high=s.loyalty_csat_high,
+        repeat_purchases=s.loyalty_repeat_purchases,
+        window=timedelta(days=s.loyalty_window_days),
+    )
+
+
+def customer_view(platform: Platform, customer_id: str, as_of: datetime) -> dict[str, Any] | None:
+    state = platform.store.get("customer", customer_id)
+    if state is None:
+        return None
+    currency = platform.settings.currency
+    status = loyalty_of(platform, customer_id, as_of)
+    return {
+        **{k: state[k] for k in (
+            "customer_id", "identifiers", "first_seen", "last_seen", "touchpoints_total",
+            "counts_by_type", "counts_by_channel", "spend_by_currency")},
+        "currency": currency,
+        "total_spend": customer.total_spend(state, currency),
+        "orders": len(state["order_ids"]),
+        "recent_touchpoints": list(reversed(state["recent_touchpoints"])),
+        "open_complaints": customer.open_complaints(state),
+        "complaints_total": len(state["complaints"]),
+        "last_survey_answers": customer.last_survey_answers(state),
+        "loyalty_status": status["status"],
+        "loyalty": status,
+    }
+
+
+def journey_view(platform: Platform, state: State, now: datetime) -> dict[str, Any]:
+    s = platform.settings
+    journey_type = state["journey_type"]
+    return {
+        **state,
+        **journeys.closure(
+            state,
+            end_steps=s.end_steps(journey_type),
+            inactivity_gap=s.inactivity_gap(journey_type),
+            now=now,
+        ),
+    }
+
+
+def timeline_item(event: Any) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "occurred_at": utc_iso(event.occurred_at),
+        "recorded_at": utc_iso(event.timestamp),
+        "channel": event.channel,
+        "journey": event.journey,
+        "emotion": event.emotion,
+        "payload": event.payload,
+        "additional": event.additional,
+    }

@@ -1,0 +1,142 @@
+"""The ``peakend`` command.
+
+    peakend api      serve the HTTP API on the embedded default (or PEAKEND_DATABASE_URL)
+    peakend demo     the API plus simulated omnichannel traffic, for a first look
+    peakend replay   rebuild every projection from the event store and swap it in
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+from tqdm import tqdm
+
+from api.app import create_app
+from infra.bootstrap import Platform, bootstrap
+from infra.settings import Settings
+from streams.projector import head, replay
+
+log = logging.getLogger("peakend")
+
+
+def _serve(platform: Platform, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(create_app(platform), host=host, port=port, log_level="warning")
+    return uvicorn.Server(config)
+
+
+def run_api(args: argparse.Namespace) -> int:
+    platform = bootstrap(Settings())
+    try:
+        print(f"Peakend API on http://{args.host}:{args.port}  (docs: /docs)", flush=True)
+        asyncio.run(_serve(platform, args.host, args.port).serve())
+    finally:
+        platform.close()
+    return 0
+
+
+async def _demo(platform: Platform, args: argparse.Namespace) -> None:
+    from infra.simulator import Simulator, SimulatorConfig, send_http
+
+    server = _serve(platform, args.host, args.port)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving  # re-raises why the server could not start
+            return
+        await asyncio.sleep(0.05)
+    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    simulator = Simulator(SimulatorConfig(seed=args.seed, customers=args.customers))
+    sample = simulator.touchpoints(1)[0]
+    print(
+        "\nPeakend demo is running; simulated traffic at "
+        f"{args.rate:g} touchpoints/s from {args.customers} customers.\n"
+        f"  API docs       {base}/docs\n"
+        f"  health         {base}/v1/healthz\n"
+        f"  a customer     {base}/v1/customers/{sample['customer']['id']}\n"
+        f"  their journeys {base}/v1/customers/{sample['customer']['id']}/journeys\n"
+        f"  their timeline {base}/v1/customers/{sample['customer']['id']}/timeline\n"
+        "Ctrl-C stops.\n",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    sending = asyncio.create_task(send_http(
+        base, simulator, rate=args.rate, batch_size=args.batch, total=args.total, stop=stop))
+    try:
+        await serving
+    finally:
+        stop.set()
+        stats = await sending
+        print(f"sent {stats.sent}, accepted {stats.accepted}, rejected {stats.rejected}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    platform = bootstrap(Settings())
+    try:
+        asyncio.run(_demo(platform, args))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        platform.close()
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    settings = Settings()
+    platform = bootstrap(settings, start=False)
+    try:
+        total = head(platform.records)
+        with tqdm(total=total, unit="event", desc="replay", disable=args.quiet) as bar:
+            def on_progress(progress: object) -> None:
+                bar.n = min(getattr(progress, "position", 0), max(bar.total, 1))
+                bar.refresh()
+
+            result = replay(platform.records, platform.store,
+                            batch_size=settings.project_batch_size, on_progress=on_progress)
+        print(f"replayed {result.read} events ({result.applied} projection updates) into "
+              f"{len(platform.store.projections)} projections; swapped in at position "
+              f"{result.position}")
+    finally:
+        platform.close()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="peakend", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    api = commands.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=run_api)
+
+    demo = commands.add_parser("demo", help="the API plus simulated traffic")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--rate", type=float, default=200.0, help="touchpoints per second")
+    demo.add_argument("--batch", type=int, default=50, help="touchpoints per request")
+    demo.add_argument("--customers", type=int, default=500)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--total", type=int, default=None, help="stop sending after this many")
+    demo.set_defaults(run=run_demo)
+
+    rebuild = commands.add_parser("replay", help="rebuild every projection from the events")
+    rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    rebuild.set_defaults(run=run_replay)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

