@@ -34,7 +34,7 @@ def customer_view(platform: Platform, customer_id: str, as_of: datetime) -> dict
             "counts_by_type", "counts_by_channel", "spend_by_currency")},
         "currency": currency,
         "total_spend": customer.total_spend(state, currency),
-        "orders": len(state["order_ids"]),
+        "orders": len(state["orders"]),
         "recent_touchpoints": list(reversed(state["recent_touchpoints"])),
         "open_complaints": customer.open_complaints(state),
         "complaints_total": len(state["complaints"]),

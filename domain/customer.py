@@ -93,7 +93,7 @@ class Customer(Aggregate):
             identifiers=touchpoint.customer.present(),
             journey=touchpoint.journey.model_dump() if touchpoint.journey else None,
             emotion=touchpoint.emotion,
-            payload=touchpoint.payload,
-            additional=touchpoint.additional,
+            payload=dict(touchpoint.payload),
+            additional=dict(touchpoint.additional),
         )
         return True

@@ -11,12 +11,14 @@ known ones. Free-form ``additional`` attributes are kept but not interpreted.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -29,9 +31,15 @@ from pydantic import (
 )
 
 SCHEMA_VERSION = 1
+CENT = Decimal("0.01")
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2, allow_inf_nan=False)]
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=14, decimal_places=2, allow_inf_nan=False),
+    # Always two decimals: "1e2" is stored as "100.00", never as "1E+2".
+    AfterValidator(lambda amount: amount.quantize(CENT)),
+]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Emotion = Annotated[int, Field(ge=-3, le=3, strict=True)]
 
@@ -120,7 +128,7 @@ class SurveyAnsweredPayload(_Strict):
     survey_id: Text
     question_id: Text
     metric: SurveyMetric
-    value: int | str
+    value: Any = Field(description="an integer on the metric's scale, or a Kano answer")
     attribute: Text | None = None
     feature: Text | None = None
 
@@ -133,7 +141,7 @@ class SurveyAnsweredPayload(_Strict):
                 raise ValueError("feature: a Kano answer names the feature it is about")
             return self
         low, high = METRIC_RANGES[self.metric]
-        if isinstance(self.value, bool) or not isinstance(self.value, int):
+        if isinstance(self.value, bool) or not isinstance(self.value, int):  # 9.0, true: no
             raise ValueError(f"value: {self.metric} is an integer from {low} to {high}")
         if not low <= self.value <= high:
             raise ValueError(f"value: {self.metric} is from {low} to {high}, got {self.value}")
@@ -189,9 +197,12 @@ class CustomerIdentifiers(_Strict):
     email: Annotated[str, StringConstraints(
         strip_whitespace=True, to_lower=True, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254
     )] | None = None
-    phone: Annotated[str, StringConstraints(
-        strip_whitespace=True, pattern=r"^\+?[0-9 ()\-.]{6,24}$"
-    )] | None = None
+    phone: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()\-.]{6,24}$"),
+        # One number, one spelling: "+49 30 123456" and "+4930123456" are the same phone.
+        AfterValidator(lambda phone: re.sub(r"[ ()\-.]", "", phone)),
+    ] | None = None
     loyalty_card: Text | None = None
     device_id: Text | None = None
     crm_id: Text | None = None

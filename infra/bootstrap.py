@@ -26,9 +26,17 @@ class Platform:
     driver: EmbeddedDriver
 
     def close(self) -> None:
+        """Stop the driver and close every connection; safe to call twice."""
         self.driver.stop()
         self.records.close()
-        self.store.pool.closeall()
+        if not self.store.pool.closed:
+            self.store.pool.closeall()
+
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def database_url(settings: Settings) -> str:

@@ -34,25 +34,53 @@ def _with_identifiers(known: dict[str, list[str]], seen: dict[str, str]) -> dict
 
 
 def _complaint_step(complaints: dict[str, Any], event: Touchpoint, at: str) -> dict[str, Any]:
+    """Each handling step keeps the earliest time it happened; details (category,
+    severity, compensation) come from the latest step, by event time, that states them,
+    so the result does not depend on arrival order."""
     complaint_id = event.payload["complaint_id"]
     complaint = dict(complaints.get(complaint_id, {"complaint_id": complaint_id}))
     step = COMPLAINT_STEPS[event.type]
-    # A redelivered or late step keeps the earliest time it happened.
     if step not in complaint or at < complaint[step]:
         complaint[step] = at
-    for field in ("category", "severity", "compensation"):
-        if field in event.payload:
-            complaint[field] = event.payload[field]
-    complaint["channel"] = complaint.get("channel", event.channel)
+    stamp = [at, event.event_id]
+    for detail in ("category", "severity", "compensation"):
+        if detail in event.payload and stamp > complaint.get(f"_{detail}_at", []):
+            complaint[detail] = event.payload[detail]
+            complaint[f"_{detail}_at"] = stamp
+    if "channel" not in complaint or stamp < complaint["_channel_at"]:
+        complaint["channel"], complaint["_channel_at"] = event.channel, stamp  # where filed
     return {**complaints, complaint_id: complaint}
 
 
 def _survey_answer(answers: dict[str, Any], event: Touchpoint, at: str) -> dict[str, Any]:
     payload = event.payload
     slot = f"{payload['survey_id']}:{payload['question_id']}"
-    if slot in answers and answers[slot]["occurred_at"] >= at:
+    held = answers.get(slot)
+    if held is not None and (held["occurred_at"], held["event_id"]) >= (at, event.event_id):
         return answers  # an older answer arriving late does not replace a newer one
-    return {**answers, slot: {**payload, "occurred_at": at, "channel": event.channel}}
+    answer = {**payload, "occurred_at": at, "channel": event.channel, "event_id": event.event_id}
+    return {**answers, slot: answer}
+
+
+def _with_order(orders: dict[str, Any], event: Touchpoint, at: str) -> dict[str, Any]:
+    """An order counts once: re-sent under another event id, the earliest report (by event
+    time) of the order stands."""
+    order_id = event.payload["order_id"]
+    held = orders.get(order_id)
+    if held is not None and (held["occurred_at"], held["event_id"]) <= (at, event.event_id):
+        return orders
+    order = {"amount": event.payload["amount"], "currency": event.payload["currency"],
+             "occurred_at": at, "event_id": event.event_id}
+    return {**orders, order_id: order}
+
+
+def _spend_by_currency(orders: dict[str, Any]) -> dict[str, str]:
+    """Spend per currency = the exact (Decimal) sum of the distinct orders' amounts."""
+    totals: dict[str, Decimal] = {}
+    for order in orders.values():
+        totals[order["currency"]] = totals.get(order["currency"], Decimal(0)) + Decimal(
+            order["amount"])
+    return {currency: str(total) for currency, total in sorted(totals.items())}
 
 
 def reduce(state: State | None, event: Touchpoint) -> State:
@@ -67,7 +95,7 @@ def reduce(state: State | None, event: Touchpoint) -> State:
         "counts_by_type": {},
         "counts_by_channel": {},
         "spend_by_currency": {},
-        "order_ids": [],
+        "orders": {},
         "recent_touchpoints": [],
         "complaints": {},
         "survey_answers": {},
@@ -91,11 +119,10 @@ def reduce(state: State | None, event: Touchpoint) -> State:
         "recent_touchpoints": recent,
     }
     if event.type == "purchase":
-        currency, amount = event.payload["currency"], Decimal(event.payload["amount"])
-        spent = Decimal(current["spend_by_currency"].get(currency, "0")) + amount
-        nxt["spend_by_currency"] = {**current["spend_by_currency"], currency: str(spent)}
-        if event.payload["order_id"] not in current["order_ids"]:
-            nxt["order_ids"] = [*current["order_ids"], event.payload["order_id"]]
+        orders = _with_order(current["orders"], event, at)
+        if orders is not current["orders"]:
+            nxt["orders"] = orders
+            nxt["spend_by_currency"] = _spend_by_currency(orders)
     elif event.type in COMPLAINT_STEPS:
         nxt["complaints"] = _complaint_step(current["complaints"], event, at)
     elif event.type == "survey_answered":
@@ -109,7 +136,9 @@ PROJECTION = Projection(name="customer", key=lambda event: event.customer_id, re
 def open_complaints(state: State) -> list[dict[str, Any]]:
     """Complaints filed and not yet resolved, oldest first."""
     complaints = [
-        c for c in state["complaints"].values() if "filed_at" in c and "resolved_at" not in c
+        {k: v for k, v in c.items() if not k.startswith("_")}
+        for c in state["complaints"].values()
+        if "filed_at" in c and "resolved_at" not in c
     ]
     return sorted(complaints, key=lambda c: c["filed_at"])
 

@@ -17,7 +17,8 @@ from projections.base import Projection, State, Touchpoint, insert_by_time, utc_
 
 def reduce(state: State | None, event: Touchpoint) -> State:
     """Place the touchpoint in its journey by event time and re-derive the curve."""
-    assert event.journey is not None  # guaranteed by key()
+    if event.journey is None:
+        raise ValueError("journey: only touchpoints of a journey are folded into one")
     current: State = state or {
         "journey_id": event.journey["id"],
         "journey_type": event.journey["type"],
@@ -38,6 +39,10 @@ def reduce(state: State | None, event: Touchpoint) -> State:
         if t["emotion"] is not None
     ]
     remembered = peak_end([point["emotion"] for point in curve])
+    if touchpoints[0]["event_id"] == event.event_id:
+        # The journey's earliest touchpoint (by event time) says whose journey it is.
+        current = {**current, "journey_type": event.journey["type"],
+                   "customer_id": event.customer_id}
     return {
         **current,
         "touchpoints": touchpoints,

@@ -1,6 +1,6 @@
 """Loyalty status (Dick & Basu 1994, DOMAIN.md §5): relative attitude x repeat patronage.
 
-The document keeps the inputs: the latest NPS and CSAT answers (by event time) and the
+The document keeps the inputs: every NPS and CSAT answer (in event-time order) and the
 time of every distinct order. ``loyalty_view`` decides the quadrant as of an instant, with
 thresholds from the settings, and reports the inputs that decided it.
 """
@@ -11,13 +11,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from domain.metrics import attitude_is_high, loyalty_status
-from projections.base import Projection, State, Touchpoint, utc_iso
+from projections.base import Projection, State, Touchpoint, insert_by_time, utc_iso
 
 ATTITUDE_METRICS = ("nps", "csat")
 
 
 def reduce(state: State | None, event: Touchpoint) -> State:
-    current: State = state or {"customer_id": event.customer_id, "attitude": {}, "orders": {}}
+    current: State = state or {"customer_id": event.customer_id, "answers": [], "orders": {}}
     at = utc_iso(event.occurred_at)
     if event.type == "purchase":
         order_id = event.payload["order_id"]
@@ -25,12 +25,9 @@ def reduce(state: State | None, event: Touchpoint) -> State:
             return current
         return {**current, "orders": {**current["orders"], order_id: at}}
     if event.type == "survey_answered" and event.payload["metric"] in ATTITUDE_METRICS:
-        metric = event.payload["metric"]
-        latest = current["attitude"].get(metric)
-        if latest is not None and latest["occurred_at"] >= at:
-            return current
-        answer = {"value": event.payload["value"], "occurred_at": at}
-        return {**current, "attitude": {**current["attitude"], metric: answer}}
+        answer = {"metric": event.payload["metric"], "value": event.payload["value"],
+                  "occurred_at": at, "event_id": event.event_id}
+        return {**current, "answers": insert_by_time(current["answers"], answer)}
     return current
 
 
@@ -59,16 +56,12 @@ def loyalty_view(
     CSAT >= csat_high); no answer counts as low. Repeat patronage: high when the customer
     placed at least ``repeat_purchases`` orders in the ``window`` before ``as_of``.
     """
-    state = state or {"attitude": {}, "orders": {}}
+    state = state or {"answers": [], "orders": {}}
     until, since = utc_iso(as_of), utc_iso(as_of - window)
-    answers = [
-        (answer["occurred_at"], metric, answer["value"])
-        for metric, answer in state["attitude"].items()
-        if answer["occurred_at"] <= until
-    ]
-    latest = max(answers, default=None)
+    given = [answer for answer in state["answers"] if answer["occurred_at"] <= until]
+    latest = given[-1] if given else None
     attitude_high = latest is not None and attitude_is_high(
-        latest[1], latest[2], nps_threshold=nps_high, csat_threshold=csat_high
+        latest["metric"], latest["value"], nps_threshold=nps_high, csat_threshold=csat_high
     )
     orders = sum(1 for at in state["orders"].values() if since < at <= until)
     repeat_high = orders >= repeat_purchases
@@ -76,7 +69,7 @@ def loyalty_view(
         "status": loyalty_status(attitude_high, repeat_high).value,
         "attitude": "high" if attitude_high else "low",
         "attitude_basis": (
-            {"metric": latest[1], "value": latest[2], "occurred_at": latest[0]}
+            {k: latest[k] for k in ("metric", "value", "occurred_at")}
             if latest else None
         ),
         "repeat_patronage": "high" if repeat_high else "low",
