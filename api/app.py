@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -54,6 +55,17 @@ router = APIRouter(prefix="/v1")
 _REF_TEMPLATE = "#/components/schemas/{model}"
 
 
+def _non_finite(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
 def _body_error(detail: str) -> list[ItemError]:
     return [ItemError(index=None, field="body", message=detail)]
 
@@ -82,7 +94,8 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
                   f"got {len(items)}")
         raise Refused(413, detail, _body_error(detail))
     now = datetime.now(UTC)
-    touchpoints, errors = [], []
+    touchpoints: list[TouchpointIn] = []
+    errors: list[ItemError] = []
     for index, item in enumerate(items):
         try:
             touchpoints.append(
@@ -120,9 +133,9 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
 async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
     body = await _read_body(request, platform.settings.ingest_max_body_bytes)
     try:
-        raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        detail = f"malformed JSON: {error}"
+        raw = json.loads(body, parse_constant=_non_finite, parse_float=_finite_float)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        detail = f"malformed JSON: {error or 'nested too deeply'}"
         raise Refused(400, detail, _body_error(detail)) from None
     touchpoints = _parse_batch(raw, platform)
     outcomes = await asyncio.wrap_future(platform.driver.submit(touchpoints))
@@ -195,6 +208,10 @@ def healthz(platform: PlatformDep) -> Any:
     except Exception as error:  # the point of a health check is to report, not to raise
         return JSONResponse({"status": "unavailable", "database": str(error),
                              "projection_lag": None}, status_code=503)
+    if platform.driver.projector_error is not None:
+        return JSONResponse({"status": "degraded", "database": "ok", "projection_lag": lag,
+                             "projector_error": platform.driver.projector_error},
+                            status_code=503)
     return {"status": "ok", "database": "ok", "projection_lag": lag}
 
 

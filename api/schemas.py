@@ -127,3 +127,5 @@ class HealthOut(BaseModel):
     status: str
     database: str
     projection_lag: int | None = Field(description="events recorded, not yet projected")
+    projector_error: str | None = Field(default=None, description="why projecting is "
+                                        "stuck, when it is (status degraded)")

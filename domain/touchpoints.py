@@ -34,6 +34,16 @@ SCHEMA_VERSION = 1
 CENT = Decimal("0.01")
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+def _no_slash(value: str) -> str:
+    if "/" in value:
+        raise ValueError("'/' is not allowed in an id: ids are read back at URL paths "
+                         "such as /v1/customers/{id}")
+    return value
+
+
+UrlSafeId = Annotated[Text, AfterValidator(_no_slash)]
 Money = Annotated[
     Decimal,
     Field(ge=0, max_digits=14, decimal_places=2, allow_inf_nan=False),
@@ -193,7 +203,7 @@ IDENTIFIER_KINDS = ("id", "email", "phone", "loyalty_card", "device_id", "crm_id
 class CustomerIdentifiers(_Strict):
     """One or more identifiers of the customer, as the source knows them."""
 
-    id: Text | None = None
+    id: UrlSafeId | None = None
     email: Annotated[str, StringConstraints(
         strip_whitespace=True, to_lower=True, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254
     )] | None = None
@@ -224,7 +234,7 @@ class CustomerIdentifiers(_Strict):
 
 
 class JourneyMembership(_Strict):
-    id: Text
+    id: UrlSafeId
     type: Text
     step: Text
 
@@ -302,12 +312,39 @@ class InvalidTouchpoint(ValueError):
         self.errors = errors
 
 
+def _unstorable_text(value: Any, path: str = "") -> list[FieldError]:
+    """Strings PostgreSQL text and jsonb cannot hold (NUL) or UTF-8 cannot encode (lone
+    surrogates), anywhere in the envelope, keys included: refused at the door, because
+    once recorded they would stall every projection behind them."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return [FieldError(field=path or "body", message="contains a NUL character")]
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [FieldError(field=path or "body",
+                               message="contains a lone surrogate (not valid Unicode)")]
+        return []
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found += _unstorable_text(key, where) if isinstance(key, str) else []
+            found += _unstorable_text(item, where)
+        return found
+    if isinstance(value, list):
+        return [e for i, item in enumerate(value) for e in _unstorable_text(item, f"{path}.{i}")]
+    return []
+
+
 def parse_touchpoint(
     raw: Any, *, now: datetime | None = None, max_future_skew: timedelta | None = None
 ) -> TouchpointIn:
     """Validate one envelope and its type's payload; raise ``InvalidTouchpoint`` listing
     every bad field (envelope and payload together, so one round trip shows them all)."""
-    errors: list[FieldError] = []
+    errors = _unstorable_text(raw)
+    if errors:
+        raise InvalidTouchpoint(errors)
     envelope: TouchpointIn | None = None
     try:
         envelope = TouchpointIn.model_validate(
@@ -315,9 +352,10 @@ def parse_touchpoint(
         )
     except ValidationError as error:
         errors.extend(field_errors(error))
-    model = PAYLOADS.get(raw.get("type")) if isinstance(raw, dict) else None
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    model = PAYLOADS.get(kind) if isinstance(kind, str) else None
     payload: dict[str, Any] = {}
-    if model is not None and isinstance(raw.get("payload", {}), dict):
+    if model is not None and isinstance(raw, dict) and isinstance(raw.get("payload", {}), dict):
         try:
             parsed = model.model_validate(raw.get("payload", {}))
             payload = parsed.model_dump(mode="json", exclude_none=True)

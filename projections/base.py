@@ -38,8 +38,10 @@ def utc_iso(moment: datetime) -> str:
 def insert_by_time(items: list[dict[str, Any]], item: dict[str, Any]) -> list[dict[str, Any]]:
     """A new list with ``item`` placed by (occurred_at, event_id): late events land where
     they happened, and equal times order the same way live and on replay."""
-    order = (item["occurred_at"], item["event_id"])
+    def order(entry: dict[str, Any]) -> tuple[str, str]:
+        return entry["occurred_at"], entry["event_id"]
+
     position = len(items)
-    while position and (items[position - 1]["occurred_at"], items[position - 1]["event_id"]) > order:
+    while position and order(items[position - 1]) > order(item):
         position -= 1
     return [*items[:position], item, *items[position:]]

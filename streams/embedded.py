@@ -52,6 +52,7 @@ class EmbeddedDriver:
         self._recorded = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.projector_error: str | None = None  # the last failure, until projecting recovers
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -102,19 +103,30 @@ class EmbeddedDriver:
             batch = self._next_batch()
             if not batch:
                 continue
-            try:
-                outcomes = self.records.record([tp for s in batch for tp in s.touchpoints])
-            except Exception as error:
-                log.exception("recording a batch of %d submissions failed", len(batch))
-                for submission in batch:
-                    submission.future.set_exception(error)
-                continue
+            self._record(batch)
             self._recorded.set()
-            start = 0
-            for submission in batch:
-                end = start + len(submission.touchpoints)
-                submission.future.set_result(outcomes[start:end])
-                start = end
+
+    def _record(self, batch: list[_Submission]) -> None:
+        """Record submissions in one transaction; if that fails, record each alone, so a
+        failure fails only the request that caused it, not its neighbours in the batch."""
+        try:
+            outcomes = self.records.record([tp for s in batch for tp in s.touchpoints])
+        except Exception as error:
+            if len(batch) > 1:
+                log.warning("a batch of %d requests failed (%s); recording them one by one",
+                            len(batch), error)
+                for submission in batch:
+                    self._record([submission])
+                return
+            log.exception("recording a request of %d touchpoints failed",
+                          len(batch[0].touchpoints))
+            batch[0].future.set_exception(error)
+            return
+        start = 0
+        for submission in batch:
+            end = start + len(submission.touchpoints)
+            submission.future.set_result(outcomes[start:end])
+            start = end
 
     # -- projection -----------------------------------------------------------------
 
@@ -124,8 +136,9 @@ class EmbeddedDriver:
             self._recorded.clear()
             try:
                 while follow(self.records, self.store, batch_size=self.project_batch_size).read:
-                    pass
-            except Exception:
+                    self.projector_error = None
+            except Exception as error:
+                self.projector_error = f"{type(error).__name__}: {error}"
                 log.exception("projecting failed; retrying in 1 s")
                 time.sleep(1)
 

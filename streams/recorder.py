@@ -7,6 +7,7 @@ serialise, so throughput comes from many events per transaction, not more writer
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,10 +67,8 @@ class CustomerRecords(Application[UUID]):
         if cache is None:
             return
         for aggregate_id in customers:
-            try:
+            with contextlib.suppress(KeyError):  # not cached: nothing to forget
                 cache.get(aggregate_id, evict=True)
-            except KeyError:
-                pass
 
     def _record_one(self, customers: dict[UUID, Customer], touchpoint: TouchpointIn) -> Recorded:
         customer_id = resolve_customer_id(touchpoint.customer.present())

@@ -35,7 +35,8 @@ def test_a_recorded_touchpoint_is_readable_in_its_projections(
     with httpx.Client(base_url=base) as client:
         accepted = client.post("/v1/touchpoints", json=batch)
         assert accepted.status_code == 202, accepted.text
-        assert [r["event_id"] for r in accepted.json()["recorded"]] == [b["event_id"] for b in batch]
+        recorded = [r["event_id"] for r in accepted.json()["recorded"]]
+        assert recorded == [b["event_id"] for b in batch]
         assert platform.driver.wait_until_projected()
         found = client.get(f"/v1/customers/{customer}").json()
         journey = client.get("/v1/journeys/J1").json()
