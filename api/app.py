@@ -141,7 +141,7 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
     outcomes = await asyncio.wrap_future(platform.driver.submit(touchpoints))
     return IngestAccepted(
         accepted=len(outcomes),
-        duplicates=sum(o.duplicate for o in outcomes),
+        duplicates=sum(o.duplicate is True for o in outcomes),
         recorded=[RecordedOut(event_id=o.event_id, customer_id=o.customer_id,
                               duplicate=o.duplicate) for o in outcomes],
     )

@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 class RecordedOut(BaseModel):
     event_id: str
     customer_id: str
-    duplicate: bool = Field(description="true when this event_id was recorded before: "
-                                        "nothing changed")
+    duplicate: bool | None = Field(description="true when this event_id was recorded "
+                                               "before: nothing changed; null in cluster "
+                                               "mode, where the workers record it later")
 
 
 class IngestAccepted(BaseModel):

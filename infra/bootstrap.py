@@ -1,20 +1,43 @@
-"""The composition root: the API, the CLI and the tests all build the platform here."""
+"""The composition root: the API, the CLI, the workers and the tests all build the
+platform here."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import psycopg2.pool
 
+from domain.touchpoints import TouchpointIn
 from infra.database import embedded_server_url, eventsourcing_env
 from infra.settings import Settings
 from projections.registry import PROJECTIONS
 from projections.store import ReadModelStore
 from streams.embedded import EmbeddedDriver
-from streams.recorder import CustomerRecords
+from streams.projector import head
+from streams.recorder import CustomerRecords, Recorded
+from streams.relay import RELAY
 
 log = logging.getLogger(__name__)
+
+Mode = Literal["embedded", "cluster", "none"]
+
+
+class Ingest(Protocol):
+    """Where accepted touchpoints go: the embedded driver, or Kafka in cluster mode."""
+
+    projector_error: str | None
+
+    def submit(self, touchpoints: Sequence[TouchpointIn]) -> Future[list[Recorded]]: ...
+
+    def lag(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass
@@ -23,7 +46,7 @@ class Platform:
     database_url: str
     records: CustomerRecords
     store: ReadModelStore
-    driver: EmbeddedDriver
+    driver: Ingest
 
     def close(self) -> None:
         """Stop the driver and close every connection; safe to call twice."""
@@ -45,31 +68,43 @@ def database_url(settings: Settings) -> str:
     return embedded_server_url(settings.data_dir)
 
 
-def bootstrap(settings: Settings | None = None, *, start: bool = True) -> Platform:
-    """Build the embedded-mode platform: event store, read-model store and the driver
-    (started unless ``start`` is False: replay and admin commands drive it themselves)."""
+def bootstrap(
+    settings: Settings | None = None, *, mode: Mode = "embedded", start: bool = True
+) -> Platform:
+    """Build the platform. ``embedded``: ingest records in-process and a thread projects;
+    ``cluster``: ingest produces to Kafka, workers do the rest; ``none``: stores only
+    (workers, replay, admin commands drive them themselves). Drivers start unless
+    ``start`` is False."""
     settings = settings or Settings()
     url = database_url(settings)
     records = CustomerRecords(env={
         **eventsourcing_env(url),
         "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
-        # The recorder is the only writer of its customers' streams in this process; a
-        # write from elsewhere shows up as a version conflict, and the batch is retried on
-        # fresh aggregates, so the cache need not re-read the store before every use.
+        # A customer's touchpoints reach one recorder at a time (one process embedded, one
+        # partition owner in cluster mode); a write from elsewhere shows up as a version
+        # conflict and the batch is retried on fresh aggregates, so the cache need not
+        # re-read the store before every use.
         "AGGREGATE_CACHE_FASTFORWARD": "n",
         "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
     })
     pool = psycopg2.pool.ThreadedConnectionPool(1, 16, url)
     store = ReadModelStore(pool, PROJECTIONS)
     store.create_tables()
-    driver = EmbeddedDriver(
-        records,
-        store,
-        record_batch_size=settings.record_batch_size,
-        record_linger_s=settings.record_linger_ms / 1000,
-        project_batch_size=settings.project_batch_size,
-        project_poll_s=settings.project_poll_ms / 1000,
-    )
-    if start:
+    driver: Ingest
+    if mode == "cluster":
+        from infra.kafka import KafkaIngest, TouchpointProducer
+
+        driver = KafkaIngest(TouchpointProducer.from_settings(settings),
+                             lag=lambda: max(0, head(records) - store.position(RELAY)))
+    else:
+        driver = EmbeddedDriver(
+            records,
+            store,
+            record_batch_size=settings.record_batch_size,
+            record_linger_s=settings.record_linger_ms / 1000,
+            project_batch_size=settings.project_batch_size,
+            project_poll_s=settings.project_poll_ms / 1000,
+        )
+    if start and mode != "none":
         driver.start()
     return Platform(settings, url, records, store, driver)

@@ -3,6 +3,9 @@
     peakend api      serve the HTTP API on the embedded default (or PEAKEND_DATABASE_URL)
     peakend demo     the API plus simulated omnichannel traffic, for a first look
     peakend replay   rebuild every projection from the event store and swap it in
+    peakend worker   a Faust stream worker (cluster mode); run as many as you like
+    peakend relay    the outbox relay alone (workers run it too unless --no-relay)
+    peakend topics create   create the Kafka topics
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def _serve(platform: Platform, host: str, port: int) -> uvicorn.Server:
 
 
 def run_api(args: argparse.Namespace) -> int:
-    platform = bootstrap(Settings())
+    platform = bootstrap(Settings(), mode=args.mode)
     try:
         print(f"Peakend API on http://{args.host}:{args.port}  (docs: /docs)", flush=True)
         asyncio.run(_serve(platform, args.host, args.port).serve())
@@ -123,6 +126,64 @@ def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams.cluster import create_app as create_stream_app
+
+    settings = Settings()
+    if args.no_relay:
+        settings = settings.model_copy(update={"worker_runs_relay": False})
+    platform = bootstrap(settings, mode="none", start=False)
+    try:
+        app = create_stream_app(settings, platform.records, platform.store)
+        worker = faust.Worker(app, loglevel="INFO", quiet=True)
+        worker.execute_from_commandline()  # returns only when the worker stops
+    finally:
+        platform.close()
+    return 0
+
+
+def run_relay(args: argparse.Namespace) -> int:
+    import time
+
+    from kafka import KafkaProducer
+
+    from infra.kafka import Topics
+    from streams.relay import relay
+
+    settings = Settings()
+    platform = bootstrap(settings, mode="none", start=False)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                             linger_ms=settings.kafka_linger_ms,
+                             max_in_flight_requests_per_connection=1)
+    topic = Topics.named(settings.kafka_topic_prefix).customer_events
+    print(f"relaying the event store to {topic} on {settings.kafka_bootstrap}", flush=True)
+    try:
+        while True:
+            sent = relay(platform.records, platform.store, producer, topic,
+                         batch_size=settings.stream_batch_size)
+            if sent:
+                log.info("relayed %d events", sent)
+            else:
+                time.sleep(0.05)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        producer.close(5)
+        platform.close()
+
+
+def run_topics(args: argparse.Namespace) -> int:
+    from infra.kafka import create_topics
+
+    settings = Settings()
+    for topic, outcome in create_topics(settings).items():
+        print(f"{topic}: {outcome} ({settings.kafka_partitions} partitions, "
+              f"replication {settings.kafka_replication})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="peakend", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,7 +192,21 @@ def parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--mode", choices=["embedded", "cluster"], default="embedded",
+                     help="embedded: record in-process; cluster: produce to Kafka")
     api.set_defaults(run=run_api)
+
+    worker = commands.add_parser("worker", help="a Faust stream worker (cluster mode)")
+    worker.add_argument("--no-relay", action="store_true",
+                        help="do not run the outbox relay in this worker")
+    worker.set_defaults(run=run_worker)
+
+    relay = commands.add_parser("relay", help="the outbox relay alone (cluster mode)")
+    relay.set_defaults(run=run_relay)
+
+    topics = commands.add_parser("topics", help="Kafka topics")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(run=run_topics)
 
     demo = commands.add_parser("demo", help="the API plus simulated traffic")
     demo.add_argument("--host", default="127.0.0.1")

@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     loyalty_repeat_purchases: int = Field(2, ge=1)
     loyalty_window_days: int = Field(365, ge=1)
 
+    # Cluster mode (Kafka). Topic names are "<prefix>.touchpoints", ".touchpoints.dlq",
+    # ".customer-events" and ".alerts"; the Faust consumer group is "<prefix>".
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = Field("peakend", pattern=r"^[A-Za-z0-9._\-]+$")
+    kafka_partitions: int = Field(8, ge=1)
+    kafka_replication: int = Field(1, ge=1)
+    kafka_linger_ms: int = Field(5, ge=0)
+    stream_batch_size: int = Field(1000, ge=1)
+    stream_batch_within_ms: float = Field(50.0, gt=0)
+    worker_runs_relay: bool = True
+
     # Money: the reporting currency whose purchases make up ``total_spend``.
     currency: str = "EUR"
 

@@ -90,16 +90,22 @@ class ReadModelStore:
         finally:
             self.pool.putconn(conn)
 
-    def lock_position(self, conn: psycopg2.extensions.connection, follower: str) -> int:
+    def lock_position(
+        self, conn: psycopg2.extensions.connection, follower: str, *, wait: bool = True
+    ) -> int:
         """The follower's position in the notification log, locked until commit, so two
-        followers (or a follower and a replay's swap) never apply the same events."""
+        followers (or a follower and a replay's swap) never apply the same events.
+        With ``wait=False``, raise ``psycopg2.errors.LockNotAvailable`` at once if another
+        transaction holds it."""
         name = self.tracking_name(follower)
         with conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO rm_tracking (follower, position) VALUES (%s, 0)"
                 " ON CONFLICT (follower) DO NOTHING", (name,)
             )
-            cur.execute("SELECT position FROM rm_tracking WHERE follower = %s FOR UPDATE", (name,))
+            cur.execute(
+                "SELECT position FROM rm_tracking WHERE follower = %s FOR UPDATE"
+                + ("" if wait else " NOWAIT"), (name,))
             row = cur.fetchone()
             return int(row[0]) if row else 0
 

@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Recorded:
     """The outcome for one touchpoint: which customer it landed on, and whether it was
-    already recorded before (a duplicate ``event_id`` changes nothing)."""
+    already recorded before (a duplicate ``event_id`` changes nothing); None when not
+    known yet (cluster mode answers once Kafka has the touchpoint)."""
 
     event_id: str
     customer_id: str
-    duplicate: bool
+    duplicate: bool | None
 
 
 class CustomerRecords(Application[UUID]):

@@ -1,0 +1,196 @@
+"""Kafka: topic names, topic creation, and the producer client for touchpoint systems.
+
+Messages are JSON with a ``schema`` field. Touchpoints are keyed by the customer id the
+envelope resolves to, so one customer's touchpoints stay in one partition, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from domain.customer import resolve_customer_id
+from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
+from infra.settings import Settings
+from streams.recorder import Recorded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Topics:
+    touchpoints: str
+    dead_letters: str
+    customer_events: str
+    alerts: str
+
+    @classmethod
+    def named(cls, prefix: str) -> Topics:
+        return cls(
+            touchpoints=f"{prefix}.touchpoints",
+            dead_letters=f"{prefix}.touchpoints.dlq",
+            customer_events=f"{prefix}.customer-events",
+            alerts=f"{prefix}.alerts",
+        )
+
+    def all(self) -> tuple[str, ...]:
+        return (self.touchpoints, self.dead_letters, self.customer_events, self.alerts)
+
+
+def create_topics(settings: Settings) -> dict[str, str]:
+    """Create the platform's topics with the configured partitions and replication;
+    returns what happened to each (created / exists)."""
+    topics = Topics.named(settings.kafka_topic_prefix)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                             client_id="peakend-admin")
+    outcome = {}
+    try:
+        for name in topics.all():
+            try:
+                admin.create_topics([NewTopic(name, settings.kafka_partitions,
+                                              settings.kafka_replication)])
+                outcome[name] = "created"
+            except TopicAlreadyExistsError:
+                outcome[name] = "exists"
+    finally:
+        admin.close()
+    return outcome
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class TouchpointProducer:
+    """Publish touchpoints to ``<prefix>.touchpoints`` from a touchpoint system.
+
+    ``send`` validates each envelope first (an invalid one raises ``InvalidTouchpoint``
+    naming its fields, and nothing of the call is sent), keys it by the customer it
+    resolves to, and returns one future per envelope that resolves once the broker has
+    acknowledged it (``acks=all``) or fails with the reason. The underlying kafka-python
+    producer batches (``linger_ms``) and retries transient errors itself.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic: str = Topics.named("peakend").touchpoints,
+        linger_ms: int = 5,
+        retries: int = 10,
+        max_future_skew: timedelta = timedelta(minutes=5),
+        **kafka_options: Any,
+    ) -> None:
+        self.topic = topic
+        self.max_future_skew = max_future_skew
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=linger_ms,
+            retries=retries,
+            # One in flight per connection: a retried batch cannot overtake the next one,
+            # so a customer's touchpoints keep their order in the partition.
+            max_in_flight_requests_per_connection=1,
+            **kafka_options,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TouchpointProducer:
+        return cls(
+            settings.kafka_bootstrap,
+            topic=Topics.named(settings.kafka_topic_prefix).touchpoints,
+            linger_ms=settings.kafka_linger_ms,
+            max_future_skew=settings.max_future_skew,
+        )
+
+    def send(self, envelopes: Iterable[Mapping[str, Any] | TouchpointIn]) -> list[Future[Any]]:
+        """Validate all, then send all; see the class docstring."""
+        now = datetime.now(UTC)
+        valid = [
+            e if isinstance(e, TouchpointIn)
+            else parse_touchpoint(dict(e), now=now, max_future_skew=self.max_future_skew)
+            for e in envelopes
+        ]
+        return self.send_valid(valid)
+
+    def send_valid(self, touchpoints: Iterable[TouchpointIn]) -> list[Future[Any]]:
+        futures: list[Future[Any]] = []
+        for touchpoint in touchpoints:
+            key = resolve_customer_id(touchpoint.customer.present()).encode()
+            value = _json(touchpoint.model_dump(mode="json", by_alias=True, exclude_none=True))
+            acked: Future[Any] = Future()
+            sent = self._producer.send(self.topic, key=key, value=value)
+            sent.add_callback(acked.set_result)
+            sent.add_errback(acked.set_exception)
+            futures.append(acked)
+        return futures
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._producer.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self._producer.close(timeout)
+
+
+
+
+__all__ = ["InvalidTouchpoint", "KafkaIngest", "Topics", "TouchpointProducer", "create_topics"]
+
+
+class KafkaIngest:
+    """Cluster-mode ingest for the API: a request is answered once Kafka has acknowledged
+    every touchpoint in it (``acks=all``); the workers record them. Whether one was a
+    duplicate is not known yet at that point (``duplicate`` is None)."""
+
+    projector_error: str | None = None
+
+    def __init__(self, producer: TouchpointProducer, lag: Callable[[], int]) -> None:
+        self.producer = producer
+        self._lag = lag
+
+    def submit(self, touchpoints: Sequence[TouchpointIn]) -> Future[list[Recorded]]:
+        done: Future[list[Recorded]] = Future()
+        acks = self.producer.send_valid(touchpoints)
+        outcomes = [
+            Recorded(t.event_id, resolve_customer_id(t.customer.present()), duplicate=None)
+            for t in touchpoints
+        ]
+        remaining = [len(acks)]
+        lock = threading.Lock()
+
+        def settle(ack: Future[Any]) -> None:
+            with lock:
+                if done.done():
+                    return
+                failure = ack.exception()
+                if failure is not None:
+                    done.set_exception(failure)
+                    return
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set_result(outcomes)
+
+        for ack in acks:
+            ack.add_done_callback(settle)
+        if not acks:
+            done.set_result([])
+        return done
+
+    def lag(self) -> int:
+        return self._lag()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.producer.close(10)

@@ -1,0 +1,99 @@
+"""The outbox relay: the event store's notification log, in order, onto Kafka.
+
+The event store is the outbox: a touchpoint's domain event is committed once, there, and
+the relay publishes every notification after its tracked position to
+``<prefix>.customer-events``, keyed by customer id, then advances the position in
+PostgreSQL. A crash between publishing and saving the position republishes a few events;
+the projectors skip what they have applied (per-document stream versions), so the
+effect is exactly once. One relay is active at a time: the others find the position row
+locked and wait their turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+from uuid import UUID
+
+import psycopg2.errors
+from eventsourcing.persistence import Mapper, Notification, StoredEvent
+
+from domain.customer import Customer
+from projections.store import ReadModelStore
+from streams.recorder import CustomerRecords
+
+log = logging.getLogger(__name__)
+
+RELAY = "relay"
+SCHEMA = 1
+
+
+class Producer(Protocol):
+    """What the relay needs of a Kafka producer (kafka-python's ``KafkaProducer``)."""
+
+    def send(self, topic: str, *, key: bytes, value: bytes) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+
+def encode(notification: Notification, customer_id: str) -> bytes:
+    """A customer-events message: the stored event as the event store keeps it (its
+    JSON state included verbatim), with its log position and customer id."""
+    return json.dumps({
+        "schema": SCHEMA,
+        "position": notification.id,
+        "customer_id": customer_id,
+        "originator_id": notification.originator_id.hex
+        if isinstance(notification.originator_id, UUID) else str(notification.originator_id),
+        "originator_version": notification.originator_version,
+        "topic": notification.topic,
+        "state": json.loads(notification.state),
+    }, separators=(",", ":")).encode()
+
+
+def decode(mapper: Mapper[UUID], value: bytes) -> Any:
+    """The domain event in a customer-events message."""
+    message = json.loads(value)
+    if message.get("schema") != SCHEMA:
+        raise ValueError(f"schema: customer-events messages are version {SCHEMA}, "
+                         f"got {message.get('schema')!r}")
+    return mapper.to_domain_event(StoredEvent(
+        originator_id=UUID(message["originator_id"]),
+        originator_version=message["originator_version"],
+        topic=message["topic"],
+        state=json.dumps(message["state"], separators=(",", ":")).encode(),
+    ))
+
+
+def relay(
+    records: CustomerRecords,
+    store: ReadModelStore,
+    producer: Producer,
+    topic: str,
+    *,
+    batch_size: int,
+) -> int:
+    """Publish the next ``batch_size`` notifications; return how many (0 when idle or
+    when another relay holds the position)."""
+    with store.connection() as conn:
+        try:
+            position = store.lock_position(conn, RELAY, wait=False)
+        except psycopg2.errors.LockNotAvailable:
+            return 0
+        notifications = records.recorder.select_notifications(
+            start=position, limit=batch_size, inclusive_of_start=False)
+        if not notifications:
+            return 0
+        sent = []
+        for notification in notifications:
+            event = records.mapper.to_domain_event(notification)
+            customer_id: str = event.customer_id if isinstance(
+                event, Customer.TouchpointRecorded | Customer.Registered) else ""
+            sent.append(producer.send(topic, key=customer_id.encode(),
+                                      value=encode(notification, customer_id)))
+        producer.flush()
+        for future in sent:
+            future.get(timeout=0)  # raises if the broker refused any: the position stays
+        store.set_position(conn, RELAY, notifications[-1].id)
+        return len(notifications)
