@@ -184,6 +184,19 @@ def run_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from infra.bench import run
+
+    modes = ["embedded", "cluster"] if args.mode == "both" else [args.mode]
+    report = run(Settings(), n=args.n, naive_n=args.naive_n or args.n, rate=args.rate,
+                 modes=modes, workers=args.workers, seed=args.seed, log_dir=Path(args.logs))
+    print(f"\npeakend bench --n {args.n} --rate {args.rate:g} --mode {args.mode} "
+          f"--workers {args.workers}\n\n{report}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="peakend", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +216,18 @@ def parser() -> argparse.ArgumentParser:
 
     relay = commands.add_parser("relay", help="the outbox relay alone (cluster mode)")
     relay.set_defaults(run=run_relay)
+
+    bench = commands.add_parser("bench", help="measure throughput and freshness")
+    bench.add_argument("--n", type=int, default=20_000, help="touchpoints per run")
+    bench.add_argument("--naive-n", type=int, default=None,
+                       help="touchpoints for the naive path (default: --n)")
+    bench.add_argument("--rate", type=float, default=2000.0,
+                       help="offered touchpoints/s for the freshness runs")
+    bench.add_argument("--mode", choices=["embedded", "cluster", "both"], default="both")
+    bench.add_argument("--workers", type=int, default=1)
+    bench.add_argument("--seed", type=int, default=11)
+    bench.add_argument("--logs", default=".peakend/bench-logs")
+    bench.set_defaults(run=run_bench)
 
     topics = commands.add_parser("topics", help="Kafka topics")
     topics.add_argument("action", choices=["create"])

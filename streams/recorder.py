@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
 
 from domain.customer import Customer, customer_aggregate_id, resolve_customer_id
 from domain.touchpoints import TouchpointIn
@@ -49,6 +51,8 @@ class CustomerRecords(Application[UUID]):
         for attempt in range(1, attempts + 1):
             customers: dict[UUID, Customer] = {}
             try:
+                customers.update(self._customers(
+                    {resolve_customer_id(tp.customer.present()) for tp in touchpoints}))
                 outcomes = [self._record_one(customers, tp) for tp in touchpoints]
                 self.save(*customers.values())
             except Exception as error:
@@ -73,18 +77,59 @@ class CustomerRecords(Application[UUID]):
 
     def _record_one(self, customers: dict[UUID, Customer], touchpoint: TouchpointIn) -> Recorded:
         customer_id = resolve_customer_id(touchpoint.customer.present())
-        aggregate_id = customer_aggregate_id(customer_id)
-        customer = customers.get(aggregate_id)
-        if customer is None:
-            customer = customers[aggregate_id] = self._customer(customer_id)
-        recorded = customer.record_touchpoint(touchpoint)
+        recorded = customers[customer_aggregate_id(customer_id)].record_touchpoint(touchpoint)
         return Recorded(touchpoint.event_id, customer_id, duplicate=not recorded)
 
-    def _customer(self, customer_id: str) -> Customer:
+    def _customers(self, customer_ids: set[str]) -> dict[UUID, Customer]:
+        """The batch's customers: from the aggregate cache, else all the others' events in
+        ONE query (not a query per customer), else newly registered."""
+        wanted = {customer_aggregate_id(c): c for c in customer_ids}
+        found: dict[UUID, Customer] = {}
+        cache = self.repository.cache
+        for aggregate_id in wanted:
+            if cache is not None:
+                with contextlib.suppress(KeyError):
+                    cached = cache.get(aggregate_id)
+                    if isinstance(cached, Customer):
+                        found[aggregate_id] = cached
+        missing = [aggregate_id for aggregate_id in wanted if aggregate_id not in found]
+        for aggregate_id, customer in self._reconstruct(missing).items():
+            found[aggregate_id] = customer
+            if cache is not None:
+                cache.put(aggregate_id, customer)
+        for aggregate_id in wanted.keys() - found.keys():
+            found[aggregate_id] = Customer.register(wanted[aggregate_id])
+        return found
+
+    def _reconstruct(self, aggregate_ids: list[UUID]) -> dict[UUID, Customer]:
+        if not aggregate_ids:
+            return {}
+        recorder = self.recorder
+        if not isinstance(recorder, PostgresApplicationRecorder):
+            return {  # other persistence modules (tests of pure logic): one by one
+                i: c for i in aggregate_ids if (c := self._get_or_none(i)) is not None}
+        # eventsourcing reads one stream per query; this reads them all at once from its
+        # table, in stream-version order, and folds them as its repository would.
+        query = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {}.{}"
+            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        streams: dict[UUID, list[Any]] = {}
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(query, (aggregate_ids,))
+            for row in cursor.fetchall():
+                streams.setdefault(row["originator_id"], []).append(self.mapper.to_domain_event(
+                    StoredEvent(row["originator_id"], row["originator_version"], row["topic"],
+                                bytes(row["state"]))))
+        rebuilt: dict[UUID, Any] = {
+            i: project_aggregate(None, events) for i, events in streams.items()}
+        return {i: c for i, c in rebuilt.items() if isinstance(c, Customer)}
+
+    def _get_or_none(self, aggregate_id: UUID) -> Customer | None:
         try:
-            customer: Customer = self.repository.get(customer_aggregate_id(customer_id))
+            customer: Customer = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            customer = Customer.register(customer_id)
+            return None
         return customer
 
     def touchpoints_of(self, customer_id: str) -> list[Customer.TouchpointRecorded]:
