@@ -121,6 +121,8 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
     responses={
         400: {"model": IngestRefused, "description": "the body is not JSON"},
         413: {"model": IngestRefused, "description": "body or batch too large"},
+        503: {"model": IngestRefused, "description": "not durable (event store or Kafka "
+                                                    "unavailable): nothing to fix, retry"},
         422: {"model": IngestRefused, "description": "invalid touchpoints, field by field"},
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
@@ -138,7 +140,11 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
         detail = f"malformed JSON: {error or 'nested too deeply'}"
         raise Refused(400, detail, _body_error(detail)) from None
     touchpoints = _parse_batch(raw, platform)
-    outcomes = await asyncio.wrap_future(platform.driver.submit(touchpoints))
+    try:
+        outcomes = await asyncio.wrap_future(platform.driver.submit(touchpoints))
+    except Exception as error:  # not durable: say so, the client retries (idempotent)
+        detail = f"not recorded, retry later: {type(error).__name__}: {error}"
+        raise Refused(503, detail, _body_error(detail)) from error
     return IngestAccepted(
         accepted=len(outcomes),
         duplicates=sum(o.duplicate is True for o in outcomes),

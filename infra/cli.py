@@ -174,6 +174,22 @@ def run_relay(args: argparse.Namespace) -> int:
         platform.close()
 
 
+def run_broker(args: argparse.Namespace) -> int:
+    import time
+
+    from infra.broker import LocalBroker
+
+    with LocalBroker(port=args.port) as broker:
+        print(f"local Kafka-protocol broker (Tansu, in memory) on {broker.bootstrap}; "
+              f"export PEAKEND_KAFKA_BOOTSTRAP={broker.bootstrap}. Ctrl-C stops.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def run_topics(args: argparse.Namespace) -> int:
     from infra.kafka import create_topics
 
@@ -228,6 +244,11 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=11)
     bench.add_argument("--logs", default=".peakend/bench-logs")
     bench.set_defaults(run=run_bench)
+
+    broker = commands.add_parser("broker", help="a local in-memory Kafka-protocol broker "
+                                 "for trying cluster mode (not for production)")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.set_defaults(run=run_broker)
 
     topics = commands.add_parser("topics", help="Kafka topics")
     topics.add_argument("action", choices=["create"])

@@ -111,6 +111,8 @@ class TouchpointProducer:
             topic=Topics.named(settings.kafka_topic_prefix).touchpoints,
             linger_ms=settings.kafka_linger_ms,
             max_future_skew=settings.max_future_skew,
+            delivery_timeout_ms=settings.kafka_delivery_timeout_ms,
+            request_timeout_ms=min(settings.kafka_delivery_timeout_ms // 2, 30_000),
         )
 
     def send(self, envelopes: Iterable[Mapping[str, Any] | TouchpointIn]) -> list[Future[Any]]:

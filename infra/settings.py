@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(8, ge=1)
     kafka_replication: int = Field(1, ge=1)
     kafka_linger_ms: int = Field(5, ge=0)
+    # How long a produce may take, retries included, before the caller hears it failed.
+    kafka_delivery_timeout_ms: int = Field(30_000, ge=1000)
     stream_batch_size: int = Field(1000, ge=1)
     stream_batch_within_ms: float = Field(50.0, gt=0)
     worker_runs_relay: bool = True
