@@ -4,8 +4,9 @@ platform here."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -24,6 +25,7 @@ from streams.relay import RELAY
 log = logging.getLogger(__name__)
 
 Mode = Literal["embedded", "cluster", "none"]
+SCHEMA_LOCK = 0x7065616B656E64  # "peakend": the advisory lock key of schema set-up
 
 
 class Ingest(Protocol):
@@ -68,15 +70,21 @@ def database_url(settings: Settings) -> str:
     return embedded_server_url(settings.data_dir)
 
 
-def bootstrap(
-    settings: Settings | None = None, *, mode: Mode = "embedded", start: bool = True
-) -> Platform:
-    """Build the platform. ``embedded``: ingest records in-process and a thread projects;
-    ``cluster``: ingest produces to Kafka, workers do the rest; ``none``: stores only
-    (workers, replay, admin commands drive them themselves). Drivers start unless
-    ``start`` is False."""
-    settings = settings or Settings()
-    url = database_url(settings)
+@contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """Serialise schema set-up across processes: workers, relays and APIs started at once
+    on a fresh database would otherwise race to create the same tables and types."""
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        yield
+    finally:
+        conn.close()  # closing the session releases the lock
+
+
+def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelStore]:
     records = CustomerRecords(env={
         **eventsourcing_env(url),
         "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
@@ -90,6 +98,20 @@ def bootstrap(
     pool = psycopg2.pool.ThreadedConnectionPool(1, 16, url)
     store = ReadModelStore(pool, PROJECTIONS)
     store.create_tables()
+    return records, store
+
+
+def bootstrap(
+    settings: Settings | None = None, *, mode: Mode = "embedded", start: bool = True
+) -> Platform:
+    """Build the platform. ``embedded``: ingest records in-process and a thread projects;
+    ``cluster``: ingest produces to Kafka, workers do the rest; ``none``: stores only
+    (workers, replay, admin commands drive them themselves). Drivers start unless
+    ``start`` is False."""
+    settings = settings or Settings()
+    url = database_url(settings)
+    with schema_lock(url):
+        records, store = _stores(settings, url)
     driver: Ingest
     if mode == "cluster":
         from infra.kafka import KafkaIngest, TouchpointProducer

@@ -85,7 +85,11 @@ async def until_done(work: Callable[[], Any], what: str, stopping: Callable[[], 
             return await asyncio.to_thread(work)
         except Exception:
             if stopping():
-                raise
+                # Faust acknowledges a taken batch when its loop is left, and commits on
+                # a graceful stop: leaving without a commit is the only way not to lose
+                # a batch that could not be made durable. Kafka redelivers it.
+                log.critical("%s failed while stopping: exiting without committing", what)
+                os._exit(75)
             log.exception("%s failed; retrying in %.1f s", what, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
