@@ -229,8 +229,8 @@ class CustomerIdentifiers(_Strict):
 
     def present(self) -> dict[str, str]:
         """The identifiers given, by kind, in the order of IDENTIFIER_KINDS."""
-        values = {kind: getattr(self, kind) for kind in IDENTIFIER_KINDS}
-        return {kind: value for kind, value in values.items() if value is not None}
+        return {kind: value for kind in IDENTIFIER_KINDS
+                if (value := getattr(self, kind)) is not None}
 
 
 class JourneyMembership(_Strict):

@@ -94,6 +94,7 @@ def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelSto
         # re-read the store before every use.
         "AGGREGATE_CACHE_FASTFORWARD": "n",
         "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+        "APPLICATION_RECORDER_TOPIC": "streams.recorder:ColumnarRecorder",
     })
     pool = psycopg2.pool.ThreadedConnectionPool(1, 16, url)
     store = ReadModelStore(pool, PROJECTIONS)

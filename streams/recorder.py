@@ -37,6 +37,32 @@ class Recorded:
     duplicate: bool | None
 
 
+class ColumnarRecorder(PostgresApplicationRecorder):
+    """eventsourcing's PostgreSQL recorder (same table, same lock, same notifications),
+    inserting a batch as four column arrays that psycopg sends in binary, instead of one
+    array of a composite type formatted as text in Python: the recorder's hot path."""
+
+    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.insert_events_statement = SQL(
+            "INSERT INTO {}.{} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
+            " RETURNING notification_id"
+        ).format(Identifier(datastore.schema), Identifier(events_table_name))
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any
+    ) -> None:
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(self.insert_events_statement, (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        ))
+
+
 class CustomerRecords(Application[UUID]):
     """The event-sourced application holding every Customer aggregate."""
 
@@ -51,9 +77,13 @@ class CustomerRecords(Application[UUID]):
         for attempt in range(1, attempts + 1):
             customers: dict[UUID, Customer] = {}
             try:
-                customers.update(self._customers(
-                    {resolve_customer_id(tp.customer.present()) for tp in touchpoints}))
-                outcomes = [self._record_one(customers, tp) for tp in touchpoints]
+                customer_ids = [resolve_customer_id(tp.customer.present()) for tp in touchpoints]
+                customers.update(self._customers(set(customer_ids)))
+                outcomes = [
+                    Recorded(tp.event_id, customer_id, duplicate=not customers[
+                        customer_aggregate_id(customer_id)].record_touchpoint(tp))
+                    for tp, customer_id in zip(touchpoints, customer_ids, strict=True)
+                ]
                 self.save(*customers.values())
             except Exception as error:
                 self._forget(customers)
@@ -74,11 +104,6 @@ class CustomerRecords(Application[UUID]):
         for aggregate_id in customers:
             with contextlib.suppress(KeyError):  # not cached: nothing to forget
                 cache.get(aggregate_id, evict=True)
-
-    def _record_one(self, customers: dict[UUID, Customer], touchpoint: TouchpointIn) -> Recorded:
-        customer_id = resolve_customer_id(touchpoint.customer.present())
-        recorded = customers[customer_aggregate_id(customer_id)].record_touchpoint(touchpoint)
-        return Recorded(touchpoint.event_id, customer_id, duplicate=not recorded)
 
     def _customers(self, customer_ids: set[str]) -> dict[UUID, Customer]:
         """The batch's customers: from the aggregate cache, else all the others' events in
