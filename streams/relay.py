@@ -19,7 +19,6 @@ from uuid import UUID
 import psycopg2.errors
 from eventsourcing.persistence import Mapper, Notification, StoredEvent
 
-from domain.customer import Customer
 from projections.store import ReadModelStore
 from streams.recorder import CustomerRecords
 
@@ -37,10 +36,13 @@ class Producer(Protocol):
     def flush(self, timeout: float | None = None) -> None: ...
 
 
-def encode(notification: Notification, customer_id: str) -> bytes:
-    """A customer-events message: the stored event as the event store keeps it (its
-    JSON state included verbatim), with its log position and customer id."""
-    return json.dumps({
+def encode(notification: Notification) -> tuple[bytes, bytes]:
+    """A customer-events message (key, value): the stored event as the event store keeps
+    it (its JSON state included verbatim), with its log position; keyed by customer id,
+    which every Customer event carries."""
+    state = json.loads(notification.state)
+    customer_id = str(state.get("customer_id", ""))
+    return customer_id.encode(), json.dumps({
         "schema": SCHEMA,
         "position": notification.id,
         "customer_id": customer_id,
@@ -48,7 +50,7 @@ def encode(notification: Notification, customer_id: str) -> bytes:
         if isinstance(notification.originator_id, UUID) else str(notification.originator_id),
         "originator_version": notification.originator_version,
         "topic": notification.topic,
-        "state": json.loads(notification.state),
+        "state": state,
     }, separators=(",", ":")).encode()
 
 
@@ -87,11 +89,8 @@ def relay(
             return 0
         sent = []
         for notification in notifications:
-            event = records.mapper.to_domain_event(notification)
-            customer_id: str = event.customer_id if isinstance(
-                event, Customer.TouchpointRecorded | Customer.Registered) else ""
-            sent.append(producer.send(topic, key=customer_id.encode(),
-                                      value=encode(notification, customer_id)))
+            key, value = encode(notification)
+            sent.append(producer.send(topic, key=key, value=value))
         producer.flush()
         for future in sent:
             future.get(timeout=0)  # raises if the broker refused any: the position stays
