@@ -20,6 +20,7 @@ import base64
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -150,12 +151,13 @@ def create_app(
                                                   value=dead_letter(event, reason, errors))
                 else:
                     valid.append(touchpoint)
+            started = time.perf_counter()
             if valid:
                 await until_done(partial(records.record, valid), "recording",
                                  lambda: app.should_stop)
             partitions = sorted({e.message.partition for e in events})
-            log.info("%s recorded %d touchpoints from partitions %s", WORKER, len(valid),
-                     partitions)
+            log.info("%s recorded %d touchpoints from partitions %s in %.0f ms", WORKER,
+                     len(valid), partitions, (time.perf_counter() - started) * 1000)
 
     @app.agent(customer_events_topic)
     async def project_customer_events(stream: faust.StreamT[bytes]) -> None:
@@ -174,9 +176,11 @@ def create_app(
                 if isinstance(decoded, Customer.TouchpointRecorded):
                     touchpoints.append(decoded)
 
+            started = time.perf_counter()
             applied = await until_done(partial(project, store, touchpoints), "projecting",
                                        lambda: app.should_stop)
-            log.info("%s projected %d events (%d updates)", WORKER, len(events), applied)
+            log.info("%s projected %d events (%d updates) in %.0f ms", WORKER, len(events),
+                     applied, (time.perf_counter() - started) * 1000)
 
     if settings.worker_runs_relay:
         @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
