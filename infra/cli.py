@@ -6,6 +6,7 @@
     peakend worker   a Faust stream worker (cluster mode); run as many as you like
     peakend relay    the outbox relay alone (workers run it too unless --no-relay)
     peakend topics create   create the Kafka topics
+    peakend import FILE     bulk-load historical touchpoints (JSON Lines, or CSV + mapping)
 """
 
 from __future__ import annotations
@@ -200,6 +201,38 @@ def run_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_import(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from infra.importer import count_lines, import_file
+
+    path = Path(args.file)
+    mapping = json.loads(Path(args.mapping).read_text()) if args.mapping else None
+    platform = bootstrap(Settings(), mode="none", start=False)
+    try:
+        with tqdm(total=count_lines(path), unit="line", desc=f"import {path.name}",
+                  disable=args.quiet) as bar:
+            def on_progress(line: int) -> None:
+                bar.n = line
+                bar.refresh()
+
+            summary = import_file(platform, path, fmt=args.format, mapping=mapping,
+                                  batch_size=args.batch, restart=args.restart,
+                                  reject_path=Path(args.rejects) if args.rejects else None,
+                                  on_progress=on_progress)
+    finally:
+        platform.close()
+    print(f"{summary.source}: {summary.lines} lines, {summary.recorded} recorded, "
+          f"{summary.duplicates} already recorded, {summary.skipped} skipped (done before), "
+          f"{summary.rejected} rejected")
+    if summary.rejected:
+        top = ", ".join(f"{field} ({n})" for field, n in
+                        sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:8])
+        print(f"rejected lines and reasons: {summary.reject_file}; by field: {top}")
+    return 1 if summary.rejected else 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -232,6 +265,20 @@ def parser() -> argparse.ArgumentParser:
 
     relay = commands.add_parser("relay", help="the outbox relay alone (cluster mode)")
     relay.set_defaults(run=run_relay)
+
+    load = commands.add_parser("import", help="bulk-load historical touchpoints")
+    load.add_argument("file", help="a JSON Lines file of envelopes, or a CSV file")
+    load.add_argument("--format", choices=["jsonl", "csv"], default=None,
+                      help="default: from the file's suffix")
+    load.add_argument("--mapping", help="CSV only: a JSON file mapping envelope fields "
+                                        "to columns (see infra/importer.py)")
+    load.add_argument("--batch", type=int, default=1000, help="touchpoints per transaction")
+    load.add_argument("--rejects", help="where refused lines go "
+                                        "(default: FILE.rejects.jsonl)")
+    load.add_argument("--restart", action="store_true",
+                      help="start from the first line, not where the last run stopped")
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.set_defaults(run=run_import)
 
     bench = commands.add_parser("bench", help="measure throughput and freshness")
     bench.add_argument("--n", type=int, default=20_000, help="touchpoints per run")
