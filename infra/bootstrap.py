@@ -18,7 +18,7 @@ from infra.settings import Settings
 from projections.registry import PROJECTIONS
 from projections.store import ReadModelStore
 from streams.embedded import EmbeddedDriver
-from streams.projector import head
+from streams.projector import head, replay
 from streams.recorder import CustomerRecords, Recorded
 from streams.relay import RELAY
 
@@ -98,7 +98,13 @@ def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelSto
     })
     pool = psycopg2.pool.ThreadedConnectionPool(1, 16, url)
     store = ReadModelStore(pool, PROJECTIONS)
-    store.create_tables()
+    new = store.create_tables()
+    if new and head(records) > 0:
+        # A projection added to an existing store has missed the events before it: all
+        # are rebuilt from the event store (atomically swapped in) before anything runs.
+        log.warning("new projections %s: rebuilding every projection from %d events",
+                    ", ".join(new), head(records))
+        replay(records, store, batch_size=settings.project_batch_size)
     return records, store
 
 

@@ -53,7 +53,9 @@ class ReadModelStore:
     def tracking_name(self, follower: str) -> str:
         return f"{follower}{self.generation}"
 
-    def create_tables(self, *, fresh: bool = False) -> None:
+    def create_tables(self, *, fresh: bool = False) -> list[str]:
+        """Create what is missing; return the projections whose table is new."""
+        created = []
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS rm_tracking ("
@@ -63,6 +65,11 @@ class ReadModelStore:
             for projection in self.projections:
                 if fresh:
                     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table(projection)))
+                cur.execute("SELECT to_regclass(%s) IS NULL",
+                            (self.table(projection).strings[0],))
+                row = cur.fetchone()
+                if row and row[0]:
+                    created.append(projection.name)
                 cur.execute(sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} ("
                     " key text PRIMARY KEY, state jsonb NOT NULL, applied jsonb NOT NULL,"
@@ -76,6 +83,7 @@ class ReadModelStore:
                     "DELETE FROM rm_tracking WHERE right(follower, %s) <> %s",
                     (len(self.generation or REBUILD), self.generation or REBUILD),
                 )
+        return created
 
     # -- transactions ---------------------------------------------------------------
 
