@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from api import views
+from api.analytics import router as analytics_router
 from api.schemas import (
     CustomerOut,
     HealthOut,
@@ -155,7 +156,7 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut)
 def get_customer(customer_id: str, platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
-    view = views.customer_view(platform, customer_id, as_of or datetime.now(UTC))
+    view = views.customer_view(platform, customer_id, as_of)
     if view is None:
         raise HTTPException(404, f"no customer {customer_id!r}")
     return view
@@ -230,6 +231,7 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     app.include_router(router)
+    app.include_router(analytics_router)
 
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:

@@ -101,6 +101,19 @@ class CustomerOut(BaseModel):
     last_survey_answers: list[dict[str, Any]]
     loyalty_status: str
     loyalty: LoyaltyOut
+    measures_as_of: datetime
+    population_computed_at: datetime = Field(description="when the population pass behind "
+                                             "tier and RFM ran (cached for a while)")
+    value_tier: dict[str, Any] = Field(description="vip | major | ordinary | small | "
+                                       "inactive | prospect, by trailing value")
+    rfm: dict[str, Any] | None = Field(description="recency days, frequency, monetary, "
+                                       "1-5 quintile scores, segment; null before a purchase")
+    lifecycle: dict[str, Any] = Field(description="stage and the rule that decided it")
+    satisfaction: dict[str, Any]
+    trust: dict[str, Any] = Field(description="promises made (deliveries with a date) "
+                                  "and kept")
+    lifetime_value: dict[str, Any] = Field(description="simple margin/retention CLV and "
+                                           "the BG/NBD + Gamma-Gamma model's figures")
 
 
 class TimelineItemOut(BaseModel):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from api.analytics import customer_measures
 from infra.bootstrap import Platform
 from projections import customer, journeys, loyalty
 from projections.base import State, utc_iso
@@ -22,12 +23,13 @@ def loyalty_of(platform: Platform, customer_id: str, as_of: datetime) -> dict[st
     )
 
 
-def customer_view(platform: Platform, customer_id: str, as_of: datetime) -> dict[str, Any] | None:
+def customer_view(platform: Platform, customer_id: str, as_of: datetime | None) -> dict[
+        str, Any] | None:
     state = platform.store.get("customer", customer_id)
     if state is None:
         return None
     currency = platform.settings.currency
-    status = loyalty_of(platform, customer_id, as_of)
+    status = loyalty_of(platform, customer_id, as_of or datetime.now(UTC))
     return {
         **{k: state[k] for k in (
             "customer_id", "identifiers", "first_seen", "last_seen", "touchpoints_total",
@@ -41,6 +43,7 @@ def customer_view(platform: Platform, customer_id: str, as_of: datetime) -> dict
         "last_survey_answers": customer.last_survey_answers(state),
         "loyalty_status": status["status"],
         "loyalty": status,
+        **customer_measures(platform, state, as_of),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,19 @@ class Settings(BaseSettings):
     stream_batch_size: int = Field(1000, ge=1)
     stream_batch_within_ms: float = Field(50.0, gt=0)
     worker_runs_relay: bool = True
+
+    # Value analytics (DOMAIN.md §6): the trailing window of the pyramid and of RFM, the
+    # tier cut-offs (cumulative shares of active customers), lifetime-value horizon.
+    value_window_days: int = Field(365, ge=1)
+    rfm_window_days: int = Field(365, ge=1)
+    tier_vip: float = Field(0.01, gt=0, le=1)
+    tier_major: float = Field(0.05, gt=0, le=1)
+    tier_ordinary: float = Field(0.20, gt=0, le=1)
+    clv_time_unit: Literal["day", "week"] = "week"
+    clv_horizon: float = Field(52.0, gt=0, description="in clv_time_unit")
+    clv_margin: float = Field(1.0, gt=0, le=1, description="margin share of revenue")
+    clv_discount_rate: float = Field(0.10, ge=0, le=1)
+    population_cache_seconds: float = Field(60.0, ge=0)
 
     # Money: the reporting currency whose purchases make up ``total_spend``.
     currency: str = "EUR"

@@ -873,6 +873,10 @@ class Simulator:
             questions.append((f"importance_{attribute}", "importance",
                               _clip(importance + rng.gauss(0.0, 1.2), 0, 10),
                               {"attribute": attribute}))
+            # ... and how satisfied with it: the pair behind importance vs satisfaction.
+            questions.append((f"satisfaction_{attribute}", "perceived_quality",
+                              _clip(6.5 + 1.2 * mean + rng.gauss(0.0, 1.2), 0, 10),
+                              {"attribute": attribute}))
         elif module < 0.45:
             feature, category = rng.choice(jt.features)
             functional, dysfunctional = self._kano(category)

@@ -127,6 +127,11 @@ def reduce(state: State | None, event: Touchpoint) -> State:
         nxt["complaints"] = _complaint_step(current["complaints"], event, at)
     elif event.type == "survey_answered":
         nxt["survey_answers"] = _survey_answer(current["survey_answers"], event, at)
+    elif event.type == "delivery" and "on_time" in event.payload:
+        # A delivery date is a promise (DOMAIN.md §11): reliability is promises kept.
+        made = current.get("promises", {"made": 0, "kept": 0})
+        nxt["promises"] = {"made": made["made"] + 1,
+                           "kept": made["kept"] + bool(event.payload["on_time"])}
     return nxt
 
 

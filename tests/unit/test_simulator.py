@@ -478,12 +478,15 @@ def test_surveys_are_short_and_ask_every_kind_of_question(history: list[Envelope
             assert sorted(a["metric"] for a in kano) == ["kano_dysfunctional",
                                                          "kano_functional"]
             assert kano[0]["feature"] == kano[1]["feature"]
+        rated = {a["attribute"] for a in answers if a["metric"] == "perceived_quality"
+                 and a.get("attribute")}
         for answer in answers:
-            if answer["metric"] == "importance":
-                assert answer["attribute"]
+            if answer["metric"] == "importance":  # asked with its satisfaction rating
+                assert answer["attribute"] in rated
     assert set(metrics) == {"nps", "csat", "ces", "expectation", "perceived_quality",
                             "importance", "kano_functional", "kano_dysfunctional"}
-    assert metrics["expectation"] == metrics["perceived_quality"]
+    # perceived quality is asked beside an expectation, or beside an importance
+    assert metrics["expectation"] + metrics["importance"] == metrics["perceived_quality"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,260 @@
+"""``/v1/analytics``: population measures, and the per-customer measures of
+``GET /v1/customers/{id}``, each as of an instant (``as_of``, default now).
+
+Measures that rank a customer against the population (tier, RFM quintiles) need a pass
+over every customer; that pass is cached for ``PEAKEND_POPULATION_CACHE_SECONDS`` when it
+is "now", and every answer says when it was computed (``computed_at``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+
+from domain import clv, satisfaction, value
+from domain.metrics import nps_category
+from infra.bootstrap import Platform
+from infra.settings import Settings
+from projections import analytics
+from projections.base import utc_iso
+
+
+def _platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(_platform)]
+AsOf = Annotated[datetime | None, Query(description="the instant measured (default: now)")]
+Since = Annotated[datetime | None, Query(description="only answers after this instant")]
+PeriodQ = Annotated[Literal["week", "month", "quarter"] | None,
+                    Query(description="also break down by calendar period")]
+
+router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
+
+
+def cutoffs(settings: Settings) -> value.TierCutoffs:
+    return value.TierCutoffs(vip=settings.tier_vip, major=settings.tier_major,
+                             ordinary=settings.tier_ordinary)
+
+
+def _when(as_of: datetime | None) -> datetime:
+    if as_of is not None and as_of.tzinfo is None:
+        raise HTTPException(422, "as_of: give an offset, e.g. 2026-01-01T00:00:00Z")
+    return as_of or datetime.now(UTC)
+
+
+class Population:
+    """Tiers and RFM of every customer as of an instant; "now" is reused for a while."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now: tuple[float, dict[str, Any]] | None = None
+
+    def of(self, platform: Platform, as_of: datetime | None) -> dict[str, Any]:
+        settings = platform.settings
+        if as_of is None:
+            with self._lock:
+                if self._now and time.monotonic() - self._now[0] < (
+                        settings.population_cache_seconds):
+                    return self._now[1]
+        moment = _when(as_of)
+        history, known = analytics.purchases(platform.store, as_of=moment,
+                                             currency=settings.currency)
+        tiers, values = analytics.tiers_as_of(
+            history, as_of=moment, window=timedelta(days=settings.value_window_days),
+            cutoffs=cutoffs(settings))
+        population = {
+            "as_of": utc_iso(moment), "computed_at": utc_iso(datetime.now(UTC)),
+            "tiers": tiers, "values": values, "known": known,
+            "retention": analytics.retention_rate(history, as_of=moment),
+            "rfm": value.rfm(history, as_of=moment,
+                             window=timedelta(days=settings.rfm_window_days)),
+        }
+        if as_of is None:
+            with self._lock:
+                self._now = (time.monotonic(), population)
+        return population
+
+
+POPULATION = Population()
+
+
+def customer_measures(platform: Platform, state: dict[str, Any],
+                      as_of: datetime | None) -> dict[str, Any]:
+    """Value tier, RFM, lifecycle stage, satisfaction and lifetime value of one customer,
+    as of an instant."""
+    settings = platform.settings
+    moment = _when(as_of)
+    customer_id = state["customer_id"]
+    population = POPULATION.of(platform, as_of)
+    history, _ = analytics.purchases(platform.store, as_of=moment, currency=settings.currency,
+                                     customer_id=customer_id)
+    orders = history.get(customer_id, [])
+    answers = sorted((a for a in state["survey_answers"].values()
+                      if a["occurred_at"] <= utc_iso(moment)),
+                     key=lambda a: (a["occurred_at"], a["event_id"]))
+    latest = {a["metric"]: a for a in answers}
+    promoter = "nps" in latest and latest["nps"]["value"] >= 9
+    stage, rule = value.lifecycle_stage(
+        orders=len(orders), last_order_at=orders[-1][0] if orders else None,
+        usual_gap=value.usual_gap([at for at, _ in orders]), as_of=moment, promoter=promoter)
+    rfm = population["rfm"].get(customer_id)
+    model = analytics.current_clv_model(platform.store)
+    window = timedelta(days=settings.value_window_days)
+    csat_recent = [a["value"] for a in answers if a["metric"] == "csat"
+                   and a["occurred_at"] > utc_iso(moment - window)]
+    promises = state.get("promises", {"made": 0, "kept": 0})
+    delta = (satisfaction.satisfaction_delta(latest["perceived_quality"]["value"],
+                                             latest["expectation"]["value"])
+             if "perceived_quality" in latest and "expectation" in latest else None)
+    return {
+        "measures_as_of": utc_iso(moment),
+        "population_computed_at": population["computed_at"],
+        "value_tier": {
+            "tier": str(population["tiers"].get(customer_id, value.Tier.PROSPECT)),
+            "value_in_window": population["values"].get(customer_id, Decimal(0)),
+            "window_days": settings.value_window_days,
+        },
+        "rfm": None if rfm is None else {**asdict(rfm), "segment": str(rfm.segment),
+                                         "window_days": settings.rfm_window_days},
+        "lifecycle": {"stage": str(stage), "rule": rule},
+        "satisfaction": {
+            "csat_latest": _level(latest.get("csat")),
+            "csat_trailing_mean": (sum(csat_recent) / len(csat_recent)) if csat_recent
+            else None,
+            "nps_latest": latest["nps"]["value"] if "nps" in latest else None,
+            "nps_category": str(nps_category(latest["nps"]["value"])) if "nps" in latest
+            else None,
+            "ces_latest": latest["ces"]["value"] if "ces" in latest else None,
+            "expectation": latest["expectation"]["value"] if "expectation" in latest
+            else None,
+            "perceived_quality": latest["perceived_quality"]["value"]
+            if "perceived_quality" in latest else None,
+            "delta": delta,
+        },
+        "trust": {"promises_made": promises["made"], "promises_kept": promises["kept"],
+                  "reliability": satisfaction.promise_reliability(promises["made"],
+                                                                  promises["kept"])},
+        "lifetime_value": {
+            "simple": _simple_clv(population, customer_id, settings),
+            "model": analytics.customer_clv(model, orders, as_of=moment,
+                                            horizon=settings.clv_horizon,
+                                            margin=settings.clv_margin),
+        },
+    }
+
+
+def _simple_clv(population: dict[str, Any], customer_id: str,
+                settings: Settings) -> dict[str, Any] | None:
+    """CLV = m * r / (1 + d - r): m = the customer's margin over the trailing year, r = the
+    population's retention rate (share of the previous year's buyers who bought again in
+    the last year), d = PEAKEND_CLV_DISCOUNT_RATE."""
+    retention = population["retention"]
+    if retention is None or settings.value_window_days != 365:
+        return None
+    margin = population["values"].get(customer_id, Decimal(0)) * Decimal(
+        str(settings.clv_margin))
+    discount = Decimal(str(settings.clv_discount_rate))
+    return {"annual_margin": margin, "retention_rate": retention, "discount_rate": discount,
+            "value": clv.simple_clv(margin, retention, discount)}
+
+
+def _level(answer: dict[str, Any] | None) -> dict[str, Any] | None:
+    if answer is None:
+        return None
+    return {"level": answer["value"], "name": satisfaction.CSAT_LEVELS[answer["value"]],
+            "occurred_at": answer["occurred_at"]}
+
+
+@router.get("/pyramid")
+def get_pyramid(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
+    """Customers, revenue and share of revenue per tier over the trailing window
+    (PEAKEND_VALUE_WINDOW_DAYS), and the 80/20 check."""
+    s = platform.settings
+    return analytics.pyramid(platform.store, as_of=_when(as_of),
+                             window=timedelta(days=s.value_window_days), currency=s.currency,
+                             cutoffs=cutoffs(s))
+
+
+@router.get("/migration")
+def get_migration(
+    platform: PlatformDep, as_of: AsOf = None,
+    period: Literal["week", "month", "quarter"] = "month",
+    periods: Annotated[int, Query(ge=1, le=24)] = 1,
+) -> dict[str, Any]:
+    """Customers moved from each tier to each tier between consecutive periods (including
+    in and out of inactive), for the last ``periods`` transitions."""
+    s = platform.settings
+    return analytics.migration(platform.store, as_of=_when(as_of), period=period,
+                               periods=periods, currency=s.currency, cutoffs=cutoffs(s))
+
+
+@router.get("/rfm")
+def get_rfm(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
+    """How many customers are in each RFM segment (quintiles against the population)."""
+    s = platform.settings
+    return analytics.rfm_segments(platform.store, as_of=_when(as_of),
+                                  window=timedelta(days=s.rfm_window_days), currency=s.currency)
+
+
+@router.get("/satisfaction")
+def get_satisfaction(
+    platform: PlatformDep, as_of: AsOf = None, since: Since = None,
+    channel: str | None = None, journey_type: str | None = None, period: PeriodQ = None,
+) -> dict[str, Any]:
+    """NPS (promoters, passives, detractors), CSAT L1-L5 with the share of L5, and CES:
+    overall, by channel, by journey type, by period."""
+    return analytics.satisfaction_summary(
+        platform.store, as_of=_when(as_of), since=since, channel=channel,
+        journey_type=journey_type, period=period)
+
+
+@router.get("/kano")
+def get_kano(platform: PlatformDep, as_of: AsOf = None, since: Since = None) -> dict[str, Any]:
+    """Per feature: evaluation-table counts, the category, CS+ and CS-."""
+    return analytics.kano(platform.store, as_of=_when(as_of), since=since)
+
+
+@router.get("/opportunities")
+def get_opportunities(platform: PlatformDep, as_of: AsOf = None,
+                      since: Since = None) -> dict[str, Any]:
+    """Importance vs satisfaction per attribute, ranked by opportunity."""
+    return analytics.opportunities(platform.store, as_of=_when(as_of), since=since)
+
+
+@router.post("/clv/fit", status_code=201)
+def post_clv_fit(
+    platform: PlatformDep,
+    body: Annotated[dict[str, Any] | None, Body(examples=[{"as_of": "2026-01-01T00:00:00Z"}])]
+    = None,
+) -> dict[str, Any]:
+    """Fit BG/NBD and Gamma-Gamma on purchases up to ``as_of`` (default now) and store a
+    new model version."""
+    raw = (body or {}).get("as_of")
+    try:
+        as_of = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        raise HTTPException(422, "as_of: an ISO-8601 instant with offset") from None
+    s = platform.settings
+    try:
+        return analytics.fit_clv(platform.store, as_of=_when(as_of), currency=s.currency,
+                                 unit=s.clv_time_unit)
+    except ValueError as error:
+        raise HTTPException(422, str(error)) from None
+
+
+@router.get("/clv/model")
+def get_clv_model(platform: PlatformDep) -> dict[str, Any]:
+    """The current lifetime-value model: parameters (r, alpha, a, b; p, q, gamma), time
+    unit, as_of, customers, log-likelihood, when fitted."""
+    model = analytics.current_clv_model(platform.store)
+    if model is None:
+        raise HTTPException(404, "no model fitted yet: POST /v1/analytics/clv/fit")
+    return model
