@@ -229,6 +229,16 @@ def get_opportunities(platform: PlatformDep, as_of: AsOf = None,
     return analytics.opportunities(platform.store, as_of=_when(as_of), since=since)
 
 
+@router.get("/emotion-curves")
+def get_emotion_curves(platform: PlatformDep, as_of: AsOf = None,
+                       journey_type: str | None = None) -> dict[str, Any]:
+    """Average emotion per journey step, new vs returning customers, and the moments of
+    truth (steps most often a journey's peak or end; emotion that best predicts the
+    peak-end score)."""
+    return analytics.emotion_curves(platform.store, as_of=_when(as_of),
+                                    journey_type=journey_type)
+
+
 @router.post("/clv/fit", status_code=201)
 def post_clv_fit(
     platform: PlatformDep,

@@ -89,3 +89,20 @@ def attitude_is_high(
     if metric == "csat":
         return value >= csat_threshold
     raise ValueError(f"metric: attitude is read from nps or csat answers, not {metric!r}")
+
+
+def pearson(xs: list[float], ys: list[float]) -> float | None:
+    """Pearson correlation r = cov(x, y) / (sd(x) * sd(y)); None with fewer than 3 pairs
+    or no variation (a step whose emotion never varies predicts nothing)."""
+    n = len(xs)
+    if n != len(ys):
+        raise ValueError("xs, ys: need pairs")
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return None
+    return float(sxy / (sxx * syy) ** 0.5)

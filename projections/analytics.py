@@ -10,7 +10,7 @@ look like last quarter?") and imported history is judged as of its own time.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -19,6 +19,7 @@ from itertools import pairwise
 from typing import Any, Literal
 
 from domain import clv, satisfaction, value
+from domain.metrics import peak_end, pearson
 from projections.base import utc_iso
 from projections.store import ReadModelStore
 
@@ -297,6 +298,83 @@ def opportunities(store: ReadModelStore, *, as_of: datetime,
         "incomplete": sorted(set(ratings) - set(means))}
 
 
+# -- journeys: emotion curves and moments of truth ------------------------------------
+
+
+def emotion_curves(store: ReadModelStore, *, as_of: datetime,
+                   journey_type: str | None = None) -> dict[str, Any]:
+    """Per journey type and step: the average emotion, split by new customers (the
+    journey was their first contact) and returning ones; and the moments of truth: how
+    often each step is its journey's peak or end, and how well its emotion predicts the
+    journey's peak-end score (Pearson r across journeys)."""
+    until = utc_iso(as_of)
+    clause, params = "j.state->>'started_at' <= %s", [until]
+    if journey_type:
+        clause += " AND j.state->>'journey_type' = %s"
+        params.append(journey_type)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT j.state, c.state->>'first_seen' FROM {} j LEFT JOIN {} c"
+            " ON c.key = j.state->>'customer_id' WHERE {}".format(
+                store.table("journey").as_string(cur), store.table("customer").as_string(cur),
+                clause), params)
+        rows = cur.fetchall()
+    by_type: dict[str, list[tuple[dict[str, Any], bool]]] = defaultdict(list)
+    for state, first_seen in rows:
+        returning = first_seen is not None and first_seen < state["started_at"]
+        by_type[state["journey_type"]].append((state, returning))
+    return {**_stamp(as_of), "journey_types": {
+        kind: _curve(journeys, until) for kind, journeys in sorted(by_type.items())}}
+
+
+def _curve(journeys: list[tuple[dict[str, Any], bool]], until: str) -> dict[str, Any]:
+    emotions: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    positions: dict[str, list[int]] = defaultdict(list)
+    peaks: Counter[str] = Counter()
+    ends: Counter[str] = Counter()
+    pairs: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    scored = 0
+    for state, returning in journeys:
+        curve = [p for p in state["curve"] if p["occurred_at"] <= until]
+        for position, point in enumerate(curve):
+            emotions[point["step"]]["returning" if returning else "new"].append(
+                point["emotion"])
+            positions[point["step"]].append(position)
+        remembered = peak_end([p["emotion"] for p in curve])
+        if remembered is None:
+            continue
+        scored += 1
+        peak_step = next(p["step"] for p in curve if p["emotion"] == remembered.peak)
+        peaks[peak_step] += 1
+        ends[curve[-1]["step"]] += 1
+        for point in curve:
+            xs, ys = pairs[point["step"]]
+            xs.append(point["emotion"])
+            ys.append(remembered.peak_end_score)
+    steps = sorted(positions, key=lambda s: (sum(positions[s]) / len(positions[s]), s))
+
+    def mean(values: list[int]) -> float | None:
+        return round(sum(values) / len(values), 3) if values else None
+
+    return {
+        "journeys": len(journeys),
+        "steps": [{
+            "step": step,
+            "mean_emotion": mean(emotions[step]["new"] + emotions[step]["returning"]),
+            "new_customers": mean(emotions[step]["new"]),
+            "returning_customers": mean(emotions[step]["returning"]),
+            "responses": len(emotions[step]["new"]) + len(emotions[step]["returning"]),
+        } for step in steps],
+        "moments_of_truth": sorted(({
+            "step": step,
+            "peak_share": round(peaks[step] / scored, 3) if scored else None,
+            "end_share": round(ends[step] / scored, 3) if scored else None,
+            "predicts_peak_end": None if (r := pearson(*pairs[step])) is None
+            else round(r, 3),
+        } for step in steps), key=lambda m: -(m["predicts_peak_end"] or 0)),
+    }
+
+
 # -- lifetime value models -------------------------------------------------------------
 
 
@@ -314,9 +392,10 @@ def fit_clv(store: ReadModelStore, *, as_of: datetime, currency: str,
     history, _ = purchases(store, as_of=as_of, currency=currency)
     summaries = [s for p in history.values()
                  if (s := clv.summarize(p, as_of, unit)) is not None]
-    if len(summaries) < 10:
-        raise ValueError(f"as_of: {len(summaries)} customers had bought by then; "
-                         "a fit needs at least 10")
+    repeat = sum(1 for s in summaries if s.frequency > 0)
+    if len(summaries) < 10 or repeat < 5:
+        raise ValueError(f"as_of: {len(summaries)} customers had bought by then, {repeat} "
+                         "of them again on a later day; a fit needs at least 10 and 5")
     bg = clv.fit_bg_nbd(summaries)
     gg = clv.fit_gamma_gamma(summaries) if any(s.frequency > 0 for s in summaries) else None
     model = {
