@@ -23,6 +23,7 @@ from tqdm import tqdm
 from api.app import create_app
 from infra.bootstrap import Platform, bootstrap
 from infra.settings import Settings
+from streams.embedded import EmbeddedDriver
 from streams.projector import Progress, head, replay
 
 log = logging.getLogger("peakend")
@@ -41,6 +42,35 @@ def run_api(args: argparse.Namespace) -> int:
     finally:
         platform.close()
     return 0
+
+
+def seed_history(platform: Platform, *, customers: int, touchpoints: int, seed: int,
+                 days: int = 730, quiet: bool = False) -> None:
+    """Two years of simulated history for the demo's customers, recorded through the
+    recorder, so that value, RFM, migration and lifetime value have a past to show."""
+    from domain.touchpoints import parse_touchpoint
+    from infra.simulator import Simulator, SimulatorConfig, period
+    from projections import analytics
+
+    start, end = period(days)
+    simulator = Simulator(SimulatorConfig(seed=seed, customers=customers, start=start,
+                                          end=end))
+    recorded = 0
+    with tqdm(total=touchpoints, unit="tp", desc="demo history", disable=quiet) as bar:
+        while recorded < touchpoints:
+            batch = simulator.touchpoints(min(1000, touchpoints - recorded))
+            if not batch:
+                break
+            platform.records.record([parse_touchpoint(e) for e in batch])
+            recorded += len(batch)
+            bar.update(len(batch))
+    if isinstance(platform.driver, EmbeddedDriver):
+        platform.driver.wait_until_projected(120)
+    try:
+        analytics.fit_clv(platform.store, as_of=end, currency=platform.settings.currency,
+                          unit=platform.settings.clv_time_unit)
+    except ValueError as why:
+        log.warning("no lifetime-value model for the demo: %s", why)
 
 
 async def _demo(platform: Platform, args: argparse.Namespace) -> None:
@@ -65,6 +95,9 @@ async def _demo(platform: Platform, args: argparse.Namespace) -> None:
         f"  a VIP customer {base}/v1/customers/{vip}\n"
         f"  their journeys {base}/v1/customers/{vip}/journeys\n"
         f"  their timeline {base}/v1/customers/{vip}/timeline\n"
+        f"  the pyramid    {base}/v1/analytics/pyramid\n"
+        f"  satisfaction   {base}/v1/analytics/satisfaction?period=month\n"
+        f"  emotion curves {base}/v1/analytics/emotion-curves\n"
         "Ctrl-C stops.\n",
         flush=True,
     )
@@ -98,6 +131,9 @@ async def _demo(platform: Platform, args: argparse.Namespace) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     platform = bootstrap(Settings())
     try:
+        if args.history and head(platform.records) == 0:
+            seed_history(platform, customers=args.customers, touchpoints=args.history,
+                         seed=args.seed)
         asyncio.run(_demo(platform, args))
     except KeyboardInterrupt:
         pass
@@ -309,6 +345,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--customers", type=int, default=500)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--total", type=int, default=None, help="stop sending after this many")
+    demo.add_argument("--history", type=int, default=20_000,
+                      help="touchpoints of simulated history (two years) recorded on first "
+                           "start, before live traffic; 0 for none")
     demo.set_defaults(run=run_demo)
 
     rebuild = commands.add_parser("replay", help="rebuild every projection from the events")

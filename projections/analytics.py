@@ -128,11 +128,17 @@ def pyramid(store: ReadModelStore, *, as_of: datetime, window: timedelta, curren
         "window_days": window.days,
         "currency": currency,
         "cutoffs": asdict(cutoffs),
-        "tiers": [asdict(row) for row in value.pyramid(tiers, values)],
+        "tiers": [{**asdict(row), "revenue_share": _share(row.revenue_share)}
+                  for row in value.pyramid(tiers, values)],
         "pareto": {"active_customers": len(active),
-                   "top_20_percent_revenue_share": (sum(top, Decimal(0)) / total)
+                   "top_20_percent_revenue_share": _share(sum(top, Decimal(0)) / total)
                    if total > 0 else None},
     }
+
+
+def _share(share: Decimal | None) -> Decimal | None:
+    """A share, to four decimals (0.2421), for people to read."""
+    return None if share is None else share.quantize(Decimal("0.0001"))
 
 
 def period_start(moment: datetime, period: Period) -> datetime:
