@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -30,6 +32,8 @@ from api.schemas import (
     RecordedOut,
     TimelineOut,
 )
+from api.segments import Evaluator
+from api.segments import router as segments_router
 from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
 from infra.bootstrap import Platform
 
@@ -223,7 +227,18 @@ def healthz(platform: PlatformDep) -> Any:
 
 
 def create_app(platform: Platform) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        evaluator = None
+        if platform.settings.segment_evaluate_seconds > 0:
+            evaluator = Evaluator(platform, platform.settings.segment_evaluate_seconds)
+            evaluator.start()
+        yield
+        if evaluator is not None:
+            evaluator.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Peakend",
         version="1",
         description="Event-sourced customer-experience platform: record touchpoints, read "
@@ -232,6 +247,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     app.include_router(router)
     app.include_router(analytics_router)
+    app.include_router(segments_router)
 
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:

@@ -83,6 +83,21 @@ def _spend_by_currency(orders: dict[str, Any]) -> dict[str, str]:
     return {currency: str(total) for currency, total in sorted(totals.items())}
 
 
+def _with_traits(held: dict[str, Any], given: dict[str, Any], stamp: list[str]) -> dict[
+        str, Any]:
+    """Segmentation traits a source declares (``additional.traits``: region, age band,
+    household size...): the latest value of each by event time."""
+    merged = dict(held)
+    for key, value in given.items():
+        if key not in merged or stamp > merged[key]["stamp"]:
+            merged[key] = {"value": value, "stamp": stamp}
+    return merged
+
+
+def traits(state: State) -> dict[str, Any]:
+    return {key: held["value"] for key, held in state.get("traits", {}).items()}
+
+
 def reduce(state: State | None, event: Touchpoint) -> State:
     """Fold one recorded touchpoint into the customer's document."""
     at = utc_iso(event.occurred_at)
@@ -127,7 +142,11 @@ def reduce(state: State | None, event: Touchpoint) -> State:
         nxt["complaints"] = _complaint_step(current["complaints"], event, at)
     elif event.type == "survey_answered":
         nxt["survey_answers"] = _survey_answer(current["survey_answers"], event, at)
-    elif event.type == "delivery" and "on_time" in event.payload:
+    declared = event.additional.get("traits")
+    if isinstance(declared, dict) and declared:
+        nxt["traits"] = _with_traits(current.get("traits", {}), declared,
+                                     [at, event.event_id])
+    if event.type == "delivery" and "on_time" in event.payload:
         # A delivery date is a promise (DOMAIN.md §11): reliability is promises kept.
         made = current.get("promises", {"made": 0, "kept": 0})
         nxt["promises"] = {"made": made["made"] + 1,
