@@ -111,6 +111,10 @@ def customer_measures(platform: Platform, state: dict[str, Any],
     csat_recent = [a["value"] for a in answers if a["metric"] == "csat"
                    and a["occurred_at"] > utc_iso(moment - window)]
     promises = state.get("promises", {"made": 0, "kept": 0})
+    declared = latest.get("category_spend")
+    share = (value.share_of_wallet(population["values"].get(customer_id, Decimal(0)),
+                                   Decimal(declared["value"]))
+             if declared and declared.get("currency") == settings.currency else None)
     delta = (satisfaction.satisfaction_delta(latest["perceived_quality"]["value"],
                                              latest["expectation"]["value"])
              if "perceived_quality" in latest and "expectation" in latest else None)
@@ -138,6 +142,12 @@ def customer_measures(platform: Platform, state: dict[str, Any],
             "perceived_quality": latest["perceived_quality"]["value"]
             if "perceived_quality" in latest else None,
             "delta": delta,
+        },
+        "share_of_wallet": {
+            "share": share,
+            "our_spend_in_window": population["values"].get(customer_id, Decimal(0)),
+            "declared_category_spend": declared["value"] if declared else None,
+            "declared_at": declared["occurred_at"] if declared else None,
         },
         "trust": {"promises_made": promises["made"], "promises_kept": promises["kept"],
                   "reliability": satisfaction.promise_reliability(promises["made"],

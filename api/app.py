@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from api import views
 from api.analytics import router as analytics_router
+from api.jobs import jobs
 from api.schemas import (
     CustomerOut,
     HealthOut,
@@ -32,7 +33,6 @@ from api.schemas import (
     RecordedOut,
     TimelineOut,
 )
-from api.segments import Evaluator
 from api.segments import router as segments_router
 from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
 from infra.bootstrap import Platform
@@ -229,13 +229,12 @@ def healthz(platform: PlatformDep) -> Any:
 def create_app(platform: Platform) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        evaluator = None
-        if platform.settings.segment_evaluate_seconds > 0:
-            evaluator = Evaluator(platform, platform.settings.segment_evaluate_seconds)
-            evaluator.start()
+        periodic = jobs(platform)
+        for job in periodic:
+            job.start()
         yield
-        if evaluator is not None:
-            evaluator.stop()
+        for job in periodic:
+            job.stop()
 
     app = FastAPI(
         lifespan=lifespan,

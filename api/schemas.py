@@ -110,6 +110,9 @@ class CustomerOut(BaseModel):
                                        "1-5 quintile scores, segment; null before a purchase")
     lifecycle: dict[str, Any] = Field(description="stage and the rule that decided it")
     satisfaction: dict[str, Any]
+    share_of_wallet: dict[str, Any] = Field(description="our spend over the window / the "
+                                            "category spend the customer declared (survey "
+                                            "metric category_spend); null share when none")
     trust: dict[str, Any] = Field(description="promises made (deliveries with a date) "
                                   "and kept")
     lifetime_value: dict[str, Any] = Field(description="simple margin/retention CLV and "

@@ -6,7 +6,6 @@ actions can follow later. Segments are evaluated when asked and every
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -106,29 +105,6 @@ def evaluate(platform: Platform, only: str | None = None) -> dict[str, dict[str,
         outcome[definition["name"]] = {"members": len(members), "entered": len(entered),
                                        "left": len(left)}
     return outcome
-
-
-class Evaluator:
-    """Re-evaluates every segment on a period, in a daemon thread."""
-
-    def __init__(self, platform: Platform, every: float) -> None:
-        self.platform, self.every = platform, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="peakend-segments",
-                                        daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                evaluate(self.platform)
-            except Exception:
-                log.exception("evaluating segments failed; next try in %.0f s", self.every)
 
 
 @router.post("", status_code=201)

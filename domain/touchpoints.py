@@ -119,6 +119,7 @@ class SurveyMetric(StrEnum):
     IMPORTANCE = "importance"
     KANO_FUNCTIONAL = "kano_functional"
     KANO_DYSFUNCTIONAL = "kano_dysfunctional"
+    CATEGORY_SPEND = "category_spend"  # what the customer spends a year in our category
 
 
 KANO_ANSWERS = ("like", "expect", "neutral", "tolerate", "dislike")
@@ -134,16 +135,40 @@ METRIC_RANGES: dict[SurveyMetric, tuple[int, int]] = {
 }
 
 
+def _amount(value: Any) -> Decimal | None:
+    """A money amount given as a string or an integer: >= 0, at most two decimals."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    try:
+        amount = Decimal(value)
+    except ArithmeticError:
+        return None
+    if not amount.is_finite() or amount < 0 or amount != amount.quantize(CENT):
+        return None
+    return amount
+
+
 class SurveyAnsweredPayload(_Strict):
     survey_id: Text
     question_id: Text
     metric: SurveyMetric
-    value: Any = Field(description="an integer on the metric's scale, or a Kano answer")
+    value: Any = Field(description="an integer on the metric's scale, a Kano answer, or "
+                                   "an amount (category_spend)")
     attribute: Text | None = None
     feature: Text | None = None
+    currency: CurrencyCode | None = None
 
     @model_validator(mode="after")
     def _value_fits_metric(self) -> SurveyAnsweredPayload:
+        if self.metric is SurveyMetric.CATEGORY_SPEND:
+            if self.currency is None:
+                raise ValueError("currency: a declared category spend names its currency")
+            amount = _amount(self.value)
+            if amount is None:
+                raise ValueError("value: category_spend is an amount such as \"1200.00\" "
+                                 "(at least 0, at most two decimals)")
+            object.__setattr__(self, "value", str(amount.quantize(CENT)))  # model is frozen
+            return self
         if self.metric in (SurveyMetric.KANO_FUNCTIONAL, SurveyMetric.KANO_DYSFUNCTIONAL):
             if self.value not in KANO_ANSWERS:
                 raise ValueError(f"value: a Kano answer is one of {', '.join(KANO_ANSWERS)}")

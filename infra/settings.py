@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     clv_discount_rate: float = Field(0.10, ge=0, le=1)
     population_cache_seconds: float = Field(60.0, ge=0)
     segment_evaluate_seconds: float = Field(30.0, ge=0, description="0: only when asked")
+    clv_refit_hours: float = Field(24.0, ge=0, description="0: only when asked")
 
     # Money: the reporting currency whose purchases make up ``total_spend``.
     currency: str = "EUR"

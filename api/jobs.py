@@ -1,0 +1,60 @@
+"""Periodic work beside the API: population measures that need a global pass."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from api.segments import evaluate
+from infra.bootstrap import Platform
+from projections import analytics
+
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """Run ``job`` every ``every`` seconds in a daemon thread; a failure is logged and
+    retried at the next period."""
+
+    def __init__(self, name: str, every: float, job: Callable[[], object]) -> None:
+        self.name, self.every, self.job = name, every, job
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"peakend-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.job()
+            except Exception:
+                log.exception("%s failed; next try in %.0f s", self.name, self.every)
+
+
+def refit_clv(platform: Platform) -> None:
+    """A new lifetime-value model version on all purchases up to now (skipped, with a
+    log line, while there are too few repeat buyers)."""
+    try:
+        analytics.fit_clv(platform.store, as_of=datetime.now(UTC),
+                          currency=platform.settings.currency,
+                          unit=platform.settings.clv_time_unit)
+    except ValueError as why:
+        log.info("lifetime-value refit skipped: %s", why)
+
+
+def jobs(platform: Platform) -> list[Periodic]:
+    s = platform.settings
+    found = []
+    if s.segment_evaluate_seconds > 0:
+        found.append(Periodic("segments", s.segment_evaluate_seconds,
+                              lambda: evaluate(platform)))
+    if s.clv_refit_hours > 0:
+        found.append(Periodic("clv-refit", s.clv_refit_hours * 3600,
+                              lambda: refit_clv(platform)))
+    return found
