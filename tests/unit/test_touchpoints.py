@@ -440,3 +440,30 @@ def test_optional_payload_fields_left_out_are_not_stored() -> None:
     touchpoint = parse_touchpoint(envelope(type="visit", payload={"location": " Berlin "}))
 
     assert touchpoint.payload == {"location": "Berlin"}
+
+
+def _category_spend(value: object, **extra: object) -> dict[str, object]:
+    return {"event_id": "e-cs", "type": "survey_answered", "channel": "web",
+            "occurred_at": "2026-01-01T00:00:00Z", "customer": {"id": "C1"},
+            "payload": {"survey_id": "s", "question_id": "wallet", "metric": "category_spend",
+                        "value": value, **extra}}
+
+
+@pytest.mark.parametrize(("given", "stored"), [("1200", "1200.00"), (1500, "1500.00"),
+                                                ("99.5", "99.50")])
+def test_a_declared_category_spend_is_an_exact_amount(given: object, stored: str) -> None:
+    parsed = parse_touchpoint(_category_spend(given, currency="EUR"))
+    assert parsed.payload["value"] == stored
+
+
+@pytest.mark.parametrize("given", ["12.345", "-1", True, "abc", 9.5])
+def test_a_category_spend_that_is_not_an_amount_is_refused(given: object) -> None:
+    with pytest.raises(InvalidTouchpoint) as refusal:
+        parse_touchpoint(_category_spend(given, currency="EUR"))
+    assert [e.field for e in refusal.value.errors] == ["payload.value"]
+
+
+def test_a_category_spend_names_its_currency() -> None:
+    with pytest.raises(InvalidTouchpoint) as refusal:
+        parse_touchpoint(_category_spend("100"))
+    assert [e.field for e in refusal.value.errors] == ["payload.currency"]
