@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,6 +24,7 @@ from infra.bootstrap import Platform
 from infra.settings import Settings
 from projections import analytics
 from projections.base import utc_iso
+from projections.store import ReadModelStore
 
 
 def _platform(request: Request) -> Platform:
@@ -51,19 +53,21 @@ def _when(as_of: datetime | None) -> datetime:
 
 
 class Population:
-    """Tiers and RFM of every customer as of an instant; "now" is reused for a while."""
+    """Tiers and RFM of every customer as of an instant; "now" is reused for a while, per
+    read-model store (each platform has its own population)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._now: tuple[float, dict[str, Any]] | None = None
+        self._now: weakref.WeakKeyDictionary[ReadModelStore, tuple[float, dict[str, Any]]] = (
+            weakref.WeakKeyDictionary())
 
     def of(self, platform: Platform, as_of: datetime | None) -> dict[str, Any]:
         settings = platform.settings
         if as_of is None:
             with self._lock:
-                if self._now and time.monotonic() - self._now[0] < (
-                        settings.population_cache_seconds):
-                    return self._now[1]
+                cached = self._now.get(platform.store)
+                if cached and time.monotonic() - cached[0] < settings.population_cache_seconds:
+                    return cached[1]
         moment = _when(as_of)
         history, known = analytics.purchases(platform.store, as_of=moment,
                                              currency=settings.currency)
@@ -79,7 +83,7 @@ class Population:
         }
         if as_of is None:
             with self._lock:
-                self._now = (time.monotonic(), population)
+                self._now[platform.store] = (time.monotonic(), population)
         return population
 
 
@@ -110,7 +114,8 @@ def customer_measures(platform: Platform, state: dict[str, Any],
     window = timedelta(days=settings.value_window_days)
     csat_recent = [a["value"] for a in answers if a["metric"] == "csat"
                    and a["occurred_at"] > utc_iso(moment - window)]
-    promises = state.get("promises", {"made": 0, "kept": 0})
+    due = [kept for at, kept, _ in state.get("promises", []) if at <= utc_iso(moment)]
+    promises = {"made": len(due), "kept": sum(due)}
     declared = latest.get("category_spend")
     share = (value.share_of_wallet(population["values"].get(customer_id, Decimal(0)),
                                    Decimal(declared["value"]))

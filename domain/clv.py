@@ -44,10 +44,13 @@ def simple_clv(margin: Decimal, retention: Decimal, discount: Decimal) -> Decima
     discount rate per period. It is the value of the margins an infinite relationship
     brings, each discounted and weighted by the chance that the customer is still there.
     """
-    if not Decimal(0) <= retention < Decimal(1):
-        raise ValueError(f"retention must lie in [0, 1), got {retention}")
+    if not Decimal(0) <= retention <= Decimal(1):
+        raise ValueError(f"retention must lie in [0, 1], got {retention}")
     if discount < 0:
         raise ValueError(f"discount must not be negative, got {discount}")
+    if retention == 1 and discount == 0:
+        raise ValueError("retention: 1 with discount 0 is an infinite value")
+    # r = 1 (everyone stayed) is finite while d > 0: m / d.
     return margin * retention / (1 + discount - retention)
 
 
@@ -270,6 +273,10 @@ def _expected_purchases(
     """Eq. 10 without its P(alive) factor: purchases in (T, T+t] for a customer alive at T."""
     z = t / (alpha + T + t)
     bracket = 1 - math.pow(1 - z, a - 1) * float(hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z))
+    if not math.isfinite(bracket):
+        # Very large a and b (a near-degenerate fit) overflow the transformed series;
+        # the untransformed one of eq. 10 stays finite there.
+        bracket = 1 - math.pow(1 - z, r + x) * float(hyp2f1(r + x, b + x, a + b + x - 1, z))
     return (a + b + x - 1) / (a - 1) * bracket
 
 

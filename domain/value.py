@@ -299,8 +299,8 @@ def rfm(
     - monetary: their total amount.
     Customers with no purchase up to ``as_of`` are left out. Scores are quintiles
     (``quintile_scores``) against the customers kept: fewer days is better for R; more
-    purchases and more spend are better for F and M. Ties take the lower score of their
-    group, so a measure on which everybody is equal scores 1 for everybody.
+    purchases and more spend are better for F and M. Ties take the score of their
+    group's middle rank, so a measure on which everybody is equal scores 3 for everybody.
     """
     _aware("as_of", as_of)
     if window <= timedelta(0):

@@ -10,6 +10,7 @@ look like last quarter?") and imported history is judged as of its own time.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
@@ -122,7 +123,7 @@ def pyramid(store: ReadModelStore, *, as_of: datetime, window: timedelta, curren
     tiers, values = tiers_as_of(history, as_of=as_of, window=window, cutoffs=cutoffs)
     active = sorted((v for v in values.values() if v > 0), reverse=True)
     total = sum(active, Decimal(0))
-    top = active[:max(1, round(len(active) * 0.2))] if active else []
+    top = active[:math.ceil(len(active) * 0.2)]  # ceil, as the tiers count
     return {
         **_stamp(as_of),
         "window_days": window.days,

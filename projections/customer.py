@@ -148,9 +148,8 @@ def reduce(state: State | None, event: Touchpoint) -> State:
                                      [at, event.event_id])
     if event.type == "delivery" and "on_time" in event.payload:
         # A delivery date is a promise (DOMAIN.md §11): reliability is promises kept.
-        made = current.get("promises", {"made": 0, "kept": 0})
-        nxt["promises"] = {"made": made["made"] + 1,
-                           "kept": made["kept"] + bool(event.payload["on_time"])}
+        nxt["promises"] = sorted([*current.get("promises", []),
+                                  [at, bool(event.payload["on_time"]), event.event_id]])
     return nxt
 
 

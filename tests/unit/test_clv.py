@@ -73,10 +73,23 @@ def test_a_small_rise_in_retention_raises_clv_a_lot() -> None:
     assert high / low > Decimal("1.6")
 
 
-@pytest.mark.parametrize("retention", [Decimal(1), Decimal("1.2"), Decimal("-0.1")])
+@pytest.mark.parametrize("retention", [Decimal("1.2"), Decimal("-0.1")])
 def test_simple_clv_refuses_a_retention_outside_zero_to_one(retention: Decimal) -> None:
     with pytest.raises(ValueError, match="retention"):
         simple_clv(Decimal(100), retention, Decimal("0.1"))
+
+
+def test_when_everyone_stays_simple_clv_is_margin_over_discount() -> None:
+    assert simple_clv(Decimal(100), Decimal(1), Decimal("0.1")) == Decimal(1000)
+    with pytest.raises(ValueError, match="retention"):
+        simple_clv(Decimal(100), Decimal(1), Decimal(0))
+
+
+def test_expected_purchases_stay_finite_for_a_near_degenerate_fit() -> None:
+    # a and b in the tens of thousands (what a fit on very regular buyers returns)
+    params = BgNbd(r=0.715, alpha=1.71, a=13087.0, b=20144.0)
+    expected = expected_purchases(params, 52.0, 2, 20.0, 40.0)
+    assert math.isfinite(expected) and expected > 0
 
 
 def test_simple_clv_refuses_a_negative_discount() -> None:
