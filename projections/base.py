@@ -23,11 +23,12 @@ Touchpoint = Customer.TouchpointRecorded
 class Projection:
     """A read model: ``key(event)`` names the document an event updates (None: not this
     projection's business) and ``reduce(state, event)`` computes its next state; ``state``
-    is None for a document's first event."""
+    is None for a document's first event. ``indexed`` fields get a database index."""
 
     name: str
     key: Callable[[Touchpoint], str | None]
     reduce: Callable[[State | None, Touchpoint], State]
+    indexed: tuple[str, ...] = ()  # top-level state fields that queries look documents up by
 
 
 def utc_iso(moment: datetime) -> str:

@@ -58,7 +58,7 @@ def _key(event: Touchpoint) -> str | None:
     return event.journey["id"] if event.journey else None
 
 
-PROJECTION = Projection(name="journey", key=_key, reduce=reduce)
+PROJECTION = Projection(name="journey", key=_key, reduce=reduce, indexed=("customer_id",))
 
 
 def closure(

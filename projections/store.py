@@ -50,6 +50,9 @@ class ReadModelStore:
         name = projection if isinstance(projection, str) else projection.name
         return sql.Identifier(f"rm_{name}{self.generation}")
 
+    def index(self, projection: Projection, field: str) -> sql.Identifier:
+        return sql.Identifier(f"rm_{projection.name}{self.generation}_{field}_idx")
+
     def tracking_name(self, follower: str) -> str:
         return f"{follower}{self.generation}"
 
@@ -75,6 +78,10 @@ class ReadModelStore:
                     " key text PRIMARY KEY, state jsonb NOT NULL, applied jsonb NOT NULL,"
                     " updated_at timestamptz NOT NULL DEFAULT now())"
                 ).format(self.table(projection)))
+                for field in projection.indexed:
+                    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ((state ->> {}))")
+                                .format(self.index(projection, field), self.table(projection),
+                                        sql.Literal(field)))
             if fresh:
                 # Forget where this generation's followers were: it starts from scratch.
                 cur.execute(
@@ -226,6 +233,9 @@ class ReadModelStore:
                 cur.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
                     sql.Identifier(f"rm_{projection.name}{self.generation}_pkey"),
                     sql.Identifier(f"rm_{projection.name}{live.generation}_pkey")))
+                for field in projection.indexed:
+                    cur.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                        self.index(projection, field), live.index(projection, field)))
             cur.execute("DELETE FROM rm_tracking WHERE follower = %s",
                         (self.tracking_name(follower),))
         live.set_position(conn, follower, position)

@@ -28,4 +28,5 @@ def _key(event: Touchpoint) -> str | None:
     return event.event_id if event.type == "survey_answered" else None
 
 
-PROJECTION = Projection(name="survey_answer", key=_key, reduce=reduce)
+PROJECTION = Projection(name="survey_answer", key=_key, reduce=reduce,
+                        indexed=("metric",))
