@@ -311,7 +311,8 @@ def _wait_http(base: str, timeout: float = 60) -> None:
 
 
 def cluster(admin: str, envelopes: list[dict[str, Any]], *, rate: float, workers: int,
-            bootstrap_servers: str | None, log_dir: Path) -> tuple[Figure, Figure]:
+            split: bool, bootstrap_servers: str | None, log_dir: Path) -> tuple[
+                Figure, Figure]:
     """Producer -> Kafka -> recorder workers -> event store -> relay -> Kafka ->
     projector workers -> read models."""
     from infra.kafka import Topics, TouchpointProducer, create_topics
@@ -329,8 +330,10 @@ def cluster(admin: str, envelopes: list[dict[str, Any]], *, rate: float, workers
                 env = {"PEAKEND_DATABASE_URL": url, "PEAKEND_KAFKA_BOOTSTRAP": servers,
                        "PEAKEND_KAFKA_TOPIC_PREFIX": prefix,
                        "PEAKEND_KAFKA_PARTITIONS": str(settings.kafka_partitions)}
-                with processes([["worker"]] * workers, env,
-                               log_dir):
+                commands = ([["worker", "--roles", "record", "--no-relay"]] * workers
+                            + [["worker", "--roles", "project"]] * workers) if split else (
+                    [["worker"]] * workers)
+                with processes(commands, env, log_dir):
                     producer = TouchpointProducer(
                         servers, topic=Topics.named(prefix).touchpoints, linger_ms=5)
                     _warm_up(producer, url)
@@ -354,7 +357,9 @@ def cluster(admin: str, envelopes: list[dict[str, Any]], *, rate: float, workers
                     done = wait_visible(url, expected, timeout=900,
                                         desc="cluster: projecting")
                     producer.close()
-                    name = (f"cluster ({workers} worker{'s' if workers > 1 else ''}): "
+                    layout = (f"{workers} recorder + {workers} projector workers" if split
+                              else f"{workers} worker{'s' if workers > 1 else ''}")
+                    name = (f"cluster ({layout}): "
                             "Kafka -> event store -> Kafka -> projections"
                             if offered == math.inf
                             else f"cluster: freshness at {offered:g}/s offered")
@@ -391,7 +396,7 @@ def table(figures: list[Figure], baseline: Figure | None) -> str:
 
 
 def run(settings: Settings, *, n: int, naive_n: int, rate: float, modes: Sequence[str],
-        workers: int, seed: int, log_dir: Path) -> str:
+        workers: int, split: bool, seed: int, log_dir: Path) -> str:
     log_dir.mkdir(parents=True, exist_ok=True)
     admin = admin_url(settings)
     envelopes = workload(n, seed)
@@ -403,6 +408,6 @@ def run(settings: Settings, *, n: int, naive_n: int, rate: float, modes: Sequenc
         figures.extend(embedded(admin, envelopes, rate=rate, log_dir=log_dir))
     if "cluster" in modes:
         servers = os.environ.get("PEAKEND_KAFKA_BOOTSTRAP")
-        figures.extend(cluster(admin, envelopes, rate=rate, workers=workers,
+        figures.extend(cluster(admin, envelopes, rate=rate, workers=workers, split=split,
                                bootstrap_servers=servers, log_dir=log_dir))
     return table(figures, baseline)

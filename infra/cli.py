@@ -166,6 +166,7 @@ def run_replay(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     import faust
 
+    from streams.cluster import ROLES
     from streams.cluster import create_app as create_stream_app
 
     settings = Settings()
@@ -173,7 +174,8 @@ def run_worker(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"worker_runs_relay": False})
     platform = bootstrap(settings, mode="none", start=False)
     try:
-        app = create_stream_app(settings, platform.records, platform.store)
+        roles = tuple(args.roles.split(",")) if args.roles else ROLES
+        app = create_stream_app(settings, platform.records, platform.store, roles=roles)
         worker = faust.Worker(app, loglevel="INFO", quiet=True)
         worker.execute_from_commandline()  # returns only when the worker stops
     finally:
@@ -276,9 +278,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
     modes = ["embedded", "cluster"] if args.mode == "both" else [args.mode]
     report = run(Settings(), n=args.n, naive_n=args.naive_n or args.n, rate=args.rate,
-                 modes=modes, workers=args.workers, seed=args.seed, log_dir=Path(args.logs))
+                 modes=modes, workers=args.workers, split=args.layout == "split",
+                 seed=args.seed, log_dir=Path(args.logs))
     print(f"\npeakend bench --n {args.n} --rate {args.rate:g} --mode {args.mode} "
-          f"--workers {args.workers}\n\n{report}")
+          f"--workers {args.workers} --layout {args.layout}\n\n{report}")
     return 0
 
 
@@ -297,6 +300,9 @@ def parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="a Faust stream worker (cluster mode)")
     worker.add_argument("--no-relay", action="store_true",
                         help="do not run the outbox relay in this worker")
+    worker.add_argument("--roles", default=None,
+                        help="record, project, or both (the default): single-role workers "
+                             "form their own consumer group per role")
     worker.set_defaults(run=run_worker)
 
     relay = commands.add_parser("relay", help="the outbox relay alone (cluster mode)")
@@ -324,6 +330,9 @@ def parser() -> argparse.ArgumentParser:
                        help="offered touchpoints/s for the freshness runs")
     bench.add_argument("--mode", choices=["embedded", "cluster", "both"], default="both")
     bench.add_argument("--workers", type=int, default=1)
+    bench.add_argument("--layout", choices=["split", "combined"], default="split",
+                       help="split: separate recorder and projector workers (each --workers); "
+                            "combined: --workers workers doing both")
     bench.add_argument("--seed", type=int, default=11)
     bench.add_argument("--logs", default=".peakend/bench-logs")
     bench.set_defaults(run=run_bench)

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(8, ge=1)
     kafka_replication: int = Field(1, ge=1)
     kafka_linger_ms: int = Field(5, ge=0)
+    # How long a consumer fetch may wait for records: the latency floor of each hop on
+    # brokers that hold a fetch for the whole wait (Faust's own default is 1,500 ms).
+    kafka_fetch_max_wait_ms: int = Field(50, ge=1, le=30_000)
     # How long a produce may take, retries included, before the caller hears it failed.
     kafka_delivery_timeout_ms: int = Field(30_000, ge=1000)
     stream_batch_size: int = Field(1000, ge=1)

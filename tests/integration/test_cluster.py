@@ -343,6 +343,25 @@ def test_touchpoints_published_with_the_producer_client_project_as_in_embedded_m
     assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
 
 
+def test_a_recorder_only_and_a_projector_only_worker_end_equal_to_embedded_mode(
+    cluster: Cluster, make_platform: Callable[..., Platform]
+) -> None:
+    sent = envelopes(seed=13, n=2000)
+    recorder = cluster.worker("--roles", "record", "--no-relay")
+    projector = cluster.worker("--roles", "project")
+    producer = cluster.producer()
+    try:
+        send(producer, sent)
+    finally:
+        producer.close(10)
+    oracle = embedded_oracle(make_platform(), sent)
+
+    cluster.converge(oracle)
+    assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
+    assert "recorded" in recorder.log() and "projected" not in recorder.log()
+    assert "projected" in projector.log() and "recorded" not in projector.log()
+
+
 def test_two_workers_share_the_partitions_and_end_equal_to_embedded_mode(
     cluster: Cluster, make_platform: Callable[..., Platform]
 ) -> None:
