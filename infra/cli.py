@@ -175,7 +175,8 @@ def run_worker(args: argparse.Namespace) -> int:
     platform = bootstrap(settings, mode="none", start=False)
     try:
         roles = tuple(args.roles.split(",")) if args.roles else ROLES
-        app = create_stream_app(settings, platform.records, platform.store, roles=roles)
+        app = create_stream_app(settings, platform.records, platform.store,
+                                database_url=platform.database_url, roles=roles)
         worker = faust.Worker(app, loglevel="INFO", quiet=True)
         worker.execute_from_commandline()  # returns only when the worker stops
     finally:
@@ -184,12 +185,11 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_relay(args: argparse.Namespace) -> int:
-    import time
 
     from kafka import KafkaProducer
 
     from infra.kafka import Topics
-    from streams.relay import relay
+    from streams.relay import LogNotifications, relay
 
     settings = Settings()
     platform = bootstrap(settings, mode="none", start=False)
@@ -198,6 +198,7 @@ def run_relay(args: argparse.Namespace) -> int:
                              max_in_flight_requests_per_connection=1)
     topic = Topics.named(settings.kafka_topic_prefix).customer_events
     print(f"relaying the event store to {topic} on {settings.kafka_bootstrap}", flush=True)
+    recorded = LogNotifications.of(platform.records, platform.database_url)
     try:
         while True:
             sent = relay(platform.records, platform.store, producer, topic,
@@ -205,10 +206,11 @@ def run_relay(args: argparse.Namespace) -> int:
             if sent:
                 log.info("relayed %d events", sent)
             else:
-                time.sleep(0.05)
+                recorded.wait(1.0)  # caught up: until the next insert, or a second
     except KeyboardInterrupt:
         return 0
     finally:
+        recorded.close()
         producer.close(5)
         platform.close()
 

@@ -37,7 +37,7 @@ from infra.kafka import Topics
 from infra.settings import Settings
 from projections.store import ReadModelStore
 from streams.recorder import CustomerRecords
-from streams.relay import decode, relay
+from streams.relay import LogNotifications, decode, relay
 
 log = logging.getLogger(__name__)
 WORKER = f"worker-{os.getpid()}"
@@ -145,6 +145,7 @@ def create_app(
     records: CustomerRecords,
     store: ReadModelStore,
     *,
+    database_url: str,
     roles: tuple[str, ...] = ROLES,
 ) -> faust.App:
     """Build the Faust app (a factory: nothing connects until a worker starts it).
@@ -244,15 +245,17 @@ def create_app(
             producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                      linger_ms=settings.kafka_linger_ms,
                                      max_in_flight_requests_per_connection=1)
+            recorded = LogNotifications.of(records, database_url)
             try:
                 while not app.should_stop:
                     sent = await until_done(
                         lambda: relay(records, store, producer, topics.customer_events,
                                       batch_size=batch),
                         "relaying", lambda: app.should_stop)
-                    if sent == 0:
-                        await asyncio.sleep(0.05)
+                    if sent == 0:  # caught up: wait for the next insert (or a second)
+                        await asyncio.to_thread(recorded.wait, 1.0)
             finally:
+                recorded.close()
                 producer.close(5)
 
     return app

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 from typing import Any, Protocol
 from uuid import UUID
 
+import psycopg2
 import psycopg2.errors
 from eventsourcing.persistence import Mapper, Notification, StoredEvent
+from psycopg2 import sql
 
 from projections.store import ReadModelStore
 from streams.recorder import CustomerRecords
@@ -26,6 +29,35 @@ log = logging.getLogger(__name__)
 
 RELAY = "relay"
 SCHEMA = 1
+
+
+class LogNotifications:
+    """Wake-ups from the event store: its recorder NOTIFYs a channel with every insert, so
+    a follower waits on the channel instead of polling the log."""
+
+    def __init__(self, database_url: str, channel: str) -> None:
+        self._conn = psycopg2.connect(database_url)
+        self._conn.autocommit = True
+        with self._conn.cursor() as cur:
+            cur.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+    def wait(self, timeout: float) -> bool:
+        """Block until something was recorded (True) or ``timeout`` seconds passed."""
+        if not self._conn.notifies:
+            ready, _, _ = select.select([self._conn], [], [], timeout)
+            if ready:
+                self._conn.poll()
+        notified = bool(self._conn.notifies)
+        self._conn.notifies.clear()
+        return notified
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @classmethod
+    def of(cls, records: CustomerRecords, database_url: str) -> LogNotifications:
+        channel: str = getattr(records.recorder, "channel_name", "")
+        return cls(database_url, channel)
 
 
 class Producer(Protocol):
