@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Query
 
+from api.deps import PlatformDep
 from domain import clv, satisfaction, value
 from domain.metrics import nps_category
 from infra.bootstrap import Platform
@@ -26,13 +27,6 @@ from projections import analytics
 from projections.base import utc_iso
 from projections.store import ReadModelStore
 
-
-def _platform(request: Request) -> Platform:
-    platform: Platform = request.app.state.platform
-    return platform
-
-
-PlatformDep = Annotated[Platform, Depends(_platform)]
 AsOf = Annotated[datetime | None, Query(description="the instant measured (default: now)")]
 Since = Annotated[datetime | None, Query(description="only answers after this instant")]
 PeriodQ = Annotated[Literal["week", "month", "quarter"] | None,

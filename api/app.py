@@ -17,11 +17,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from api import views
 from api.analytics import router as analytics_router
+from api.deps import PlatformDep
 from api.jobs import jobs
 from api.schemas import (
     CustomerOut,
@@ -46,12 +47,6 @@ class Refused(Exception):
         self.status, self.detail, self.errors = status, detail, errors
 
 
-def get_platform(request: Request) -> Platform:
-    platform: Platform = request.app.state.platform
-    return platform
-
-
-PlatformDep = Annotated[Platform, Depends(get_platform)]
 AsOf = Annotated[datetime | None, Query(description="evaluate time-dependent rules as of "
                                                     "this instant (default: now)")]
 

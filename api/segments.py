@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from api.analytics import POPULATION
+from api.deps import PlatformDep
 from domain import segments, value
 from domain.metrics import nps_category
 from infra.bootstrap import Platform
@@ -23,12 +24,6 @@ from projections.base import utc_iso
 log = logging.getLogger(__name__)
 
 
-def _platform(request: Request) -> Platform:
-    platform: Platform = request.app.state.platform
-    return platform
-
-
-PlatformDep = Annotated[Platform, Depends(_platform)]
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 
 
