@@ -109,7 +109,6 @@ def define_segment(platform: PlatformDep, segment: SegmentIn) -> dict[str, Any]:
         segments.check_rule(segment.rule)
     except segments.InvalidRule as error:
         raise HTTPException(422, {"field": error.path, "message": error.message}) from None
-    segment_store.create_tables(platform.store)
     created = segment_store.define(platform.store, segment.name, segment.rule,
                                    segment.description)
     return {"name": segment.name, "created": created,
@@ -118,19 +117,16 @@ def define_segment(platform: PlatformDep, segment: SegmentIn) -> dict[str, Any]:
 
 @router.get("")
 def list_segments(platform: PlatformDep) -> list[dict[str, Any]]:
-    segment_store.create_tables(platform.store)
     return segment_store.definitions(platform.store)
 
 
 @router.post("/evaluate")
 def evaluate_segments(platform: PlatformDep) -> dict[str, Any]:
     """Evaluate every segment now."""
-    segment_store.create_tables(platform.store)
     return {"evaluated_at": utc_iso(datetime.now(UTC)), "segments": evaluate(platform)}
 
 
 def _known(platform: Platform, name: str) -> None:
-    segment_store.create_tables(platform.store)
     if name not in {d["name"] for d in segment_store.definitions(platform.store)}:
         raise HTTPException(404, f"no segment {name!r}")
 

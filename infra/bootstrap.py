@@ -15,6 +15,7 @@ import psycopg2.pool
 from domain.touchpoints import TouchpointIn
 from infra.database import embedded_server_url, eventsourcing_env
 from infra.settings import Settings
+from projections import analytics, segment_store
 from projections.registry import PROJECTIONS
 from projections.store import ReadModelStore
 from streams.embedded import EmbeddedDriver
@@ -99,6 +100,8 @@ def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelSto
     pool = psycopg2.pool.ThreadedConnectionPool(1, 16, url)
     store = ReadModelStore(pool, PROJECTIONS)
     new = store.create_tables()
+    analytics.create_model_table(store)
+    segment_store.create_tables(store)
     if new and head(records) > 0:
         # A projection added to an existing store has missed the events before it: all
         # are rebuilt from the event store (atomically swapped in) before anything runs.

@@ -386,6 +386,7 @@ def _curve(journeys: list[tuple[dict[str, Any], bool]], until: str) -> dict[str,
 
 
 def create_model_table(store: ReadModelStore) -> None:
+    """The versioned lifetime-value models (created at start-up)."""
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute(
             "CREATE TABLE IF NOT EXISTS clv_model (version serial PRIMARY KEY,"
@@ -415,7 +416,6 @@ def fit_clv(store: ReadModelStore, *, as_of: datetime, currency: str,
         "log_likelihood": {"bg_nbd": bg.log_likelihood,
                            "gamma_gamma": gg.log_likelihood if gg else None},
     }
-    create_model_table(store)
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO clv_model (model) VALUES (%s) RETURNING version, fitted_at",
                     (json.dumps(model),))
@@ -426,7 +426,6 @@ def fit_clv(store: ReadModelStore, *, as_of: datetime, currency: str,
 
 
 def current_clv_model(store: ReadModelStore) -> dict[str, Any] | None:
-    create_model_table(store)
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT version, fitted_at, model FROM clv_model "
                     "ORDER BY version DESC LIMIT 1")

@@ -13,6 +13,7 @@ from projections.store import ReadModelStore
 
 
 def create_tables(store: ReadModelStore) -> None:
+    """Segment tables (created at start-up)."""
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute(
             "CREATE TABLE IF NOT EXISTS segment (name text PRIMARY KEY, rule jsonb NOT NULL,"
