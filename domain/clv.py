@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Literal, TypedDict
@@ -243,7 +243,7 @@ def expected_purchases(params: BgNbd, t: float, x: int, t_x: float, T: float) ->
     2F1(A, B; C; z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z) turns the bracket into
     1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z), exactly equal and free of the huge
     and tiny factors that large x would produce. At a = 1 the formula is 0/0 with a
-    finite limit, taken by interpolating across it.
+    finite limit, taken by interpolating across it; so at a + b + x = 1.
     """
     _require_history(x=x, t_x=t_x, T=T)
     if t < 0:
@@ -251,6 +251,12 @@ def expected_purchases(params: BgNbd, t: float, x: int, t_x: float, T: float) ->
     if t == 0:
         return 0.0
     step = 1e-6
+    if abs(params.a + params.b + x - 1) < step:
+        # a + b + x - 1 = 0: the leading factor is 0 and 2F1 is singular; the product has
+        # a finite limit, taken by interpolating across it in b.
+        below = expected_purchases(replace(params, b=params.b - 2 * step), t, x, t_x, T)
+        above = expected_purchases(replace(params, b=params.b + 2 * step), t, x, t_x, T)
+        return (below + above) / 2
     if abs(params.a - 1) < step:
         below = _expected_purchases(params.r, params.alpha, 1 - step, params.b, t, x, T)
         above = _expected_purchases(params.r, params.alpha, 1 + step, params.b, t, x, T)

@@ -26,7 +26,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from domain.clv import (
@@ -451,10 +451,18 @@ def test_expected_purchases_agree_with_the_papers_formula_anywhere(
     recency_share: float,
     age: float,
 ) -> None:
+    assume(abs(a + b + x - 1) > 0.05)  # the paper's 2F1 is singular at a + b + x = 1
     t_x = 0.0 if x == 0 else recency_share * age
     expected = paper_expected_purchases(r, alpha, a, b, t, x, t_x, age)
     got = expected_purchases(BgNbd(r=r, alpha=alpha, a=a, b=b), t, x, t_x, age)
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_expected_purchases_are_finite_where_a_plus_b_plus_x_is_one() -> None:
+    at_singularity = expected_purchases(BgNbd(r=1.0, alpha=1.0, a=0.5, b=0.5), 1.0, 0, 0.0, 0.0)
+    nearby = expected_purchases(BgNbd(r=1.0, alpha=1.0, a=0.5, b=0.501), 1.0, 0, 0.0, 0.0)
+    assert math.isfinite(at_singularity)
+    assert at_singularity == pytest.approx(nearby, rel=1e-2)
 
 
 def test_expected_purchases_match_the_value_published_for_a_cdnow_customer() -> None:
