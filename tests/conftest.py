@@ -17,10 +17,18 @@ from pathlib import Path
 import psycopg2
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 
 from infra.bootstrap import Platform, bootstrap
 from infra.database import create_database, drop_database
 from infra.settings import Settings
+
+
+# The gate (make test, CI) runs the same examples every time, so a landing never depends
+# on a lucky draw; HYPOTHESIS_PROFILE=explore draws new ones (and more) while developing.
+hypothesis_settings.register_profile("gate", derandomize=True)
+hypothesis_settings.register_profile("explore", max_examples=500)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "gate"))
 
 
 def _answers(host: str, port: int) -> bool:
