@@ -23,7 +23,6 @@ from infra.bootstrap import Platform, bootstrap
 from infra.database import create_database, drop_database
 from infra.settings import Settings
 
-
 # The gate (make test, CI) runs the same examples every time, so a landing never depends
 # on a lucky draw; HYPOTHESIS_PROFILE=explore draws new ones (and more) while developing.
 hypothesis_settings.register_profile("gate", derandomize=True)
