@@ -92,23 +92,16 @@ def customer_measures(platform: Platform, state: dict[str, Any],
     moment = _when(as_of)
     customer_id = state["customer_id"]
     population = POPULATION.of(platform, as_of)
-    history, _ = analytics.purchases(platform.store, as_of=moment, currency=settings.currency,
-                                     customer_id=customer_id)
-    orders = history.get(customer_id, [])
-    answers = sorted((a for a in state["survey_answers"].values()
-                      if a["occurred_at"] <= utc_iso(moment)),
-                     key=lambda a: (a["occurred_at"], a["event_id"]))
-    latest = {a["metric"]: a for a in answers}
-    promoter = "nps" in latest and latest["nps"]["value"] >= 9
-    stage, rule = value.lifecycle_stage(
-        orders=len(orders), last_order_at=orders[-1][0] if orders else None,
-        usual_gap=value.usual_gap([at for at, _ in orders]), as_of=moment, promoter=promoter)
+    until = utc_iso(moment)
+    orders = analytics.orders_until(state["orders"], until=until, currency=settings.currency)
+    latest = analytics.latest_answers(state, until=until)
+    stage, rule = analytics.lifecycle(orders, latest, as_of=moment)
     rfm = population["rfm"].get(customer_id)
     model = analytics.current_clv_model(platform.store)
-    window = timedelta(days=settings.value_window_days)
-    csat_recent = [a["value"] for a in answers if a["metric"] == "csat"
-                   and a["occurred_at"] > utc_iso(moment - window)]
-    due = [kept for at, kept, _ in state.get("promises", []) if at <= utc_iso(moment)]
+    since = utc_iso(moment - timedelta(days=settings.value_window_days))
+    csat_recent = [a["value"] for a in state["survey_answers"].values()
+                   if a["metric"] == "csat" and since < a["occurred_at"] <= until]
+    due = [kept for at, kept, _ in state.get("promises", []) if at <= until]
     promises = {"made": len(due), "kept": sum(due)}
     declared = latest.get("category_spend")
     share = (value.share_of_wallet(population["values"].get(customer_id, Decimal(0)),

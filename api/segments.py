@@ -18,7 +18,7 @@ from api.deps import PlatformDep
 from domain import segments, value
 from domain.metrics import nps_category
 from infra.bootstrap import Platform
-from projections import customer, loyalty, segment_store
+from projections import analytics, customer, loyalty, segment_store
 from projections.base import utc_iso
 
 log = logging.getLogger(__name__)
@@ -44,16 +44,10 @@ def segment_documents(platform: Platform, as_of: datetime) -> dict[str, dict[str
     for customer_id, state in platform.store.dump("customer").items():
         if state["first_seen"] > until:
             continue
-        orders = sorted(datetime.fromisoformat(o["occurred_at"])
-                        for o in state["orders"].values() if o["occurred_at"] <= until)
-        answers = sorted((a for a in state["survey_answers"].values()
-                          if a["occurred_at"] <= until),
-                         key=lambda a: (a["occurred_at"], a["event_id"]))
-        latest = {a["metric"]: a["value"] for a in answers}
-        stage, _ = value.lifecycle_stage(
-            orders=len(orders), last_order_at=orders[-1] if orders else None,
-            usual_gap=value.usual_gap(orders), as_of=as_of,
-            promoter=latest.get("nps", -1) >= 9)
+        orders = analytics.orders_until(state["orders"], until=until, currency=s.currency)
+        answered = analytics.latest_answers(state, until=until)
+        latest = {metric: answer["value"] for metric, answer in answered.items()}
+        stage, _ = analytics.lifecycle(orders, answered, as_of=as_of)
         rfm = population["rfm"].get(customer_id)
         status = loyalty.loyalty_view(
             loyalty_docs.get(customer_id), as_of=as_of, nps_high=s.loyalty_nps_high,

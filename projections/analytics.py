@@ -31,16 +31,40 @@ Purchases = dict[str, list[tuple[datetime, Decimal]]]
 # -- inputs --------------------------------------------------------------------------
 
 
-def purchases(store: ReadModelStore, *, as_of: datetime, currency: str,
-              customer_id: str | None = None) -> tuple[Purchases, set[str]]:
+def orders_until(orders: Mapping[str, Any], *, until: str, currency: str) -> list[
+        tuple[datetime, Decimal]]:
+    """A customer document's orders in ``currency`` at or before ``until``, as (time,
+    amount) in time order."""
+    return sorted((datetime.fromisoformat(o["occurred_at"]), Decimal(o["amount"]))
+                  for o in orders.values()
+                  if o["currency"] == currency and o["occurred_at"] <= until)
+
+
+def latest_answers(state: Mapping[str, Any], *, until: str) -> dict[str, dict[str, Any]]:
+    """A customer's latest answer per survey metric at or before ``until``."""
+    answers = sorted((a for a in state["survey_answers"].values() if a["occurred_at"] <= until),
+                     key=lambda a: (a["occurred_at"], a["event_id"]))
+    return {a["metric"]: a for a in answers}
+
+
+def lifecycle(orders: list[tuple[datetime, Decimal]], latest: Mapping[str, Any], *,
+              as_of: datetime) -> tuple[value.LifecycleStage, str]:
+    """The lifecycle stage from the orders so far; a promoter is a last NPS of 9 or 10."""
+    times = [at for at, _ in orders]
+    return value.lifecycle_stage(
+        orders=len(times), last_order_at=times[-1] if times else None,
+        usual_gap=value.usual_gap(times), as_of=as_of,
+        promoter="nps" in latest and latest["nps"]["value"] >= 9)
+
+
+def purchases(store: ReadModelStore, *, as_of: datetime, currency: str) -> tuple[
+        Purchases, set[str]]:
     """Each customer's orders in the reporting currency up to ``as_of`` (time, amount),
     and every customer known by then (first seen at or before ``as_of``)."""
     until = utc_iso(as_of)
-    query = ("SELECT key, state->'orders', state->>'first_seen' FROM {} "
-             + ("WHERE key = %s" if customer_id else ""))
     with store.connection() as conn, conn.cursor() as cur:
-        cur.execute(query.format(store.table("customer").as_string(cur)),
-                    (customer_id,) if customer_id else None)
+        cur.execute("SELECT key, state->'orders', state->>'first_seen' FROM {}".format(
+            store.table("customer").as_string(cur)))
         rows = cur.fetchall()
     by_customer: Purchases = {}
     known: set[str] = set()
@@ -48,11 +72,7 @@ def purchases(store: ReadModelStore, *, as_of: datetime, currency: str,
         if first_seen > until:
             continue
         known.add(key)
-        by_customer[key] = sorted(
-            (datetime.fromisoformat(o["occurred_at"]), Decimal(o["amount"]))
-            for o in orders.values()
-            if o["currency"] == currency and o["occurred_at"] <= until
-        )
+        by_customer[key] = orders_until(orders, until=until, currency=currency)
     return by_customer, known
 
 

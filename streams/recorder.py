@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import Application, project_aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
@@ -131,8 +131,7 @@ class CustomerRecords(Application[UUID]):
             return {}
         recorder = self.recorder
         if not isinstance(recorder, PostgresApplicationRecorder):
-            return {  # other persistence modules (tests of pure logic): one by one
-                i: c for i in aggregate_ids if (c := self._get_or_none(i)) is not None}
+            raise TypeError("the customer records live in PostgreSQL (ColumnarRecorder)")
         # eventsourcing reads one stream per query; this reads them all at once from its
         # table, in stream-version order, and folds them as its repository would.
         query = SQL(
@@ -150,12 +149,6 @@ class CustomerRecords(Application[UUID]):
             i: project_aggregate(None, events) for i, events in streams.items()}
         return {i: c for i, c in rebuilt.items() if isinstance(c, Customer)}
 
-    def _get_or_none(self, aggregate_id: UUID) -> Customer | None:
-        try:
-            customer: Customer = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return customer
 
     def touchpoints_of(self, customer_id: str) -> list[Customer.TouchpointRecorded]:
         """Every touchpoint recorded for a customer, straight from the event store, in
