@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from domain.touchpoints import parse_touchpoint
 from infra.broker import LocalBroker, free_port
-from infra.database import create_database, drop_database
+from infra.database import create_database, drop_database, with_database
 from infra.settings import Settings
 from infra.simulator import Simulator, SimulatorConfig
 
@@ -104,10 +104,8 @@ def admin_url(settings: Settings) -> str:
 def fresh_database(admin: str) -> Iterator[str]:
     name = f"peakend_bench_{uuid.uuid4().hex[:10]}"
     create_database(admin, name)
-    params = psycopg2.extensions.parse_dsn(admin)
-    params["dbname"] = name
     try:
-        yield " ".join(f"{k}='{v}'" for k, v in params.items())
+        yield with_database(admin, name)
     finally:
         drop_database(admin, name)
 

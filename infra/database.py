@@ -49,6 +49,14 @@ def create_database(admin_url: str, database: str) -> None:
         conn.close()
 
 
+def with_database(url: str, database: str) -> str:
+    """The connection string of another database on the server of ``url``."""
+    params = psycopg2.extensions.parse_dsn(url)
+    params["dbname"] = database
+    dsn: str = psycopg2.extensions.make_dsn(**params)
+    return dsn
+
+
 def drop_database(admin_url: str, database: str) -> None:
     conn = psycopg2.connect(admin_url)
     try:

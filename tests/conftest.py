@@ -14,13 +14,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 import uvicorn
 from hypothesis import settings as hypothesis_settings
 
 from infra.bootstrap import Platform, bootstrap
-from infra.database import create_database, drop_database
+from infra.database import create_database, drop_database, with_database
 from infra.settings import Settings
 
 # The gate (make test, CI) runs the same examples every time, so a landing never depends
@@ -36,12 +35,6 @@ def _answers(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _with_database(url: str, database: str) -> str:
-    params = psycopg2.extensions.parse_dsn(url)
-    params["dbname"] = database
-    return " ".join(f"{k}='{v}'" for k, v in params.items())
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +58,7 @@ def fresh_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
         name = f"peakend_test_{uuid.uuid4().hex[:12]}"
         create_database(postgres_admin_url, name)
         made.append(name)
-        return _with_database(postgres_admin_url, name)
+        return with_database(postgres_admin_url, name)
 
     yield make
     for name in made:
