@@ -21,6 +21,7 @@ api: install  ## the API alone, for your own traffic
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: lint  ## lint, type-check, then every test (unit, integration, end-to-end)

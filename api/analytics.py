@@ -29,15 +29,18 @@ from projections.store import ReadModelStore
 
 AsOf = Annotated[datetime | None, Query(description="the instant measured (default: now)")]
 Since = Annotated[datetime | None, Query(description="only answers after this instant")]
-PeriodQ = Annotated[Literal["week", "month", "quarter"] | None,
-                    Query(description="also break down by calendar period")]
+PeriodQ = Annotated[
+    Literal["week", "month", "quarter"] | None,
+    Query(description="also break down by calendar period"),
+]
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
 
 def cutoffs(settings: Settings) -> value.TierCutoffs:
-    return value.TierCutoffs(vip=settings.tier_vip, major=settings.tier_major,
-                             ordinary=settings.tier_ordinary)
+    return value.TierCutoffs(
+        vip=settings.tier_vip, major=settings.tier_major, ordinary=settings.tier_ordinary
+    )
 
 
 def _when(as_of: datetime | None) -> datetime:
@@ -53,7 +56,8 @@ class Population:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._now: weakref.WeakKeyDictionary[ReadModelStore, tuple[float, dict[str, Any]]] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
 
     def of(self, platform: Platform, as_of: datetime | None) -> dict[str, Any]:
         settings = platform.settings
@@ -63,17 +67,25 @@ class Population:
                 if cached and time.monotonic() - cached[0] < settings.population_cache_seconds:
                     return cached[1]
         moment = _when(as_of)
-        history, known = analytics.purchases(platform.store, as_of=moment,
-                                             currency=settings.currency)
+        history, known = analytics.purchases(
+            platform.store, as_of=moment, currency=settings.currency
+        )
         tiers, values = analytics.tiers_as_of(
-            history, as_of=moment, window=timedelta(days=settings.value_window_days),
-            cutoffs=cutoffs(settings))
+            history,
+            as_of=moment,
+            window=timedelta(days=settings.value_window_days),
+            cutoffs=cutoffs(settings),
+        )
         population = {
-            "as_of": utc_iso(moment), "computed_at": utc_iso(datetime.now(UTC)),
-            "tiers": tiers, "values": values, "known": known,
+            "as_of": utc_iso(moment),
+            "computed_at": utc_iso(datetime.now(UTC)),
+            "tiers": tiers,
+            "values": values,
+            "known": known,
             "retention": analytics.retention_rate(history, as_of=moment),
-            "rfm": value.rfm(history, as_of=moment,
-                             window=timedelta(days=settings.rfm_window_days)),
+            "rfm": value.rfm(
+                history, as_of=moment, window=timedelta(days=settings.rfm_window_days)
+            ),
         }
         if as_of is None:
             with self._lock:
@@ -84,8 +96,9 @@ class Population:
 POPULATION = Population()
 
 
-def customer_measures(platform: Platform, state: dict[str, Any],
-                      as_of: datetime | None) -> dict[str, Any]:
+def customer_measures(
+    platform: Platform, state: dict[str, Any], as_of: datetime | None
+) -> dict[str, Any]:
     """Value tier, RFM, lifecycle stage, satisfaction and lifetime value of one customer,
     as of an instant."""
     settings = platform.settings
@@ -99,17 +112,28 @@ def customer_measures(platform: Platform, state: dict[str, Any],
     rfm = population["rfm"].get(customer_id)
     model = analytics.current_clv_model(platform.store)
     since = utc_iso(moment - timedelta(days=settings.value_window_days))
-    csat_recent = [a["value"] for a in state["survey_answers"].values()
-                   if a["metric"] == "csat" and since < a["occurred_at"] <= until]
+    csat_recent = [
+        a["value"]
+        for a in state["survey_answers"].values()
+        if a["metric"] == "csat" and since < a["occurred_at"] <= until
+    ]
     due = [kept for at, kept, _ in state.get("promises", []) if at <= until]
     promises = {"made": len(due), "kept": sum(due)}
     declared = latest.get("category_spend")
-    share = (value.share_of_wallet(population["values"].get(customer_id, Decimal(0)),
-                                   Decimal(declared["value"]))
-             if declared and declared.get("currency") == settings.currency else None)
-    delta = (satisfaction.satisfaction_delta(latest["perceived_quality"]["value"],
-                                             latest["expectation"]["value"])
-             if "perceived_quality" in latest and "expectation" in latest else None)
+    share = (
+        value.share_of_wallet(
+            population["values"].get(customer_id, Decimal(0)), Decimal(declared["value"])
+        )
+        if declared and declared.get("currency") == settings.currency
+        else None
+    )
+    delta = (
+        satisfaction.satisfaction_delta(
+            latest["perceived_quality"]["value"], latest["expectation"]["value"]
+        )
+        if "perceived_quality" in latest and "expectation" in latest
+        else None
+    )
     return {
         "measures_as_of": utc_iso(moment),
         "population_computed_at": population["computed_at"],
@@ -118,21 +142,20 @@ def customer_measures(platform: Platform, state: dict[str, Any],
             "value_in_window": population["values"].get(customer_id, Decimal(0)),
             "window_days": settings.value_window_days,
         },
-        "rfm": None if rfm is None else {**asdict(rfm), "segment": str(rfm.segment),
-                                         "window_days": settings.rfm_window_days},
+        "rfm": None
+        if rfm is None
+        else {**asdict(rfm), "segment": str(rfm.segment), "window_days": settings.rfm_window_days},
         "lifecycle": {"stage": str(stage), "rule": rule},
         "satisfaction": {
             "csat_latest": _level(latest.get("csat")),
-            "csat_trailing_mean": (sum(csat_recent) / len(csat_recent)) if csat_recent
-            else None,
+            "csat_trailing_mean": (sum(csat_recent) / len(csat_recent)) if csat_recent else None,
             "nps_latest": latest["nps"]["value"] if "nps" in latest else None,
-            "nps_category": str(nps_category(latest["nps"]["value"])) if "nps" in latest
-            else None,
+            "nps_category": str(nps_category(latest["nps"]["value"])) if "nps" in latest else None,
             "ces_latest": latest["ces"]["value"] if "ces" in latest else None,
-            "expectation": latest["expectation"]["value"] if "expectation" in latest
-            else None,
+            "expectation": latest["expectation"]["value"] if "expectation" in latest else None,
             "perceived_quality": latest["perceived_quality"]["value"]
-            if "perceived_quality" in latest else None,
+            if "perceived_quality" in latest
+            else None,
             "delta": delta,
         },
         "share_of_wallet": {
@@ -141,38 +164,51 @@ def customer_measures(platform: Platform, state: dict[str, Any],
             "declared_category_spend": declared["value"] if declared else None,
             "declared_at": declared["occurred_at"] if declared else None,
         },
-        "trust": {"promises_made": promises["made"], "promises_kept": promises["kept"],
-                  "reliability": satisfaction.promise_reliability(promises["made"],
-                                                                  promises["kept"])},
+        "trust": {
+            "promises_made": promises["made"],
+            "promises_kept": promises["kept"],
+            "reliability": satisfaction.promise_reliability(promises["made"], promises["kept"]),
+        },
         "lifetime_value": {
             "simple": _simple_clv(population, customer_id, settings),
-            "model": analytics.customer_clv(model, orders, as_of=moment,
-                                            horizon=settings.clv_horizon,
-                                            margin=settings.clv_margin),
+            "model": analytics.customer_clv(
+                model,
+                orders,
+                as_of=moment,
+                horizon=settings.clv_horizon,
+                margin=settings.clv_margin,
+            ),
         },
     }
 
 
-def _simple_clv(population: dict[str, Any], customer_id: str,
-                settings: Settings) -> dict[str, Any] | None:
+def _simple_clv(
+    population: dict[str, Any], customer_id: str, settings: Settings
+) -> dict[str, Any] | None:
     """CLV = m * r / (1 + d - r): m = the customer's margin over the trailing year, r = the
     population's retention rate (share of the previous year's buyers who bought again in
     the last year), d = PEAKEND_CLV_DISCOUNT_RATE."""
     retention = population["retention"]
     if retention is None or settings.value_window_days != 365:
         return None
-    margin = population["values"].get(customer_id, Decimal(0)) * Decimal(
-        str(settings.clv_margin))
+    margin = population["values"].get(customer_id, Decimal(0)) * Decimal(str(settings.clv_margin))
     discount = Decimal(str(settings.clv_discount_rate))
-    return {"annual_margin": margin, "retention_rate": retention, "discount_rate": discount,
-            "value": clv.simple_clv(margin, retention, discount)}
+    return {
+        "annual_margin": margin,
+        "retention_rate": retention,
+        "discount_rate": discount,
+        "value": clv.simple_clv(margin, retention, discount),
+    }
 
 
 def _level(answer: dict[str, Any] | None) -> dict[str, Any] | None:
     if answer is None:
         return None
-    return {"level": answer["value"], "name": satisfaction.CSAT_LEVELS[answer["value"]],
-            "occurred_at": answer["occurred_at"]}
+    return {
+        "level": answer["value"],
+        "name": satisfaction.CSAT_LEVELS[answer["value"]],
+        "occurred_at": answer["occurred_at"],
+    }
 
 
 @router.get("/pyramid")
@@ -180,42 +216,66 @@ def get_pyramid(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     """Customers, revenue and share of revenue per tier over the trailing window
     (PEAKEND_VALUE_WINDOW_DAYS), and the 80/20 check."""
     s = platform.settings
-    return analytics.pyramid(platform.store, as_of=_when(as_of),
-                             window=timedelta(days=s.value_window_days), currency=s.currency,
-                             cutoffs=cutoffs(s))
+    return analytics.pyramid(
+        platform.store,
+        as_of=_when(as_of),
+        window=timedelta(days=s.value_window_days),
+        currency=s.currency,
+        cutoffs=cutoffs(s),
+    )
 
 
 @router.get("/migration")
 def get_migration(
-    platform: PlatformDep, as_of: AsOf = None,
+    platform: PlatformDep,
+    as_of: AsOf = None,
     period: Literal["week", "month", "quarter"] = "month",
     periods: Annotated[int, Query(ge=1, le=24)] = 1,
 ) -> dict[str, Any]:
     """Customers moved from each tier to each tier between consecutive periods (including
     in and out of inactive), for the last ``periods`` transitions."""
     s = platform.settings
-    return analytics.migration(platform.store, as_of=_when(as_of), period=period,
-                               periods=periods, currency=s.currency, cutoffs=cutoffs(s))
+    return analytics.migration(
+        platform.store,
+        as_of=_when(as_of),
+        period=period,
+        periods=periods,
+        currency=s.currency,
+        cutoffs=cutoffs(s),
+    )
 
 
 @router.get("/rfm")
 def get_rfm(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     """How many customers are in each RFM segment (quintiles against the population)."""
     s = platform.settings
-    return analytics.rfm_segments(platform.store, as_of=_when(as_of),
-                                  window=timedelta(days=s.rfm_window_days), currency=s.currency)
+    return analytics.rfm_segments(
+        platform.store,
+        as_of=_when(as_of),
+        window=timedelta(days=s.rfm_window_days),
+        currency=s.currency,
+    )
 
 
 @router.get("/satisfaction")
 def get_satisfaction(
-    platform: PlatformDep, as_of: AsOf = None, since: Since = None,
-    channel: str | None = None, journey_type: str | None = None, period: PeriodQ = None,
+    platform: PlatformDep,
+    as_of: AsOf = None,
+    since: Since = None,
+    channel: str | None = None,
+    journey_type: str | None = None,
+    period: PeriodQ = None,
 ) -> dict[str, Any]:
     """NPS (promoters, passives, detractors), CSAT L1-L5 with the share of L5, and CES:
     overall, by channel, by journey type, by period."""
     return analytics.satisfaction_summary(
-        platform.store, as_of=_when(as_of), since=since, channel=channel,
-        journey_type=journey_type, period=period)
+        platform.store,
+        as_of=_when(as_of),
+        since=since,
+        channel=channel,
+        journey_type=journey_type,
+        period=period,
+    )
 
 
 @router.get("/kano")
@@ -225,27 +285,29 @@ def get_kano(platform: PlatformDep, as_of: AsOf = None, since: Since = None) -> 
 
 
 @router.get("/opportunities")
-def get_opportunities(platform: PlatformDep, as_of: AsOf = None,
-                      since: Since = None) -> dict[str, Any]:
+def get_opportunities(
+    platform: PlatformDep, as_of: AsOf = None, since: Since = None
+) -> dict[str, Any]:
     """Importance vs satisfaction per attribute, ranked by opportunity."""
     return analytics.opportunities(platform.store, as_of=_when(as_of), since=since)
 
 
 @router.get("/emotion-curves")
-def get_emotion_curves(platform: PlatformDep, as_of: AsOf = None,
-                       journey_type: str | None = None) -> dict[str, Any]:
+def get_emotion_curves(
+    platform: PlatformDep, as_of: AsOf = None, journey_type: str | None = None
+) -> dict[str, Any]:
     """Average emotion per journey step, new vs returning customers, and the moments of
     truth (steps most often a journey's peak or end; emotion that best predicts the
     peak-end score)."""
-    return analytics.emotion_curves(platform.store, as_of=_when(as_of),
-                                    journey_type=journey_type)
+    return analytics.emotion_curves(platform.store, as_of=_when(as_of), journey_type=journey_type)
 
 
 @router.post("/clv/fit", status_code=201)
 def post_clv_fit(
     platform: PlatformDep,
-    body: Annotated[dict[str, Any] | None, Body(examples=[{"as_of": "2026-01-01T00:00:00Z"}])]
-    = None,
+    body: Annotated[
+        dict[str, Any] | None, Body(examples=[{"as_of": "2026-01-01T00:00:00Z"}])
+    ] = None,
 ) -> dict[str, Any]:
     """Fit BG/NBD and Gamma-Gamma on purchases up to ``as_of`` (default now) and store a
     new model version."""
@@ -256,8 +318,9 @@ def post_clv_fit(
         raise HTTPException(422, "as_of: an ISO-8601 instant with offset") from None
     s = platform.settings
     try:
-        return analytics.fit_clv(platform.store, as_of=_when(as_of), currency=s.currency,
-                                 unit=s.clv_time_unit)
+        return analytics.fit_clv(
+            platform.store, as_of=_when(as_of), currency=s.currency, unit=s.clv_time_unit
+        )
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
 

@@ -47,8 +47,10 @@ class Refused(Exception):
         self.status, self.detail, self.errors = status, detail, errors
 
 
-AsOf = Annotated[datetime | None, Query(description="evaluate time-dependent rules as of "
-                                                    "this instant (default: now)")]
+AsOf = Annotated[
+    datetime | None,
+    Query(description="evaluate time-dependent rules as of this instant (default: now)"),
+]
 
 router = APIRouter(prefix="/v1")
 
@@ -90,8 +92,7 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
     if not items:
         raise Refused(422, "an empty batch", _body_error("a batch holds at least one touchpoint"))
     if len(items) > settings.ingest_max_batch:
-        detail = (f"a batch holds at most {settings.ingest_max_batch} touchpoints, "
-                  f"got {len(items)}")
+        detail = f"a batch holds at most {settings.ingest_max_batch} touchpoints, got {len(items)}"
         raise Refused(413, detail, _body_error(detail))
     now = datetime.now(UTC)
     touchpoints: list[TouchpointIn] = []
@@ -99,18 +100,24 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
     for index, item in enumerate(items):
         try:
             touchpoints.append(
-                parse_touchpoint(item, now=now, max_future_skew=settings.max_future_skew))
+                parse_touchpoint(item, now=now, max_future_skew=settings.max_future_skew)
+            )
         except InvalidTouchpoint as refusal:
             event_id = item.get("event_id") if isinstance(item, dict) else None
             errors.extend(
-                ItemError(index=index, event_id=event_id if isinstance(event_id, str) else None,
-                          field=e.field, message=e.message)
+                ItemError(
+                    index=index,
+                    event_id=event_id if isinstance(event_id, str) else None,
+                    field=e.field,
+                    message=e.message,
+                )
                 for e in refusal.errors
             )
     if errors:
         bad = len({e.index for e in errors})
-        raise Refused(422, f"{bad} of {len(items)} touchpoints are invalid; nothing was "
-                           "recorded", errors)
+        raise Refused(
+            422, f"{bad} of {len(items)} touchpoints are invalid; nothing was recorded", errors
+        )
     return touchpoints
 
 
@@ -121,15 +128,30 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
     responses={
         400: {"model": IngestRefused, "description": "the body is not JSON"},
         413: {"model": IngestRefused, "description": "body or batch too large"},
-        503: {"model": IngestRefused, "description": "not durable (event store or Kafka "
-                                                    "unavailable): nothing to fix, retry"},
+        503: {
+            "model": IngestRefused,
+            "description": "not durable (event store or Kafka unavailable): nothing to fix, retry",
+        },
         422: {"model": IngestRefused, "description": "invalid touchpoints, field by field"},
     },
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"oneOf": [
-            {"$ref": "#/components/schemas/TouchpointIn"},
-            {"type": "array", "items": {"$ref": "#/components/schemas/TouchpointIn"}},
-        ]}}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/TouchpointIn"},
+                            {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/TouchpointIn"},
+                            },
+                        ]
+                    }
+                }
+            },
+        }
+    },
     summary="Record one touchpoint or a batch",
 )
 async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
@@ -148,8 +170,10 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
     return IngestAccepted(
         accepted=len(outcomes),
         duplicates=sum(o.duplicate is True for o in outcomes),
-        recorded=[RecordedOut(event_id=o.event_id, customer_id=o.customer_id,
-                              duplicate=o.duplicate) for o in outcomes],
+        recorded=[
+            RecordedOut(event_id=o.event_id, customer_id=o.customer_id, duplicate=o.duplicate)
+            for o in outcomes
+        ],
     )
 
 
@@ -176,7 +200,7 @@ def get_timeline(
         raise HTTPException(404, f"no customer {customer_id!r}")
     if order == "desc":
         events.reverse()
-    page = events[offset:offset + limit]
+    page = events[offset : offset + limit]
     return {
         "customer_id": customer_id,
         "total": len(events),
@@ -212,12 +236,20 @@ def healthz(platform: PlatformDep) -> Any:
     try:
         lag = platform.driver.lag()
     except Exception as error:  # the point of a health check is to report, not to raise
-        return JSONResponse({"status": "unavailable", "database": str(error),
-                             "projection_lag": None}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "database": str(error), "projection_lag": None},
+            status_code=503,
+        )
     if platform.driver.projector_error is not None:
-        return JSONResponse({"status": "degraded", "database": "ok", "projection_lag": lag,
-                             "projector_error": platform.driver.projector_error},
-                            status_code=503)
+        return JSONResponse(
+            {
+                "status": "degraded",
+                "database": "ok",
+                "projection_lag": lag,
+                "projector_error": platform.driver.projector_error,
+            },
+            status_code=503,
+        )
     return {"status": "ok", "database": "ok", "projection_lag": lag}
 
 
@@ -236,7 +268,7 @@ def create_app(platform: Platform) -> FastAPI:
         title="Peakend",
         version="1",
         description="Event-sourced customer-experience platform: record touchpoints, read "
-                    "live projections of customers and journeys.",
+        "live projections of customers and journeys.",
     )
     app.state.platform = platform
     app.include_router(router)

@@ -41,9 +41,12 @@ def refit_clv(platform: Platform) -> None:
     """A new lifetime-value model version on all purchases up to now (skipped, with a
     log line, while there are too few repeat buyers)."""
     try:
-        analytics.fit_clv(platform.store, as_of=datetime.now(UTC),
-                          currency=platform.settings.currency,
-                          unit=platform.settings.clv_time_unit)
+        analytics.fit_clv(
+            platform.store,
+            as_of=datetime.now(UTC),
+            currency=platform.settings.currency,
+            unit=platform.settings.clv_time_unit,
+        )
     except ValueError as why:
         log.info("lifetime-value refit skipped: %s", why)
 
@@ -52,9 +55,7 @@ def jobs(platform: Platform) -> list[Periodic]:
     s = platform.settings
     found = []
     if s.segment_evaluate_seconds > 0:
-        found.append(Periodic("segments", s.segment_evaluate_seconds,
-                              lambda: evaluate(platform)))
+        found.append(Periodic("segments", s.segment_evaluate_seconds, lambda: evaluate(platform)))
     if s.clv_refit_hours > 0:
-        found.append(Periodic("clv-refit", s.clv_refit_hours * 3600,
-                              lambda: refit_clv(platform)))
+        found.append(Periodic("clv-refit", s.clv_refit_hours * 3600, lambda: refit_clv(platform)))
     return found

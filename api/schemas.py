@@ -12,9 +12,11 @@ from pydantic import BaseModel, Field
 class RecordedOut(BaseModel):
     event_id: str
     customer_id: str
-    duplicate: bool | None = Field(description="true when this event_id was recorded "
-                                               "before: nothing changed; null in cluster "
-                                               "mode, where the workers record it later")
+    duplicate: bool | None = Field(
+        description="true when this event_id was recorded "
+        "before: nothing changed; null in cluster "
+        "mode, where the workers record it later"
+    )
 
 
 class IngestAccepted(BaseModel):
@@ -24,8 +26,10 @@ class IngestAccepted(BaseModel):
 
 
 class ItemError(BaseModel):
-    index: int | None = Field(description="position in the batch (0 for a single "
-                                          "touchpoint); null when the body itself is wrong")
+    index: int | None = Field(
+        description="position in the batch (0 for a single "
+        "touchpoint); null when the body itself is wrong"
+    )
     event_id: str | None = None
     field: str = Field(description="dotted path of the refused field, e.g. payload.amount")
     message: str
@@ -58,8 +62,9 @@ class JourneyOut(BaseModel):
     started_at: datetime
     last_at: datetime
     touchpoints: list[JourneyTouchpointOut]
-    curve: list[CurvePointOut] = Field(description="emotion per scored touchpoint, "
-                                                   "in event-time order")
+    curve: list[CurvePointOut] = Field(
+        description="emotion per scored touchpoint, in event-time order"
+    )
     peak: int | None = Field(description="largest |emotion|; the negative one on a tie")
     best: int | None
     worst: int | None
@@ -94,29 +99,36 @@ class CustomerOut(BaseModel):
     total_spend: Decimal = Field(description="exact, serialised as a string")
     spend_by_currency: dict[str, Decimal]
     orders: int = Field(description="distinct orders")
-    recent_touchpoints: list[dict[str, Any]] = Field(description="the latest 20, "
-                                                                 "newest first, all channels")
+    recent_touchpoints: list[dict[str, Any]] = Field(
+        description="the latest 20, newest first, all channels"
+    )
     open_complaints: list[dict[str, Any]]
     complaints_total: int
     last_survey_answers: list[dict[str, Any]]
     loyalty_status: str
     loyalty: LoyaltyOut
     measures_as_of: datetime
-    population_computed_at: datetime = Field(description="when the population pass behind "
-                                             "tier and RFM ran (cached for a while)")
-    value_tier: dict[str, Any] = Field(description="vip | major | ordinary | small | "
-                                       "inactive | prospect, by trailing value")
-    rfm: dict[str, Any] | None = Field(description="recency days, frequency, monetary, "
-                                       "1-5 quintile scores, segment; null before a purchase")
+    population_computed_at: datetime = Field(
+        description="when the population pass behind tier and RFM ran (cached for a while)"
+    )
+    value_tier: dict[str, Any] = Field(
+        description="vip | major | ordinary | small | inactive | prospect, by trailing value"
+    )
+    rfm: dict[str, Any] | None = Field(
+        description="recency days, frequency, monetary, "
+        "1-5 quintile scores, segment; null before a purchase"
+    )
     lifecycle: dict[str, Any] = Field(description="stage and the rule that decided it")
     satisfaction: dict[str, Any]
-    share_of_wallet: dict[str, Any] = Field(description="our spend over the window / the "
-                                            "category spend the customer declared (survey "
-                                            "metric category_spend); null share when none")
-    trust: dict[str, Any] = Field(description="promises made (deliveries with a date) "
-                                  "and kept")
-    lifetime_value: dict[str, Any] = Field(description="simple margin/retention CLV and "
-                                           "the BG/NBD + Gamma-Gamma model's figures")
+    share_of_wallet: dict[str, Any] = Field(
+        description="our spend over the window / the "
+        "category spend the customer declared (survey "
+        "metric category_spend); null share when none"
+    )
+    trust: dict[str, Any] = Field(description="promises made (deliveries with a date) and kept")
+    lifetime_value: dict[str, Any] = Field(
+        description="simple margin/retention CLV and the BG/NBD + Gamma-Gamma model's figures"
+    )
 
 
 class TimelineItemOut(BaseModel):
@@ -144,5 +156,6 @@ class HealthOut(BaseModel):
     status: str
     database: str
     projection_lag: int | None = Field(description="events recorded, not yet projected")
-    projector_error: str | None = Field(default=None, description="why projecting is "
-                                        "stuck, when it is (status degraded)")
+    projector_error: str | None = Field(
+        default=None, description="why projecting is stuck, when it is (status degraded)"
+    )

@@ -29,8 +29,10 @@ router = APIRouter(prefix="/v1/segments", tags=["segments"])
 
 class SegmentIn(BaseModel):
     name: str = Field(pattern=segments.NAME.pattern, description="lower-case, a-z 0-9 _ -")
-    rule: dict[str, Any] = Field(description="see domain/segments.py: conditions on fields "
-                                             "of the segment document, with all/any/not")
+    rule: dict[str, Any] = Field(
+        description="see domain/segments.py: conditions on fields "
+        "of the segment document, with all/any/not"
+    )
     description: str | None = None
 
 
@@ -50,12 +52,17 @@ def segment_documents(platform: Platform, as_of: datetime) -> dict[str, dict[str
         stage, _ = analytics.lifecycle(orders, answered, as_of=as_of)
         rfm = population["rfm"].get(customer_id)
         status = loyalty.loyalty_view(
-            loyalty_docs.get(customer_id), as_of=as_of, nps_high=s.loyalty_nps_high,
-            csat_high=s.loyalty_csat_high, repeat_purchases=s.loyalty_repeat_purchases,
-            window=timedelta(days=s.loyalty_window_days))
+            loyalty_docs.get(customer_id),
+            as_of=as_of,
+            nps_high=s.loyalty_nps_high,
+            csat_high=s.loyalty_csat_high,
+            repeat_purchases=s.loyalty_repeat_purchases,
+            window=timedelta(days=s.loyalty_window_days),
+        )
         documents[customer_id] = {
             "customer_id": customer_id,
-            "first_seen": state["first_seen"], "last_seen": state["last_seen"],
+            "first_seen": state["first_seen"],
+            "last_seen": state["last_seen"],
             "touchpoints_total": state["touchpoints_total"],
             "counts_by_type": state["counts_by_type"],
             "counts_by_channel": state["counts_by_channel"],
@@ -65,7 +72,8 @@ def segment_documents(platform: Platform, as_of: datetime) -> dict[str, dict[str
             "value_tier": str(population["tiers"].get(customer_id, value.Tier.PROSPECT)),
             "value_in_window": float(population["values"].get(customer_id, Decimal(0))),
             "rfm_segment": str(rfm.segment) if rfm else None,
-            "r": rfm.r if rfm else None, "f": rfm.f if rfm else None,
+            "r": rfm.r if rfm else None,
+            "f": rfm.f if rfm else None,
             "m": rfm.m if rfm else None,
             "lifecycle": str(stage),
             "loyalty_status": status["status"],
@@ -80,19 +88,23 @@ def segment_documents(platform: Platform, as_of: datetime) -> dict[str, dict[str
 def evaluate(platform: Platform, only: str | None = None) -> dict[str, dict[str, int]]:
     """Evaluate every segment (or one) now; record entries and exits."""
     now = datetime.now(UTC)
-    defined = [d for d in segment_store.definitions(platform.store)
-               if only is None or d["name"] == only]
+    defined = [
+        d for d in segment_store.definitions(platform.store) if only is None or d["name"] == only
+    ]
     if not defined:
         return {}
     documents = segment_documents(platform, now)
     outcome = {}
     for definition in defined:
-        members = {c for c, doc in documents.items() if segments.matches(definition["rule"],
-                                                                         doc)}
-        entered, left = segment_store.record_membership(platform.store, definition["name"],
-                                                        members, now)
-        outcome[definition["name"]] = {"members": len(members), "entered": len(entered),
-                                       "left": len(left)}
+        members = {c for c, doc in documents.items() if segments.matches(definition["rule"], doc)}
+        entered, left = segment_store.record_membership(
+            platform.store, definition["name"], members, now
+        )
+        outcome[definition["name"]] = {
+            "members": len(members),
+            "entered": len(entered),
+            "left": len(left),
+        }
     return outcome
 
 
@@ -103,10 +115,12 @@ def define_segment(platform: PlatformDep, segment: SegmentIn) -> dict[str, Any]:
         segments.check_rule(segment.rule)
     except segments.InvalidRule as error:
         raise HTTPException(422, {"field": error.path, "message": error.message}) from None
-    created = segment_store.define(platform.store, segment.name, segment.rule,
-                                   segment.description)
-    return {"name": segment.name, "created": created,
-            **evaluate(platform, segment.name)[segment.name]}
+    created = segment_store.define(platform.store, segment.name, segment.rule, segment.description)
+    return {
+        "name": segment.name,
+        "created": created,
+        **evaluate(platform, segment.name)[segment.name],
+    }
 
 
 @router.get("")
@@ -126,9 +140,9 @@ def _known(platform: Platform, name: str) -> None:
 
 
 @router.get("/{name}/members")
-def segment_members(platform: PlatformDep, name: str,
-                    evaluate_now: Annotated[bool, Query(alias="evaluate")] = True
-                    ) -> dict[str, Any]:
+def segment_members(
+    platform: PlatformDep, name: str, evaluate_now: Annotated[bool, Query(alias="evaluate")] = True
+) -> dict[str, Any]:
     """The segment's members (evaluated first, unless ``evaluate=false``)."""
     _known(platform, name)
     if evaluate_now:
@@ -138,9 +152,9 @@ def segment_members(platform: PlatformDep, name: str,
 
 
 @router.get("/{name}/changes")
-def segment_changes(platform: PlatformDep, name: str,
-                    limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:
+def segment_changes(
+    platform: PlatformDep, name: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+) -> dict[str, Any]:
     """Who entered and who left, newest first: the hook for actions."""
     _known(platform, name)
     return {"segment": name, "changes": segment_store.changes(platform.store, name, limit)}
-

@@ -23,17 +23,28 @@ def loyalty_of(platform: Platform, customer_id: str, as_of: datetime) -> dict[st
     )
 
 
-def customer_view(platform: Platform, customer_id: str, as_of: datetime | None) -> dict[
-        str, Any] | None:
+def customer_view(
+    platform: Platform, customer_id: str, as_of: datetime | None
+) -> dict[str, Any] | None:
     state = platform.store.get("customer", customer_id)
     if state is None:
         return None
     currency = platform.settings.currency
     status = loyalty_of(platform, customer_id, as_of or datetime.now(UTC))
     return {
-        **{k: state[k] for k in (
-            "customer_id", "identifiers", "first_seen", "last_seen", "touchpoints_total",
-            "counts_by_type", "counts_by_channel", "spend_by_currency")},
+        **{
+            k: state[k]
+            for k in (
+                "customer_id",
+                "identifiers",
+                "first_seen",
+                "last_seen",
+                "touchpoints_total",
+                "counts_by_type",
+                "counts_by_channel",
+                "spend_by_currency",
+            )
+        },
         "currency": currency,
         "total_spend": customer.total_spend(state, currency),
         "orders": len(state["orders"]),

@@ -41,9 +41,8 @@ def check_rule(rule: Any, path: str = "rule") -> None:
     combinators = {"all", "any", "not"} & rule.keys()
     if combinators:
         if len(rule) != 1:
-            raise InvalidRule(path, f"{', '.join(sorted(combinators))} stands alone in its "
-                                    "object")
-        (key, inner), = rule.items()
+            raise InvalidRule(path, f"{', '.join(sorted(combinators))} stands alone in its object")
+        ((key, inner),) = rule.items()
         if key == "not":
             check_rule(inner, f"{path}.not")
             return
@@ -118,8 +117,9 @@ def matches(rule: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
     if pair is None:
         return False
     left, right = pair
-    return bool({"gt": left > right, "gte": left >= right,
-                 "lt": left < right, "lte": left <= right}[op])
+    return bool(
+        {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]
+    )
 
 
 def membership_changes(before: set[str], after: set[str]) -> tuple[set[str], set[str]]:

@@ -38,8 +38,9 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 
 def _no_slash(value: str) -> str:
     if "/" in value:
-        raise ValueError("'/' is not allowed in an id: ids are read back at URL paths "
-                         "such as /v1/customers/{id}")
+        raise ValueError(
+            "'/' is not allowed in an id: ids are read back at URL paths such as /v1/customers/{id}"
+        )
     return value
 
 
@@ -152,8 +153,9 @@ class SurveyAnsweredPayload(_Strict):
     survey_id: Text
     question_id: Text
     metric: SurveyMetric
-    value: Any = Field(description="an integer on the metric's scale, a Kano answer, or "
-                                   "an amount (category_spend)")
+    value: Any = Field(
+        description="an integer on the metric's scale, a Kano answer, or an amount (category_spend)"
+    )
     attribute: Text | None = None
     feature: Text | None = None
     currency: CurrencyCode | None = None
@@ -165,8 +167,10 @@ class SurveyAnsweredPayload(_Strict):
                 raise ValueError("currency: a declared category spend names its currency")
             amount = _amount(self.value)
             if amount is None:
-                raise ValueError("value: category_spend is an amount such as \"1200.00\" "
-                                 "(at least 0, at most two decimals)")
+                raise ValueError(
+                    'value: category_spend is an amount such as "1200.00" '
+                    "(at least 0, at most two decimals)"
+                )
             object.__setattr__(self, "value", str(amount.quantize(CENT)))  # model is frozen
             return self
         if self.metric in (SurveyMetric.KANO_FUNCTIONAL, SurveyMetric.KANO_DYSFUNCTIONAL):
@@ -229,15 +233,27 @@ class CustomerIdentifiers(_Strict):
     """One or more identifiers of the customer, as the source knows them."""
 
     id: UrlSafeId | None = None
-    email: Annotated[str, StringConstraints(
-        strip_whitespace=True, to_lower=True, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254
-    )] | None = None
-    phone: Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()\-.]{6,24}$"),
-        # One number, one spelling: "+49 30 123456" and "+4930123456" are the same phone.
-        AfterValidator(lambda phone: re.sub(r"[ ()\-.]", "", phone)),
-    ] | None = None
+    email: (
+        Annotated[
+            str,
+            StringConstraints(
+                strip_whitespace=True,
+                to_lower=True,
+                pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+                max_length=254,
+            ),
+        ]
+        | None
+    ) = None
+    phone: (
+        Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()\-.]{6,24}$"),
+            # One number, one spelling: "+49 30 123456" and "+4930123456" are the same phone.
+            AfterValidator(lambda phone: re.sub(r"[ ()\-.]", "", phone)),
+        ]
+        | None
+    ) = None
     loyalty_card: Text | None = None
     device_id: Text | None = None
     crm_id: Text | None = None
@@ -254,8 +270,9 @@ class CustomerIdentifiers(_Strict):
 
     def present(self) -> dict[str, str]:
         """The identifiers given, by kind, in the order of IDENTIFIER_KINDS."""
-        return {kind: value for kind in IDENTIFIER_KINDS
-                if (value := getattr(self, kind)) is not None}
+        return {
+            kind: value for kind in IDENTIFIER_KINDS if (value := getattr(self, kind)) is not None
+        }
 
 
 class JourneyMembership(_Strict):
@@ -289,8 +306,9 @@ class TouchpointIn(_Strict):
     @classmethod
     def _known_type(cls, value: str) -> str:
         if value not in PAYLOADS:
-            raise ValueError(f"unknown touchpoint type {value!r}; known types: "
-                             + ", ".join(KNOWN_TYPES))
+            raise ValueError(
+                f"unknown touchpoint type {value!r}; known types: " + ", ".join(KNOWN_TYPES)
+            )
         return value
 
     @field_validator("occurred_at")
@@ -347,8 +365,11 @@ def _unstorable_text(value: Any, path: str = "") -> list[FieldError]:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return [FieldError(field=path or "body",
-                               message="contains a lone surrogate (not valid Unicode)")]
+            return [
+                FieldError(
+                    field=path or "body", message="contains a lone surrogate (not valid Unicode)"
+                )
+            ]
         return []
     if isinstance(value, dict):
         found = []

@@ -69,15 +69,20 @@ class Figure:
 
 def workload(n: int, seed: int) -> list[dict[str, Any]]:
     """N distinct simulator touchpoints (no re-sends, so every one must show)."""
-    simulator = Simulator(SimulatorConfig(seed=seed, customers=max(200, n // 20),
-                                          duplicate_rate=0.0))
+    simulator = Simulator(
+        SimulatorConfig(seed=seed, customers=max(200, n // 20), duplicate_rate=0.0)
+    )
     return simulator.touchpoints(n)
 
 
 def probe(now: datetime) -> dict[str, Any]:
-    return {"event_id": f"probe-{uuid.uuid4()}", "type": "visit",
-            "occurred_at": now.isoformat(), "channel": "web",
-            "customer": {"id": f"probe-{uuid.uuid4().hex[:16]}"}}
+    return {
+        "event_id": f"probe-{uuid.uuid4()}",
+        "type": "visit",
+        "occurred_at": now.isoformat(),
+        "channel": "web",
+        "customer": {"id": f"probe-{uuid.uuid4().hex[:16]}"},
+    }
 
 
 def with_probes(envelopes: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
@@ -111,16 +116,23 @@ def fresh_database(admin: str) -> Iterator[str]:
 
 
 @contextmanager
-def processes(commands: Sequence[list[str]], env: dict[str, str],
-              log_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+def processes(
+    commands: Sequence[list[str]], env: dict[str, str], log_dir: Path
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``peakend`` sub-commands in their own processes, logging to ``log_dir``."""
     started = []
     try:
         for i, command in enumerate(commands):
             log = open(log_dir / f"{command[0]}-{i}.log", "wb")  # noqa: SIM115
-            started.append(subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", *command],
-                env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "infra.cli", *command],
+                    env={**os.environ, **env},
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         yield started
     finally:
         for process in started:
@@ -137,8 +149,7 @@ def visible_total(conn: Any) -> int:
         cur.execute("SELECT to_regclass('rm_customer') IS NOT NULL")
         if not cur.fetchone()[0]:
             return 0
-        cur.execute("SELECT coalesce(sum((state->>'touchpoints_total')::int), 0) "
-                    "FROM rm_customer")
+        cur.execute("SELECT coalesce(sum((state->>'touchpoints_total')::int), 0) FROM rm_customer")
         return int(cur.fetchone()[0])
 
 
@@ -157,8 +168,9 @@ def wait_visible(url: str, expected: int, *, timeout: float, desc: str) -> float
                 if seen >= expected:
                     return time.time()
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{desc}: {seen} of {expected} visible after "
-                                       f"{timeout:.0f} s")
+                    raise TimeoutError(
+                        f"{desc}: {seen} of {expected} visible after {timeout:.0f} s"
+                    )
                 time.sleep(0.02)
     finally:
         conn.close()
@@ -168,15 +180,18 @@ def probe_lags(url: str, sent_at: dict[str, float]) -> list[float]:
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT key, extract(epoch FROM updated_at) FROM rm_customer "
-                        "WHERE key = ANY(%s)", (list(sent_at),))
+            cur.execute(
+                "SELECT key, extract(epoch FROM updated_at) FROM rm_customer WHERE key = ANY(%s)",
+                (list(sent_at),),
+            )
             return [(float(at) - sent_at[key]) * 1000 for key, at in cur.fetchall()]
     finally:
         conn.close()
 
 
-def paced(envelopes: list[dict[str, Any]], rate: float, chunk: int) -> Iterator[
-        list[dict[str, Any]]]:
+def paced(
+    envelopes: list[dict[str, Any]], rate: float, chunk: int
+) -> Iterator[list[dict[str, Any]]]:
     """Chunks of ``chunk`` envelopes at ``rate`` per second (stamped when released)."""
     start = time.monotonic()
     for i in range(0, len(envelopes), chunk):
@@ -185,7 +200,7 @@ def paced(envelopes: list[dict[str, Any]], rate: float, chunk: int) -> Iterator[
         if delay > 0:
             time.sleep(delay)
         now = datetime.now(UTC).isoformat()
-        part = envelopes[i:i + chunk]
+        part = envelopes[i : i + chunk]
         for envelope in part:
             if envelope["event_id"].startswith("probe-"):
                 envelope["occurred_at"] = now
@@ -210,8 +225,7 @@ def raw_copy(admin: str, envelopes: list[dict[str, Any]]) -> Figure:
             buffer.seek(0)
             with conn, conn.cursor() as cur:
                 cur.copy_expert("COPY raw_events (id, body) FROM STDIN", buffer)
-            return Figure("raw limit: PostgreSQL COPY", len(envelopes),
-                          time.perf_counter() - start)
+            return Figure("raw limit: PostgreSQL COPY", len(envelopes), time.perf_counter() - start)
         finally:
             conn.close()
 
@@ -230,19 +244,28 @@ def naive(admin: str, envelopes: list[dict[str, Any]]) -> Figure:
                 platform.records.record([touchpoint])
                 position = platform.store.position(FOLLOWER)
                 for n in platform.records.recorder.select_notifications(
-                        start=position, limit=10, inclusive_of_start=False):
+                    start=position, limit=10, inclusive_of_start=False
+                ):
                     with platform.store.connection() as conn:
                         platform.store.lock_position(conn, FOLLOWER)
                         event = platform.records.mapper.to_domain_event(n)
                         if hasattr(event, "event_id"):
                             platform.store.apply(conn, [event])  # type: ignore[list-item]
                         platform.store.set_position(conn, FOLLOWER, n.id)
-            return Figure("naive: 1 transaction per touchpoint and per event",
-                          len(touchpoints), time.perf_counter() - start)
+            return Figure(
+                "naive: 1 transaction per touchpoint and per event",
+                len(touchpoints),
+                time.perf_counter() - start,
+            )
 
 
-async def _post_all(base: str, chunks: Iterator[list[dict[str, Any]]], senders: int,
-                    sent_at: dict[str, float], on_sent: Callable[[int], object]) -> None:
+async def _post_all(
+    base: str,
+    chunks: Iterator[list[dict[str, Any]]],
+    senders: int,
+    sent_at: dict[str, float],
+    on_sent: Callable[[int], object],
+) -> None:
     queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=senders * 2)
 
     async def sender(client: httpx.AsyncClient) -> None:
@@ -266,33 +289,42 @@ async def _post_all(base: str, chunks: Iterator[list[dict[str, Any]]], senders: 
         await asyncio.gather(*tasks)
 
 
-def embedded(admin: str, envelopes: list[dict[str, Any]], *, rate: float, log_dir: Path,
-             batch: int = 250) -> tuple[Figure, Figure]:
+def embedded(
+    admin: str, envelopes: list[dict[str, Any]], *, rate: float, log_dir: Path, batch: int = 250
+) -> tuple[Figure, Figure]:
     """HTTP ingest -> event store -> projections, in one `peakend api` process."""
     figures = []
     for offered in (math.inf, rate):
         with fresh_database(admin) as url:
             port = free_port()
             env = {"PEAKEND_DATABASE_URL": url}
-            with processes([["api", "--port", str(port)]], env,
-                           log_dir):
+            with processes([["api", "--port", str(port)]], env, log_dir):
                 base = f"http://127.0.0.1:{port}"
                 _wait_http(base)
                 load = with_probes([dict(e) for e in envelopes], 20)
                 sent_at: dict[str, float] = {}
                 chunk = batch if offered == math.inf else max(1, int(offered / 100))
-                chunks = (iter([load[i:i + chunk] for i in range(0, len(load), chunk)])
-                          if offered == math.inf else paced(load, offered, chunk))
-                with tqdm(total=len(load), desc="embedded: offering", unit="tp",
-                          leave=False) as bar:
+                chunks = (
+                    iter([load[i : i + chunk] for i in range(0, len(load), chunk)])
+                    if offered == math.inf
+                    else paced(load, offered, chunk)
+                )
+                with tqdm(
+                    total=len(load), desc="embedded: offering", unit="tp", leave=False
+                ) as bar:
                     start = time.time()
-                    asyncio.run(_post_all(base, chunks, 4 if offered == math.inf else 2,
-                                          sent_at, bar.update))
+                    asyncio.run(
+                        _post_all(
+                            base, chunks, 4 if offered == math.inf else 2, sent_at, bar.update
+                        )
+                    )
                 done = wait_visible(url, len(load), timeout=600, desc="embedded: projecting")
-                name = ("embedded: HTTP -> event store -> projections" if offered == math.inf
-                        else f"embedded: freshness at {offered:g}/s offered")
-                figures.append(Figure(name, len(load), done - start,
-                                      probe_lags(url, sent_at)))
+                name = (
+                    "embedded: HTTP -> event store -> projections"
+                    if offered == math.inf
+                    else f"embedded: freshness at {offered:g}/s offered"
+                )
+                figures.append(Figure(name, len(load), done - start, probe_lags(url, sent_at)))
     return figures[0], figures[1]
 
 
@@ -308,9 +340,16 @@ def _wait_http(base: str, timeout: float = 60) -> None:
     raise TimeoutError(f"the API at {base} did not come up")
 
 
-def cluster(admin: str, envelopes: list[dict[str, Any]], *, rate: float, workers: int,
-            split: bool, bootstrap_servers: str | None, log_dir: Path) -> tuple[
-                Figure, Figure]:
+def cluster(
+    admin: str,
+    envelopes: list[dict[str, Any]],
+    *,
+    rate: float,
+    workers: int,
+    split: bool,
+    bootstrap_servers: str | None,
+    log_dir: Path,
+) -> tuple[Figure, Figure]:
     """Producer -> Kafka -> recorder workers -> event store -> relay -> Kafka ->
     projector workers -> read models."""
     from infra.kafka import Topics, TouchpointProducer, create_topics
@@ -322,27 +361,41 @@ def cluster(admin: str, envelopes: list[dict[str, Any]], *, rate: float, workers
         for offered in (math.inf, rate):
             prefix = f"bench{uuid.uuid4().hex[:8]}"
             with fresh_database(admin) as url:
-                settings = Settings(database_url=url, kafka_bootstrap=servers,
-                                    kafka_topic_prefix=prefix)
+                settings = Settings(
+                    database_url=url, kafka_bootstrap=servers, kafka_topic_prefix=prefix
+                )
                 create_topics(settings)
-                env = {"PEAKEND_DATABASE_URL": url, "PEAKEND_KAFKA_BOOTSTRAP": servers,
-                       "PEAKEND_KAFKA_TOPIC_PREFIX": prefix,
-                       "PEAKEND_KAFKA_PARTITIONS": str(settings.kafka_partitions)}
-                commands = ([["worker", "--roles", "record", "--no-relay"]] * workers
-                            + [["worker", "--roles", "project"]] * workers) if split else (
-                    [["worker"]] * workers)
+                env = {
+                    "PEAKEND_DATABASE_URL": url,
+                    "PEAKEND_KAFKA_BOOTSTRAP": servers,
+                    "PEAKEND_KAFKA_TOPIC_PREFIX": prefix,
+                    "PEAKEND_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+                }
+                commands = (
+                    (
+                        [["worker", "--roles", "record", "--no-relay"]] * workers
+                        + [["worker", "--roles", "project"]] * workers
+                    )
+                    if split
+                    else ([["worker"]] * workers)
+                )
                 with processes(commands, env, log_dir):
                     producer = TouchpointProducer(
-                        servers, topic=Topics.named(prefix).touchpoints, linger_ms=5)
+                        servers, topic=Topics.named(prefix).touchpoints, linger_ms=5
+                    )
                     _warm_up(producer, url)
                     load = with_probes([dict(e) for e in envelopes], 20)
                     sent_at: dict[str, float] = {}
                     chunk = 1000 if offered == math.inf else max(1, int(offered / 100))
-                    chunks = ([load[i:i + chunk] for i in range(0, len(load), chunk)]
-                              if offered == math.inf else paced(load, offered, chunk))
+                    chunks = (
+                        [load[i : i + chunk] for i in range(0, len(load), chunk)]
+                        if offered == math.inf
+                        else paced(load, offered, chunk)
+                    )
                     start = time.time()
-                    with tqdm(total=len(load), desc="cluster: publishing", unit="tp",
-                              leave=False) as bar:
+                    with tqdm(
+                        total=len(load), desc="cluster: publishing", unit="tp", leave=False
+                    ) as bar:
                         for part in chunks:
                             stamped = time.time()
                             producer.send(part)
@@ -352,17 +405,19 @@ def cluster(admin: str, envelopes: list[dict[str, Any]], *, rate: float, workers
                             bar.update(len(part))
                         producer.flush()
                     expected = len(load) + 1  # and the warm-up touchpoint
-                    done = wait_visible(url, expected, timeout=900,
-                                        desc="cluster: projecting")
+                    done = wait_visible(url, expected, timeout=900, desc="cluster: projecting")
                     producer.close()
-                    layout = (f"{workers} recorder + {workers} projector workers" if split
-                              else f"{workers} worker{'s' if workers > 1 else ''}")
-                    name = (f"cluster ({layout}): "
-                            "Kafka -> event store -> Kafka -> projections"
-                            if offered == math.inf
-                            else f"cluster: freshness at {offered:g}/s offered")
-                    figures.append(Figure(name, len(load), done - start,
-                                          probe_lags(url, sent_at)))
+                    layout = (
+                        f"{workers} recorder + {workers} projector workers"
+                        if split
+                        else f"{workers} worker{'s' if workers > 1 else ''}"
+                    )
+                    name = (
+                        f"cluster ({layout}): Kafka -> event store -> Kafka -> projections"
+                        if offered == math.inf
+                        else f"cluster: freshness at {offered:g}/s offered"
+                    )
+                    figures.append(Figure(name, len(load), done - start, probe_lags(url, sent_at)))
     finally:
         if broker is not None:
             broker.stop()
@@ -383,18 +438,32 @@ def table(figures: list[Figure], baseline: Figure | None) -> str:
     def ms(value: float | None) -> str:
         return "" if value is None else f"{value:,.0f}"
 
-    rows = ["| path | touchpoints | seconds | touchpoints/s | x naive | p50 ms | p95 ms "
-            "| p99 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| path | touchpoints | seconds | touchpoints/s | x naive | p50 ms | p95 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for f in figures:
         ratio = f"{f.rate / baseline.rate:,.1f}" if baseline and baseline.rate else ""
-        rows.append(f"| {f.path} | {f.touchpoints:,} | {f.seconds:,.2f} | {f.rate:,.0f} | "
-                    f"{ratio} | {ms(f.percentile(50))} | {ms(f.percentile(95))} | "
-                    f"{ms(f.percentile(99))} |")
+        rows.append(
+            f"| {f.path} | {f.touchpoints:,} | {f.seconds:,.2f} | {f.rate:,.0f} | "
+            f"{ratio} | {ms(f.percentile(50))} | {ms(f.percentile(95))} | "
+            f"{ms(f.percentile(99))} |"
+        )
     return "\n".join(rows)
 
 
-def run(settings: Settings, *, n: int, naive_n: int, rate: float, modes: Sequence[str],
-        workers: int, split: bool, seed: int, log_dir: Path) -> str:
+def run(
+    settings: Settings,
+    *,
+    n: int,
+    naive_n: int,
+    rate: float,
+    modes: Sequence[str],
+    workers: int,
+    split: bool,
+    seed: int,
+    log_dir: Path,
+) -> str:
     log_dir.mkdir(parents=True, exist_ok=True)
     admin = admin_url(settings)
     envelopes = workload(n, seed)
@@ -406,6 +475,15 @@ def run(settings: Settings, *, n: int, naive_n: int, rate: float, modes: Sequenc
         figures.extend(embedded(admin, envelopes, rate=rate, log_dir=log_dir))
     if "cluster" in modes:
         servers = os.environ.get("PEAKEND_KAFKA_BOOTSTRAP")
-        figures.extend(cluster(admin, envelopes, rate=rate, workers=workers, split=split,
-                               bootstrap_servers=servers, log_dir=log_dir))
+        figures.extend(
+            cluster(
+                admin,
+                envelopes,
+                rate=rate,
+                workers=workers,
+                split=split,
+                bootstrap_servers=servers,
+                log_dir=log_dir,
+            )
+        )
     return table(figures, baseline)

@@ -86,17 +86,19 @@ def schema_lock(url: str) -> Iterator[None]:
 
 
 def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelStore]:
-    records = CustomerRecords(env={
-        **eventsourcing_env(url),
-        "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
-        # A customer's touchpoints reach one recorder at a time (one process embedded, one
-        # partition owner in cluster mode); a write from elsewhere shows up as a version
-        # conflict and the batch is retried on fresh aggregates, so the cache need not
-        # re-read the store before every use.
-        "AGGREGATE_CACHE_FASTFORWARD": "n",
-        "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
-        "APPLICATION_RECORDER_TOPIC": "streams.recorder:ColumnarRecorder",
-    })
+    records = CustomerRecords(
+        env={
+            **eventsourcing_env(url),
+            "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
+            # A customer's touchpoints reach one recorder at a time (one process embedded, one
+            # partition owner in cluster mode); a write from elsewhere shows up as a version
+            # conflict and the batch is retried on fresh aggregates, so the cache need not
+            # re-read the store before every use.
+            "AGGREGATE_CACHE_FASTFORWARD": "n",
+            "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+            "APPLICATION_RECORDER_TOPIC": "streams.recorder:ColumnarRecorder",
+        }
+    )
     pool = psycopg2.pool.ThreadedConnectionPool(1, 16, url)
     store = ReadModelStore(pool, PROJECTIONS)
     new = store.create_tables()
@@ -105,8 +107,11 @@ def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelSto
     if new and head(records) > 0:
         # A projection added to an existing store has missed the events before it: all
         # are rebuilt from the event store (atomically swapped in) before anything runs.
-        log.warning("new projections %s: rebuilding every projection from %d events",
-                    ", ".join(new), head(records))
+        log.warning(
+            "new projections %s: rebuilding every projection from %d events",
+            ", ".join(new),
+            head(records),
+        )
         replay(records, store, batch_size=settings.project_batch_size)
     return records, store
 
@@ -126,8 +131,10 @@ def bootstrap(
     if mode == "cluster":
         from infra.kafka import KafkaIngest, TouchpointProducer
 
-        driver = KafkaIngest(TouchpointProducer.from_settings(settings),
-                             lag=lambda: max(0, head(records) - store.position(RELAY)))
+        driver = KafkaIngest(
+            TouchpointProducer.from_settings(settings),
+            lag=lambda: max(0, head(records) - store.position(RELAY)),
+        )
     else:
         driver = EmbeddedDriver(
             records,

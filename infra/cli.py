@@ -1,12 +1,12 @@
 """The ``peakend`` command.
 
-    peakend api      serve the HTTP API on the embedded default (or PEAKEND_DATABASE_URL)
-    peakend demo     the API plus simulated omnichannel traffic, for a first look
-    peakend replay   rebuild every projection from the event store and swap it in
-    peakend worker   a Faust stream worker (cluster mode); run as many as you like
-    peakend relay    the outbox relay alone (workers run it too unless --no-relay)
-    peakend topics create   create the Kafka topics
-    peakend import FILE     bulk-load historical touchpoints (JSON Lines, or CSV + mapping)
+peakend api      serve the HTTP API on the embedded default (or PEAKEND_DATABASE_URL)
+peakend demo     the API plus simulated omnichannel traffic, for a first look
+peakend replay   rebuild every projection from the event store and swap it in
+peakend worker   a Faust stream worker (cluster mode); run as many as you like
+peakend relay    the outbox relay alone (workers run it too unless --no-relay)
+peakend topics create   create the Kafka topics
+peakend import FILE     bulk-load historical touchpoints (JSON Lines, or CSV + mapping)
 """
 
 from __future__ import annotations
@@ -44,8 +44,15 @@ def run_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def seed_history(platform: Platform, *, customers: int, touchpoints: int, seed: int,
-                 days: int = 730, quiet: bool = False) -> None:
+def seed_history(
+    platform: Platform,
+    *,
+    customers: int,
+    touchpoints: int,
+    seed: int,
+    days: int = 730,
+    quiet: bool = False,
+) -> None:
     """Two years of simulated history for the demo's customers, recorded through the
     recorder, so that value, RFM, migration and lifetime value have a past to show."""
     from domain.touchpoints import parse_touchpoint
@@ -53,8 +60,7 @@ def seed_history(platform: Platform, *, customers: int, touchpoints: int, seed: 
     from projections import analytics
 
     start, end = period(days)
-    simulator = Simulator(SimulatorConfig(seed=seed, customers=customers, start=start,
-                                          end=end))
+    simulator = Simulator(SimulatorConfig(seed=seed, customers=customers, start=start, end=end))
     recorded = 0
     with tqdm(total=touchpoints, unit="tp", desc="demo history", disable=quiet) as bar:
         while recorded < touchpoints:
@@ -67,8 +73,12 @@ def seed_history(platform: Platform, *, customers: int, touchpoints: int, seed: 
     if isinstance(platform.driver, EmbeddedDriver):
         platform.driver.wait_until_projected(120)
     try:
-        analytics.fit_clv(platform.store, as_of=end, currency=platform.settings.currency,
-                          unit=platform.settings.clv_time_unit)
+        analytics.fit_clv(
+            platform.store,
+            as_of=end,
+            currency=platform.settings.currency,
+            unit=platform.settings.clv_time_unit,
+        )
     except ValueError as why:
         log.warning("no lifetime-value model for the demo: %s", why)
 
@@ -112,12 +122,23 @@ async def _demo(platform: Platform, args: argparse.Namespace) -> None:
         while not stop.is_set():
             await asyncio.sleep(10)
             lag = await asyncio.to_thread(platform.driver.lag)
-            print(f"accepted {counts['accepted']}, rejected {counts['rejected']}, "
-                  f"projection lag {lag} events", flush=True)
+            print(
+                f"accepted {counts['accepted']}, rejected {counts['rejected']}, "
+                f"projection lag {lag} events",
+                flush=True,
+            )
 
-    sending = asyncio.create_task(send_http(
-        base, simulator, rate=args.rate, batch_size=args.batch, total=args.total, stop=stop,
-        on_batch=count))
+    sending = asyncio.create_task(
+        send_http(
+            base,
+            simulator,
+            rate=args.rate,
+            batch_size=args.batch,
+            total=args.total,
+            stop=stop,
+            on_batch=count,
+        )
+    )
     reporting = asyncio.create_task(report())
     try:
         await serving
@@ -132,8 +153,9 @@ def run_demo(args: argparse.Namespace) -> int:
     platform = bootstrap(Settings())
     try:
         if args.history and head(platform.records) == 0:
-            seed_history(platform, customers=args.customers, touchpoints=args.history,
-                         seed=args.seed)
+            seed_history(
+                platform, customers=args.customers, touchpoints=args.history, seed=args.seed
+            )
         asyncio.run(_demo(platform, args))
     except KeyboardInterrupt:
         pass
@@ -148,16 +170,23 @@ def run_replay(args: argparse.Namespace) -> int:
     try:
         total = head(platform.records)
         with tqdm(total=total, unit="event", desc="replay", disable=args.quiet) as bar:
+
             def on_progress(progress: Progress) -> None:
                 bar.total = max(total, progress.position)
                 bar.n = progress.position
                 bar.refresh()
 
-            result = replay(platform.records, platform.store,
-                            batch_size=settings.project_batch_size, on_progress=on_progress)
-        print(f"replayed {result.read} events ({result.applied} projection updates) into "
-              f"{len(platform.store.projections)} projections; swapped in at position "
-              f"{result.position}")
+            result = replay(
+                platform.records,
+                platform.store,
+                batch_size=settings.project_batch_size,
+                on_progress=on_progress,
+            )
+        print(
+            f"replayed {result.read} events ({result.applied} projection updates) into "
+            f"{len(platform.store.projections)} projections; swapped in at position "
+            f"{result.position}"
+        )
     finally:
         platform.close()
     return 0
@@ -175,8 +204,13 @@ def run_worker(args: argparse.Namespace) -> int:
     platform = bootstrap(settings, mode="none", start=False)
     try:
         roles = tuple(args.roles.split(",")) if args.roles else ROLES
-        app = create_stream_app(settings, platform.records, platform.store,
-                                database_url=platform.database_url, roles=roles)
+        app = create_stream_app(
+            settings,
+            platform.records,
+            platform.store,
+            database_url=platform.database_url,
+            roles=roles,
+        )
         worker = faust.Worker(app, loglevel="INFO", quiet=True)
         worker.execute_from_commandline()  # returns only when the worker stops
     finally:
@@ -193,16 +227,24 @@ def run_relay(args: argparse.Namespace) -> int:
 
     settings = Settings()
     platform = bootstrap(settings, mode="none", start=False)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                             linger_ms=settings.kafka_linger_ms,
-                             max_in_flight_requests_per_connection=1)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=settings.kafka_linger_ms,
+        max_in_flight_requests_per_connection=1,
+    )
     topic = Topics.named(settings.kafka_topic_prefix).customer_events
     print(f"relaying the event store to {topic} on {settings.kafka_bootstrap}", flush=True)
     recorded = LogNotifications.of(platform.records, platform.database_url)
     try:
         while True:
-            sent = relay(platform.records, platform.store, producer, topic,
-                         batch_size=settings.stream_batch_size)
+            sent = relay(
+                platform.records,
+                platform.store,
+                producer,
+                topic,
+                batch_size=settings.stream_batch_size,
+            )
             if sent:
                 log.info("relayed %d events", sent)
             else:
@@ -221,8 +263,11 @@ def run_broker(args: argparse.Namespace) -> int:
     from infra.broker import LocalBroker
 
     with LocalBroker(port=args.port) as broker:
-        print(f"local Kafka-protocol broker (Tansu, in memory) on {broker.bootstrap}; "
-              f"export PEAKEND_KAFKA_BOOTSTRAP={broker.bootstrap}. Ctrl-C stops.", flush=True)
+        print(
+            f"local Kafka-protocol broker (Tansu, in memory) on {broker.bootstrap}; "
+            f"export PEAKEND_KAFKA_BOOTSTRAP={broker.bootstrap}. Ctrl-C stops.",
+            flush=True,
+        )
         try:
             while True:
                 time.sleep(3600)
@@ -236,8 +281,10 @@ def run_topics(args: argparse.Namespace) -> int:
 
     settings = Settings()
     for topic, outcome in create_topics(settings).items():
-        print(f"{topic}: {outcome} ({settings.kafka_partitions} partitions, "
-              f"replication {settings.kafka_replication})")
+        print(
+            f"{topic}: {outcome} ({settings.kafka_partitions} partitions, "
+            f"replication {settings.kafka_replication})"
+        )
     return 0
 
 
@@ -251,24 +298,36 @@ def run_import(args: argparse.Namespace) -> int:
     mapping = json.loads(Path(args.mapping).read_text()) if args.mapping else None
     platform = bootstrap(Settings(), mode="none", start=False)
     try:
-        with tqdm(total=count_lines(path), unit="line", desc=f"import {path.name}",
-                  disable=args.quiet) as bar:
+        with tqdm(
+            total=count_lines(path), unit="line", desc=f"import {path.name}", disable=args.quiet
+        ) as bar:
+
             def on_progress(line: int) -> None:
                 bar.n = line
                 bar.refresh()
 
-            summary = import_file(platform, path, fmt=args.format, mapping=mapping,
-                                  batch_size=args.batch, restart=args.restart,
-                                  reject_path=Path(args.rejects) if args.rejects else None,
-                                  on_progress=on_progress)
+            summary = import_file(
+                platform,
+                path,
+                fmt=args.format,
+                mapping=mapping,
+                batch_size=args.batch,
+                restart=args.restart,
+                reject_path=Path(args.rejects) if args.rejects else None,
+                on_progress=on_progress,
+            )
     finally:
         platform.close()
-    print(f"{summary.source}: {summary.lines} lines, {summary.recorded} recorded, "
-          f"{summary.duplicates} already recorded, {summary.skipped} skipped (done before), "
-          f"{summary.rejected} rejected")
+    print(
+        f"{summary.source}: {summary.lines} lines, {summary.recorded} recorded, "
+        f"{summary.duplicates} already recorded, {summary.skipped} skipped (done before), "
+        f"{summary.rejected} rejected"
+    )
     if summary.rejected:
-        top = ", ".join(f"{field} ({n})" for field, n in
-                        sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:8])
+        top = ", ".join(
+            f"{field} ({n})"
+            for field, n in sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:8]
+        )
         print(f"rejected lines and reasons: {summary.reject_file}; by field: {top}")
     return 1 if summary.rejected else 0
 
@@ -279,32 +338,51 @@ def run_bench(args: argparse.Namespace) -> int:
     from infra.bench import run
 
     modes = ["embedded", "cluster"] if args.mode == "both" else [args.mode]
-    report = run(Settings(), n=args.n, naive_n=args.naive_n or args.n, rate=args.rate,
-                 modes=modes, workers=args.workers, split=args.layout == "split",
-                 seed=args.seed, log_dir=Path(args.logs))
-    print(f"\npeakend bench --n {args.n} --rate {args.rate:g} --mode {args.mode} "
-          f"--workers {args.workers} --layout {args.layout}\n\n{report}")
+    report = run(
+        Settings(),
+        n=args.n,
+        naive_n=args.naive_n or args.n,
+        rate=args.rate,
+        modes=modes,
+        workers=args.workers,
+        split=args.layout == "split",
+        seed=args.seed,
+        log_dir=Path(args.logs),
+    )
+    print(
+        f"\npeakend bench --n {args.n} --rate {args.rate:g} --mode {args.mode} "
+        f"--workers {args.workers} --layout {args.layout}\n\n{report}"
+    )
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="peakend", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = argparse.ArgumentParser(
+        prog="peakend", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--mode", choices=["embedded", "cluster"], default="embedded",
-                     help="embedded: record in-process; cluster: produce to Kafka")
+    api.add_argument(
+        "--mode",
+        choices=["embedded", "cluster"],
+        default="embedded",
+        help="embedded: record in-process; cluster: produce to Kafka",
+    )
     api.set_defaults(run=run_api)
 
     worker = commands.add_parser("worker", help="a Faust stream worker (cluster mode)")
-    worker.add_argument("--no-relay", action="store_true",
-                        help="do not run the outbox relay in this worker")
-    worker.add_argument("--roles", default=None,
-                        help="record, project, or both (the default): single-role workers "
-                             "form their own consumer group per role")
+    worker.add_argument(
+        "--no-relay", action="store_true", help="do not run the outbox relay in this worker"
+    )
+    worker.add_argument(
+        "--roles",
+        default=None,
+        help="record, project, or both (the default): single-role workers "
+        "form their own consumer group per role",
+    )
     worker.set_defaults(run=run_worker)
 
     relay = commands.add_parser("relay", help="the outbox relay alone (cluster mode)")
@@ -312,35 +390,48 @@ def parser() -> argparse.ArgumentParser:
 
     load = commands.add_parser("import", help="bulk-load historical touchpoints")
     load.add_argument("file", help="a JSON Lines file of envelopes, or a CSV file")
-    load.add_argument("--format", choices=["jsonl", "csv"], default=None,
-                      help="default: from the file's suffix")
-    load.add_argument("--mapping", help="CSV only: a JSON file mapping envelope fields "
-                                        "to columns (see infra/importer.py)")
+    load.add_argument(
+        "--format", choices=["jsonl", "csv"], default=None, help="default: from the file's suffix"
+    )
+    load.add_argument(
+        "--mapping",
+        help="CSV only: a JSON file mapping envelope fields to columns (see infra/importer.py)",
+    )
     load.add_argument("--batch", type=int, default=1000, help="touchpoints per transaction")
-    load.add_argument("--rejects", help="where refused lines go "
-                                        "(default: FILE.rejects.jsonl)")
-    load.add_argument("--restart", action="store_true",
-                      help="start from the first line, not where the last run stopped")
+    load.add_argument("--rejects", help="where refused lines go (default: FILE.rejects.jsonl)")
+    load.add_argument(
+        "--restart",
+        action="store_true",
+        help="start from the first line, not where the last run stopped",
+    )
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     load.set_defaults(run=run_import)
 
     bench = commands.add_parser("bench", help="measure throughput and freshness")
     bench.add_argument("--n", type=int, default=20_000, help="touchpoints per run")
-    bench.add_argument("--naive-n", type=int, default=None,
-                       help="touchpoints for the naive path (default: --n)")
-    bench.add_argument("--rate", type=float, default=2000.0,
-                       help="offered touchpoints/s for the freshness runs")
+    bench.add_argument(
+        "--naive-n", type=int, default=None, help="touchpoints for the naive path (default: --n)"
+    )
+    bench.add_argument(
+        "--rate", type=float, default=2000.0, help="offered touchpoints/s for the freshness runs"
+    )
     bench.add_argument("--mode", choices=["embedded", "cluster", "both"], default="both")
     bench.add_argument("--workers", type=int, default=1)
-    bench.add_argument("--layout", choices=["split", "combined"], default="split",
-                       help="split: separate recorder and projector workers (each --workers); "
-                            "combined: --workers workers doing both")
+    bench.add_argument(
+        "--layout",
+        choices=["split", "combined"],
+        default="split",
+        help="split: separate recorder and projector workers (each --workers); "
+        "combined: --workers workers doing both",
+    )
     bench.add_argument("--seed", type=int, default=11)
     bench.add_argument("--logs", default=".peakend/bench-logs")
     bench.set_defaults(run=run_bench)
 
-    broker = commands.add_parser("broker", help="a local in-memory Kafka-protocol broker "
-                                 "for trying cluster mode (not for production)")
+    broker = commands.add_parser(
+        "broker",
+        help="a local in-memory Kafka-protocol broker for trying cluster mode (not for production)",
+    )
     broker.add_argument("--port", type=int, default=9092)
     broker.set_defaults(run=run_broker)
 
@@ -356,9 +447,13 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--customers", type=int, default=500)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--total", type=int, default=None, help="stop sending after this many")
-    demo.add_argument("--history", type=int, default=20_000,
-                      help="touchpoints of simulated history (two years) recorded on first "
-                           "start, before live traffic; 0 for none")
+    demo.add_argument(
+        "--history",
+        type=int,
+        default=20_000,
+        help="touchpoints of simulated history (two years) recorded on first "
+        "start, before live traffic; 0 for none",
+    )
     demo.set_defaults(run=run_demo)
 
     rebuild = commands.add_parser("replay", help="rebuild every projection from the events")

@@ -64,8 +64,10 @@ def _check_mapping(mapping: Mapping[str, Any]) -> None:
         if isinstance(source, str):
             continue
         if not isinstance(source, Mapping) or not ({"column", "value"} & source.keys()):
-            raise MappingError(f"{target}: a source is a column name, "
-                               '{"column": ..., "type": ...} or {"value": ...}')
+            raise MappingError(
+                f"{target}: a source is a column name, "
+                '{"column": ..., "type": ...} or {"value": ...}'
+            )
         if source.get("type", "str") not in CONVERTERS:
             raise MappingError(f"{target}: type is one of {', '.join(CONVERTERS)}")
 
@@ -90,8 +92,9 @@ def envelope_from_row(row: Mapping[str, str], mapping: Mapping[str, Any]) -> dic
                 try:
                     value = CONVERTERS[kind](cell)
                 except ValueError:
-                    raise ValueError(f"{target}: column {source['column']!r} holds {cell!r}, "
-                                     f"not a {kind}") from None
+                    raise ValueError(
+                        f"{target}: column {source['column']!r} holds {cell!r}, not a {kind}"
+                    ) from None
         node = envelope
         *parents, leaf = target.split(".")
         for part in parents:
@@ -100,8 +103,9 @@ def envelope_from_row(row: Mapping[str, str], mapping: Mapping[str, Any]) -> dic
     return envelope
 
 
-def _lines(handle: TextIO, fmt: str, mapping: Mapping[str, Any] | None) -> Iterator[
-        tuple[int, str, Any]]:
+def _lines(
+    handle: TextIO, fmt: str, mapping: Mapping[str, Any] | None
+) -> Iterator[tuple[int, str, Any]]:
     """(line number, original text, envelope or the exception that refused it)."""
     if fmt == "jsonl":
         for number, text in enumerate(handle, start=1):
@@ -159,8 +163,10 @@ def import_file(
             store.lock_position(conn, follower)
             store.set_position(conn, follower, last_line)
 
-    with path.open(encoding="utf-8", newline="") as handle, \
-            reject_path.open("w" if done == 0 else "a", encoding="utf-8") as rejects:
+    with (
+        path.open(encoding="utf-8", newline="") as handle,
+        reject_path.open("w" if done == 0 else "a", encoding="utf-8") as rejects,
+    ):
         for number, original, parsed in _lines(handle, fmt, mapping):
             summary.lines += 1
             if number <= done:
@@ -169,14 +175,15 @@ def import_file(
             try:
                 if isinstance(parsed, Exception):
                     raise parsed
-                batch.append(parse_touchpoint(parsed, now=datetime.now(UTC),
-                                              max_future_skew=skew))
+                batch.append(parse_touchpoint(parsed, now=datetime.now(UTC), max_future_skew=skew))
             except InvalidTouchpoint as refusal:
-                _reject(rejects, summary, number, original,
-                        [e.model_dump() for e in refusal.errors])
+                _reject(
+                    rejects, summary, number, original, [e.model_dump() for e in refusal.errors]
+                )
             except ValueError as error:
-                _reject(rejects, summary, number, original,
-                        [{"field": "line", "message": str(error)}])
+                _reject(
+                    rejects, summary, number, original, [{"field": "line", "message": str(error)}]
+                )
             last_line = number
             if len(batch) >= batch_size:
                 flush()
@@ -186,14 +193,21 @@ def import_file(
     return summary
 
 
-def _reject(rejects: TextIO, summary: ImportSummary, number: int, original: str,
-            errors: list[dict[str, str]]) -> None:
+def _reject(
+    rejects: TextIO,
+    summary: ImportSummary,
+    number: int,
+    original: str,
+    errors: list[dict[str, str]],
+) -> None:
     summary.rejected += 1
     for error in errors:
         reason = error["field"]
         summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
-    rejects.write(json.dumps({"line": number, "errors": errors, "original": original},
-                             ensure_ascii=False) + "\n")
+    rejects.write(
+        json.dumps({"line": number, "errors": errors, "original": original}, ensure_ascii=False)
+        + "\n"
+    )
 
 
 def count_lines(path: Path) -> int:

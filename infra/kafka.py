@@ -51,14 +51,14 @@ def create_topics(settings: Settings) -> dict[str, str]:
     """Create the platform's topics with the configured partitions and replication;
     returns what happened to each (created / exists)."""
     topics = Topics.named(settings.kafka_topic_prefix)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                             client_id="peakend-admin")
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="peakend-admin")
     outcome = {}
     try:
         for name in topics.all():
             try:
-                admin.create_topics([NewTopic(name, settings.kafka_partitions,
-                                              settings.kafka_replication)])
+                admin.create_topics(
+                    [NewTopic(name, settings.kafka_partitions, settings.kafka_replication)]
+                )
                 outcome[name] = "created"
             except TopicAlreadyExistsError:
                 outcome[name] = "exists"
@@ -119,7 +119,8 @@ class TouchpointProducer:
         """Validate all, then send all; see the class docstring."""
         now = datetime.now(UTC)
         valid = [
-            e if isinstance(e, TouchpointIn)
+            e
+            if isinstance(e, TouchpointIn)
             else parse_touchpoint(dict(e), now=now, max_future_skew=self.max_future_skew)
             for e in envelopes
         ]
@@ -142,8 +143,6 @@ class TouchpointProducer:
 
     def close(self, timeout: float | None = None) -> None:
         self._producer.close(timeout)
-
-
 
 
 __all__ = ["InvalidTouchpoint", "KafkaIngest", "Topics", "TouchpointProducer", "create_topics"]

@@ -127,123 +127,229 @@ class JourneyType:
         return any(step.type == "purchase" for step in self.steps)
 
 
-JOURNEY_TYPES: Mapping[str, JourneyType] = MappingProxyType({jt.name: jt for jt in (
-    JourneyType(
-        name="car_service",
-        channels=("workshop",),
-        steps=(
-            Step("arrival", "service_appointment", 0.4),
-            Step("welcome", "visit", 1.2, (1, 5)),
-            Step("waiting", "visit", -1.4, (3, 10)),
-            Step("price_explanation", "visit", -1.0, (25, 100)),
-            Step("staff_contact", "visit", 0.8, (5, 20)),
-            Step("handover", "purchase", 0.5, (10, 45)),
-            Step("farewell", "visit", 1.0, (1, 5)),
-        ),
-        weight=1.0, order_value=280.0, sku_prefix="SRV", topic="car service",
-        attributes=(("waiting_time", 8.0), ("price_transparency", 8.5),
-                    ("repair_quality", 9.5), ("staff_friendliness", 7.0),
-                    ("cleanliness", 5.0)),
-        features=(("courtesy_car", "attractive"), ("online_booking", "one_dimensional"),
-                  ("free_car_wash", "attractive"), ("repair_warranty", "must_be"),
-                  ("lounge_wifi", "indifferent")),
-        complaint_categories=MappingProxyType({
-            "waiting": "waiting_time", "price_explanation": "pricing",
-            "staff_contact": "staff", "handover": "billing", "*": "service_quality"}),
-    ),
-    JourneyType(
-        name="online_order",
-        channels=("web", "app"),
-        steps=(
-            Step("browse", "visit", 0.5),
-            Step("product_page", "visit", 0.8, (1, 8)),
-            Step("checkout", "visit", -0.4, (1, 12)),
-            Step("payment", "purchase", -0.1, (1, 4)),
-            Step("delivery", "delivery", -0.5, (60, 200)),
-            Step("end", "message", 0.6, (5, 30)),
-        ),
-        weight=1.6, order_value=65.0, sku_prefix="WEB", topic="online order",
-        attributes=(("delivery_speed", 8.0), ("price", 8.5), ("website_usability", 7.0),
-                    ("product_range", 6.5), ("returns_policy", 6.0)),
-        features=(("free_shipping", "one_dimensional"), ("live_tracking", "attractive"),
-                  ("order_confirmation", "must_be"), ("gift_wrapping", "indifferent"),
-                  ("one_click_checkout", "attractive")),
-        complaint_categories=MappingProxyType({
-            "checkout": "website", "payment": "payment", "delivery": "delivery",
-            "*": "service_quality"}),
-    ),
-    JourneyType(
-        name="support_call",
-        channels=("phone",),
-        steps=(
-            Step("ivr", "call", -0.5),
-            Step("queue", "call", -1.6, (0.5, 2)),
-            Step("agent", "call", 0.7, (2, 25)),
-            Step("resolution", "call", 0.6, (3, 15)),
-            Step("end", "call", 0.5, (1, 3)),
-        ),
-        weight=0.9, order_value=0.0, sku_prefix="", topic="support call",
-        attributes=(("waiting_time", 8.5), ("first_contact_resolution", 9.0),
-                    ("agent_competence", 8.5), ("friendliness", 6.5)),
-        features=(("callback_option", "attractive"), ("hotline_24_7", "one_dimensional"),
-                  ("agent_knows_history", "must_be"), ("hold_music", "indifferent")),
-        complaint_categories=MappingProxyType({
-            "queue": "waiting_time", "ivr": "waiting_time", "agent": "staff",
-            "*": "unresolved_issue"}),
-    ),
-    JourneyType(
-        name="store_visit",
-        channels=("store",),
-        steps=(
-            Step("entrance", "visit", 0.6),
-            Step("browse", "visit", 0.4, (1, 10)),
-            Step("advice", "visit", 1.1, (2, 15)),
-            Step("queue", "visit", -1.3, (2, 15)),
-            Step("checkout", "purchase", 0.3, (3, 20)),
-            Step("farewell", "visit", 0.8, (0.5, 3)),
-        ),
-        weight=1.3, order_value=45.0, sku_prefix="STO", topic="store visit",
-        attributes=(("advice_quality", 7.5), ("queue_time", 7.0),
-                    ("product_availability", 8.5), ("price", 8.0), ("store_ambience", 5.0)),
-        features=(("self_checkout", "indifferent"), ("loyalty_points", "one_dimensional"),
-                  ("personal_advice", "attractive"), ("price_labels", "must_be"),
-                  ("click_and_collect", "attractive")),
-        complaint_categories=MappingProxyType({
-            "queue": "waiting_time", "advice": "staff", "checkout": "billing",
-            "browse": "product_availability", "*": "service_quality"}),
-    ),
-    JourneyType(
-        name="test_drive",
-        channels=("showroom",),
-        steps=(
-            Step("booking", "service_appointment", 0.5),
-            Step("arrival", "visit", 0.3, (20, 120)),
-            Step("test_drive", "visit", 2.0, (5, 20)),
-            Step("offer", "visit", -0.9, (20, 60)),
-            Step("farewell", "visit", 0.6, (5, 15)),
-        ),
-        weight=0.4, order_value=0.0, sku_prefix="", topic="test drive",
-        attributes=(("vehicle_choice", 8.0), ("price", 9.0), ("advice_quality", 7.5),
-                    ("flexibility", 6.0)),
-        features=(("home_test_drive", "attractive"), ("extended_test_drive", "one_dimensional"),
-                  ("clean_vehicle", "must_be"), ("free_coffee", "indifferent")),
-        complaint_categories=MappingProxyType({
-            "offer": "pricing", "arrival": "waiting_time", "*": "staff"}),
-    ),
-)})
+JOURNEY_TYPES: Mapping[str, JourneyType] = MappingProxyType(
+    {
+        jt.name: jt
+        for jt in (
+            JourneyType(
+                name="car_service",
+                channels=("workshop",),
+                steps=(
+                    Step("arrival", "service_appointment", 0.4),
+                    Step("welcome", "visit", 1.2, (1, 5)),
+                    Step("waiting", "visit", -1.4, (3, 10)),
+                    Step("price_explanation", "visit", -1.0, (25, 100)),
+                    Step("staff_contact", "visit", 0.8, (5, 20)),
+                    Step("handover", "purchase", 0.5, (10, 45)),
+                    Step("farewell", "visit", 1.0, (1, 5)),
+                ),
+                weight=1.0,
+                order_value=280.0,
+                sku_prefix="SRV",
+                topic="car service",
+                attributes=(
+                    ("waiting_time", 8.0),
+                    ("price_transparency", 8.5),
+                    ("repair_quality", 9.5),
+                    ("staff_friendliness", 7.0),
+                    ("cleanliness", 5.0),
+                ),
+                features=(
+                    ("courtesy_car", "attractive"),
+                    ("online_booking", "one_dimensional"),
+                    ("free_car_wash", "attractive"),
+                    ("repair_warranty", "must_be"),
+                    ("lounge_wifi", "indifferent"),
+                ),
+                complaint_categories=MappingProxyType(
+                    {
+                        "waiting": "waiting_time",
+                        "price_explanation": "pricing",
+                        "staff_contact": "staff",
+                        "handover": "billing",
+                        "*": "service_quality",
+                    }
+                ),
+            ),
+            JourneyType(
+                name="online_order",
+                channels=("web", "app"),
+                steps=(
+                    Step("browse", "visit", 0.5),
+                    Step("product_page", "visit", 0.8, (1, 8)),
+                    Step("checkout", "visit", -0.4, (1, 12)),
+                    Step("payment", "purchase", -0.1, (1, 4)),
+                    Step("delivery", "delivery", -0.5, (60, 200)),
+                    Step("end", "message", 0.6, (5, 30)),
+                ),
+                weight=1.6,
+                order_value=65.0,
+                sku_prefix="WEB",
+                topic="online order",
+                attributes=(
+                    ("delivery_speed", 8.0),
+                    ("price", 8.5),
+                    ("website_usability", 7.0),
+                    ("product_range", 6.5),
+                    ("returns_policy", 6.0),
+                ),
+                features=(
+                    ("free_shipping", "one_dimensional"),
+                    ("live_tracking", "attractive"),
+                    ("order_confirmation", "must_be"),
+                    ("gift_wrapping", "indifferent"),
+                    ("one_click_checkout", "attractive"),
+                ),
+                complaint_categories=MappingProxyType(
+                    {
+                        "checkout": "website",
+                        "payment": "payment",
+                        "delivery": "delivery",
+                        "*": "service_quality",
+                    }
+                ),
+            ),
+            JourneyType(
+                name="support_call",
+                channels=("phone",),
+                steps=(
+                    Step("ivr", "call", -0.5),
+                    Step("queue", "call", -1.6, (0.5, 2)),
+                    Step("agent", "call", 0.7, (2, 25)),
+                    Step("resolution", "call", 0.6, (3, 15)),
+                    Step("end", "call", 0.5, (1, 3)),
+                ),
+                weight=0.9,
+                order_value=0.0,
+                sku_prefix="",
+                topic="support call",
+                attributes=(
+                    ("waiting_time", 8.5),
+                    ("first_contact_resolution", 9.0),
+                    ("agent_competence", 8.5),
+                    ("friendliness", 6.5),
+                ),
+                features=(
+                    ("callback_option", "attractive"),
+                    ("hotline_24_7", "one_dimensional"),
+                    ("agent_knows_history", "must_be"),
+                    ("hold_music", "indifferent"),
+                ),
+                complaint_categories=MappingProxyType(
+                    {
+                        "queue": "waiting_time",
+                        "ivr": "waiting_time",
+                        "agent": "staff",
+                        "*": "unresolved_issue",
+                    }
+                ),
+            ),
+            JourneyType(
+                name="store_visit",
+                channels=("store",),
+                steps=(
+                    Step("entrance", "visit", 0.6),
+                    Step("browse", "visit", 0.4, (1, 10)),
+                    Step("advice", "visit", 1.1, (2, 15)),
+                    Step("queue", "visit", -1.3, (2, 15)),
+                    Step("checkout", "purchase", 0.3, (3, 20)),
+                    Step("farewell", "visit", 0.8, (0.5, 3)),
+                ),
+                weight=1.3,
+                order_value=45.0,
+                sku_prefix="STO",
+                topic="store visit",
+                attributes=(
+                    ("advice_quality", 7.5),
+                    ("queue_time", 7.0),
+                    ("product_availability", 8.5),
+                    ("price", 8.0),
+                    ("store_ambience", 5.0),
+                ),
+                features=(
+                    ("self_checkout", "indifferent"),
+                    ("loyalty_points", "one_dimensional"),
+                    ("personal_advice", "attractive"),
+                    ("price_labels", "must_be"),
+                    ("click_and_collect", "attractive"),
+                ),
+                complaint_categories=MappingProxyType(
+                    {
+                        "queue": "waiting_time",
+                        "advice": "staff",
+                        "checkout": "billing",
+                        "browse": "product_availability",
+                        "*": "service_quality",
+                    }
+                ),
+            ),
+            JourneyType(
+                name="test_drive",
+                channels=("showroom",),
+                steps=(
+                    Step("booking", "service_appointment", 0.5),
+                    Step("arrival", "visit", 0.3, (20, 120)),
+                    Step("test_drive", "visit", 2.0, (5, 20)),
+                    Step("offer", "visit", -0.9, (20, 60)),
+                    Step("farewell", "visit", 0.6, (5, 15)),
+                ),
+                weight=0.4,
+                order_value=0.0,
+                sku_prefix="",
+                topic="test drive",
+                attributes=(
+                    ("vehicle_choice", 8.0),
+                    ("price", 9.0),
+                    ("advice_quality", 7.5),
+                    ("flexibility", 6.0),
+                ),
+                features=(
+                    ("home_test_drive", "attractive"),
+                    ("extended_test_drive", "one_dimensional"),
+                    ("clean_vehicle", "must_be"),
+                    ("free_coffee", "indifferent"),
+                ),
+                complaint_categories=MappingProxyType(
+                    {"offer": "pricing", "arrival": "waiting_time", "*": "staff"}
+                ),
+            ),
+        )
+    }
+)
 
 DEFAULT_CHANNELS = ("store", "workshop", "showroom", "phone", "web", "app", "email", "chat")
 
 # Standalone touchpoints: the type each channel produces, and how often the channel is used.
-_STANDALONE_TYPE = {"store": "visit", "workshop": "visit", "showroom": "visit", "web": "visit",
-                    "app": "visit", "phone": "call", "email": "message", "chat": "message"}
-_STANDALONE_WEIGHT = {"web": 3.0, "app": 2.0, "store": 2.0, "phone": 2.0, "email": 2.0,
-                      "chat": 1.0, "workshop": 1.0, "showroom": 0.5}
+_STANDALONE_TYPE = {
+    "store": "visit",
+    "workshop": "visit",
+    "showroom": "visit",
+    "web": "visit",
+    "app": "visit",
+    "phone": "call",
+    "email": "message",
+    "chat": "message",
+}
+_STANDALONE_WEIGHT = {
+    "web": 3.0,
+    "app": 2.0,
+    "store": 2.0,
+    "phone": 2.0,
+    "email": 2.0,
+    "chat": 1.0,
+    "workshop": 1.0,
+    "showroom": 0.5,
+}
 # Which identifier, besides the id, a channel may see.
 _CHANNEL_IDENTIFIERS: dict[str, tuple[str, ...]] = {
-    "store": ("loyalty_card",), "workshop": ("loyalty_card", "phone"),
-    "showroom": ("phone", "email"), "phone": ("phone",), "web": ("email", "device_id"),
-    "app": ("device_id",), "email": ("email",), "chat": ("email", "device_id"),
+    "store": ("loyalty_card",),
+    "workshop": ("loyalty_card", "phone"),
+    "showroom": ("phone", "email"),
+    "phone": ("phone",),
+    "web": ("email", "device_id"),
+    "app": ("device_id",),
+    "email": ("email",),
+    "chat": ("email", "device_id"),
 }
 _COMPLAINT_CHANNELS = ("email", "phone", "chat", "web", "store")
 _SURVEY_CHANNELS = ("email", "app", "web")
@@ -256,23 +362,90 @@ _LOCATIONS = {
 _PAGES = ("/", "/offers", "/accessories", "/parts", "/service", "/account", "/help")
 _SERVICES = ("inspection", "oil_change", "brake_repair", "tyre_change", "diagnostics")
 _MODELS = ("city_ev", "family_suv", "estate", "roadster")
-_CALL_REASONS = ("billing_question", "technical_issue", "order_status", "warranty",
-                 "appointment_change")
-_SUBJECTS = {"inbound": ("order question", "invoice copy", "appointment request", "feedback"),
-             "outbound": ("newsletter", "appointment reminder", "offer", "invoice")}
-_FIRST_NAMES = ("anna", "ben", "clara", "david", "emma", "felix", "greta", "hugo", "ida",
-                "jonas", "lena", "max", "nina", "oskar", "paula", "rafael", "sofia", "tom")
-_LAST_NAMES = ("mueller", "schmidt", "schneider", "fischer", "weber", "meyer", "wagner",
-               "becker", "schulz", "hoffmann", "koch", "richter", "klein", "wolf")
+_CALL_REASONS = (
+    "billing_question",
+    "technical_issue",
+    "order_status",
+    "warranty",
+    "appointment_change",
+)
+_SUBJECTS = {
+    "inbound": ("order question", "invoice copy", "appointment request", "feedback"),
+    "outbound": ("newsletter", "appointment reminder", "offer", "invoice"),
+}
+_FIRST_NAMES = (
+    "anna",
+    "ben",
+    "clara",
+    "david",
+    "emma",
+    "felix",
+    "greta",
+    "hugo",
+    "ida",
+    "jonas",
+    "lena",
+    "max",
+    "nina",
+    "oskar",
+    "paula",
+    "rafael",
+    "sofia",
+    "tom",
+)
+_LAST_NAMES = (
+    "mueller",
+    "schmidt",
+    "schneider",
+    "fischer",
+    "weber",
+    "meyer",
+    "wagner",
+    "becker",
+    "schulz",
+    "hoffmann",
+    "koch",
+    "richter",
+    "klein",
+    "wolf",
+)
 _MAIL_DOMAINS = ("example.com", "example.org", "example.net")
-_COMPENSATION_CENTS = {"low": (500, 1000), "medium": (1000, 1250, 2000),
-                       "high": (2500, 5000, 7500), "critical": (10000, 15000)}
+_COMPENSATION_CENTS = {
+    "low": (500, 1000),
+    "medium": (1000, 1250, 2000),
+    "high": (2500, 5000, 7500),
+    "critical": (10000, 15000),
+}
 _KANO_OTHERS = ("expect", "neutral", "tolerate")
 _KANO_ANSWERS = ("like", "expect", "neutral", "tolerate", "dislike")
 
 # Demand pattern of historical mode (UTC hour of day; Monday first).
-_HOUR_PROFILE = (0.05, 0.03, 0.02, 0.02, 0.03, 0.08, 0.25, 0.55, 0.9, 1.0, 1.0, 0.95,
-                 0.9, 0.95, 1.0, 1.0, 0.95, 0.9, 0.8, 0.65, 0.5, 0.35, 0.2, 0.1)
+_HOUR_PROFILE = (
+    0.05,
+    0.03,
+    0.02,
+    0.02,
+    0.03,
+    0.08,
+    0.25,
+    0.55,
+    0.9,
+    1.0,
+    1.0,
+    0.95,
+    0.9,
+    0.95,
+    1.0,
+    1.0,
+    0.95,
+    0.9,
+    0.8,
+    0.65,
+    0.5,
+    0.35,
+    0.2,
+    0.1,
+)
 _DAY_PROFILE = (1.0, 0.95, 0.95, 1.0, 1.05, 0.8, 0.25)
 _PEAK_DEMAND = max(_HOUR_PROFILE) * max(_DAY_PROFILE)
 _MEAN_DEMAND = sum(_HOUR_PROFILE) / 24 * sum(_DAY_PROFILE) / 7
@@ -352,8 +525,14 @@ class SimulatorConfig:
     def __post_init__(self) -> None:
         if self.customers < 1:
             raise ValueError("customers: at least one")
-        for name in ("complaint_rate", "survey_rate", "duplicate_rate", "late_rate",
-                     "standalone_rate", "prospect_rate"):
+        for name in (
+            "complaint_rate",
+            "survey_rate",
+            "duplicate_rate",
+            "late_rate",
+            "standalone_rate",
+            "prospect_rate",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: a probability, from 0 to 1")
         if not self.pareto_alpha > 1.0:
@@ -370,11 +549,14 @@ class SimulatorConfig:
         for name in self.journey_types:
             journey_type = JOURNEY_TYPES.get(name)
             if journey_type is None:
-                raise ValueError(f"journey_types: unknown {name!r}; known: "
-                                 + ", ".join(JOURNEY_TYPES))
+                raise ValueError(
+                    f"journey_types: unknown {name!r}; known: " + ", ".join(JOURNEY_TYPES)
+                )
             if not set(journey_type.channels) & set(self.channels):
-                raise ValueError(f"channels: journey type {name!r} needs one of "
-                                 + ", ".join(journey_type.channels))
+                raise ValueError(
+                    f"channels: journey type {name!r} needs one of "
+                    + ", ".join(journey_type.channels)
+                )
         if (self.start is None) != (self.end is None):
             raise ValueError("start, end: give both (historical mode) or neither (live)")
         if self.start is not None and self.end is not None:
@@ -422,17 +604,19 @@ def _population(rng: random.Random, config: SimulatorConfig) -> list[CustomerPro
     for i in range(n):
         prospect = rng.random() < config.prospect_rate
         first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
-        customers.append(CustomerProfile(
-            id=f"C-{i:06d}",
-            email=f"{first}.{last}.{i}@{rng.choice(_MAIL_DOMAINS)}",
-            phone=f"+49 15{rng.randint(1, 9)} {phones[i]}" if rng.random() < 0.6 else None,
-            loyalty_card=f"LC{cards[i]}" if rng.random() < 0.4 else None,
-            device_id=f"dev-{rng.getrandbits(64):016x}" if rng.random() < 0.5 else None,
-            prospect=prospect,
-            value_weight=0.0 if prospect else rng.paretovariate(config.pareto_alpha),
-            mood=rng.gauss(0.0, 0.6),
-            expectation=min(10.0, max(0.0, rng.gauss(7.0, 1.2))),
-        ))
+        customers.append(
+            CustomerProfile(
+                id=f"C-{i:06d}",
+                email=f"{first}.{last}.{i}@{rng.choice(_MAIL_DOMAINS)}",
+                phone=f"+49 15{rng.randint(1, 9)} {phones[i]}" if rng.random() < 0.6 else None,
+                loyalty_card=f"LC{cards[i]}" if rng.random() < 0.4 else None,
+                device_id=f"dev-{rng.getrandbits(64):016x}" if rng.random() < 0.5 else None,
+                prospect=prospect,
+                value_weight=0.0 if prospect else rng.paretovariate(config.pareto_alpha),
+                mood=rng.gauss(0.0, 0.6),
+                expectation=min(10.0, max(0.0, rng.gauss(7.0, 1.2))),
+            )
+        )
     return customers
 
 
@@ -444,14 +628,32 @@ def _population(rng: random.Random, config: SimulatorConfig) -> list[CustomerPro
 class _Draft:
     """A touchpoint scheduled on the simulated timeline, not yet stamped nor identified."""
 
-    __slots__ = ("additional", "anchor", "channel", "customer", "emotion", "identifier",
-                 "journey", "payload", "promise", "type")
+    __slots__ = (
+        "additional",
+        "anchor",
+        "channel",
+        "customer",
+        "emotion",
+        "identifier",
+        "journey",
+        "payload",
+        "promise",
+        "type",
+    )
 
     def __init__(
-        self, customer: int, type_: str, channel: str, identifier: tuple[str, str] | None,
-        payload: dict[str, Any], *, journey: tuple[str, str, str] | None = None,
-        emotion: int | None = None, additional: dict[str, Any] | None = None,
-        promise: float | None = None, anchor: float | None = None,
+        self,
+        customer: int,
+        type_: str,
+        channel: str,
+        identifier: tuple[str, str] | None,
+        payload: dict[str, Any],
+        *,
+        journey: tuple[str, str, str] | None = None,
+        emotion: int | None = None,
+        additional: dict[str, Any] | None = None,
+        promise: float | None = None,
+        anchor: float | None = None,
     ) -> None:
         self.anchor = anchor  # live mode: the simulated time stamped "now" (a journey's end)
         self.customer = customer
@@ -474,7 +676,8 @@ class Simulator:
     """
 
     def __init__(
-        self, config: SimulatorConfig | None = None,
+        self,
+        config: SimulatorConfig | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.config = config = config or SimulatorConfig()
@@ -498,18 +701,21 @@ class Simulator:
         # historical mode; who starts one is drawn in proportion to spend_factor.
         rate = config.customers * config.activities_per_customer_per_year / _YEAR_SECONDS
         self._arrival_rate = rate * (_PEAK_DEMAND / _MEAN_DEMAND if self._historical else 1)
-        self._cum_activity = list(itertools.accumulate(
-            1.0 if c.prospect else c.spend_factor for c in self._customers))
+        self._cum_activity = list(
+            itertools.accumulate(1.0 if c.prospect else c.spend_factor for c in self._customers)
+        )
         types = [JOURNEY_TYPES[name] for name in config.journey_types]
         self._buyer_types = types
         self._buyer_cum = list(itertools.accumulate(t.weight for t in types))
         self._prospect_types = [t for t in types if not t.buys]
         self._prospect_cum = list(itertools.accumulate(t.weight for t in self._prospect_types))
         self._journey_channels = {
-            t.name: [c for c in t.channels if c in config.channels] for t in types}
+            t.name: [c for c in t.channels if c in config.channels] for t in types
+        }
         self._standalone_channels = list(config.channels)
-        self._standalone_cum = list(itertools.accumulate(
-            _STANDALONE_WEIGHT.get(c, 1.0) for c in config.channels))
+        self._standalone_cum = list(
+            itertools.accumulate(_STANDALONE_WEIGHT.get(c, 1.0) for c in config.channels)
+        )
         self._complaint_channels = [c for c in _COMPLAINT_CHANNELS if c in config.channels]
         self._survey_channels = [c for c in _SURVEY_CHANNELS if c in config.channels]
 
@@ -698,24 +904,29 @@ class Simulator:
         payload: dict[str, Any]
         if channel in ("web", "phone", "workshop") and rng.random() < 0.1:
             type_ = "service_appointment"
-            payload = {"appointment_id": f"A-{next(self._appointments):08d}",
-                       "service": self._pick(_SERVICES)}
+            payload = {
+                "appointment_id": f"A-{next(self._appointments):08d}",
+                "service": self._pick(_SERVICES),
+            }
         elif type_ == "call":
-            payload = {"direction": "inbound" if rng.random() < 0.7 else "outbound",
-                       "duration_seconds": self._between(30, 900),
-                       "wait_seconds": self._between(0, 300),
-                       "reason": self._pick(_CALL_REASONS)}
+            payload = {
+                "direction": "inbound" if rng.random() < 0.7 else "outbound",
+                "duration_seconds": self._between(30, 900),
+                "wait_seconds": self._between(0, 300),
+                "reason": self._pick(_CALL_REASONS),
+            }
         elif type_ == "message":
             direction = "inbound" if rng.random() < 0.4 else "outbound"
             payload = {"direction": direction, "subject": self._pick(_SUBJECTS[direction])}
         else:
-            payload = {"location": self._location(channel),
-                       "duration_seconds": self._between(20, 1800)}
+            payload = {
+                "location": self._location(channel),
+                "duration_seconds": self._between(20, 1800),
+            }
         emotion = None
         if rng.random() < 0.5:
             emotion = _clip(0.3 + self._customers[c].mood + rng.gauss(0.0, 1.0), -3, 3)
-        return _Draft(c, type_, channel, self._identifier(c, channel), payload,
-                      emotion=emotion)
+        return _Draft(c, type_, channel, self._identifier(c, channel), payload, emotion=emotion)
 
     def _location(self, channel: str) -> str:
         places = _LOCATIONS.get(channel)
@@ -757,22 +968,39 @@ class Simulator:
                 wait = self._between(0, 30)
                 if following is not None and step.name == "queue":
                     wait = int(following)
-                payload = {"direction": "inbound", "wait_seconds": wait,
-                           "duration_seconds": int(following or self._between(30, 180)),
-                           "reason": reason}
+                payload = {
+                    "direction": "inbound",
+                    "wait_seconds": wait,
+                    "duration_seconds": int(following or self._between(30, 180)),
+                    "reason": reason,
+                }
             elif step.type == "message":
                 payload = {"direction": "outbound", "subject": f"your {jt.topic}"}
             elif step.type == "service_appointment":
                 service = self._pick(_MODELS if jt.name == "test_drive" else _SERVICES)
-                payload = {"appointment_id": f"A-{next(self._appointments):08d}",
-                           "service": service}
+                payload = {
+                    "appointment_id": f"A-{next(self._appointments):08d}",
+                    "service": service,
+                }
             else:
-                payload = {"location": self._location(channel),
-                           "duration_seconds": int(following or self._between(60, 600))}
-            self._push(times[i], _Draft(
-                c, step.type, channel, self._identifier(c, channel), payload,
-                journey=(journey_id, jt.name, step.name), emotion=emotion, promise=promise,
-                anchor=times[-1]))
+                payload = {
+                    "location": self._location(channel),
+                    "duration_seconds": int(following or self._between(60, 600)),
+                }
+            self._push(
+                times[i],
+                _Draft(
+                    c,
+                    step.type,
+                    channel,
+                    self._identifier(c, channel),
+                    payload,
+                    journey=(journey_id, jt.name, step.name),
+                    emotion=emotion,
+                    promise=promise,
+                    anchor=times[-1],
+                ),
+            )
 
         worst = min(emotions)
         if worst <= -2:
@@ -795,13 +1023,30 @@ class Simulator:
             quantity = self._pick((1, 1, 1, 2, 3))
             unit = max(100, round(target * share / total_share / quantity))
             cents += unit * quantity
-            items.append({"sku": f"{jt.sku_prefix}-{self._between(100, 999)}",
-                          "quantity": quantity, "unit_price": _money(unit)})
-        return {"order_id": order_id, "amount": _money(cents),
-                "currency": self.config.currency, "items": items}
+            items.append(
+                {
+                    "sku": f"{jt.sku_prefix}-{self._between(100, 999)}",
+                    "quantity": quantity,
+                    "unit_price": _money(unit),
+                }
+            )
+        return {
+            "order_id": order_id,
+            "amount": _money(cents),
+            "currency": self.config.currency,
+            "items": items,
+        }
 
-    def _complaint(self, c: int, jt: JourneyType, journey_id: str, worst: int,
-                   worst_step: str, t: float, journey_channel: str) -> None:
+    def _complaint(
+        self,
+        c: int,
+        jt: JourneyType,
+        journey_id: str,
+        worst: int,
+        worst_step: str,
+        t: float,
+        journey_channel: str,
+    ) -> None:
         rng = self._rng
         complaint_id = f"CP-{next(self._complaints):07d}"
         if worst == -3:
@@ -809,8 +1054,9 @@ class Simulator:
         else:
             severity = "low" if rng.random() < 0.3 else "medium"
         category = jt.complaint_categories.get(worst_step, jt.complaint_categories["*"])
-        channel = (rng.choice(self._complaint_channels) if self._complaint_channels
-                   else journey_channel)
+        channel = (
+            rng.choice(self._complaint_channels) if self._complaint_channels else journey_channel
+        )
         urgency = 0.5 if severity in ("high", "critical") else 1.0
         additional = {"journey_id": journey_id}
 
@@ -818,19 +1064,32 @@ class Simulator:
             return math.exp(rng.uniform(math.log(low), math.log(high))) * urgency
 
         def push(type_: str, payload: dict[str, Any], channel_: str) -> None:
-            self._push(t, _Draft(c, type_, channel_, self._identifier(c, channel_),
-                                 {"complaint_id": complaint_id, **payload},
-                                 additional=dict(additional)))
+            self._push(
+                t,
+                _Draft(
+                    c,
+                    type_,
+                    channel_,
+                    self._identifier(c, channel_),
+                    {"complaint_id": complaint_id, **payload},
+                    additional=dict(additional),
+                ),
+            )
 
         t += later(600, 2 * 86400)
-        push("complaint_filed", {"category": category, "severity": severity,
-                                 "note": f"{worst_step.replace('_', ' ')} during {jt.topic}"},
-             channel)
+        push(
+            "complaint_filed",
+            {
+                "category": category,
+                "severity": severity,
+                "note": f"{worst_step.replace('_', ' ')} during {jt.topic}",
+            },
+            channel,
+        )
         if rng.random() < 0.15:
             return  # stays open, not even acknowledged
         t += later(300, 12 * 3600)
-        push("complaint_acknowledged", {}, "email" if "email" in self.config.channels
-             else channel)
+        push("complaint_acknowledged", {}, "email" if "email" in self.config.channels else channel)
         if rng.random() < 0.15:
             return  # acknowledged, never resolved
         t += later(3600, 5 * 86400)
@@ -842,8 +1101,15 @@ class Simulator:
             t += later(86400, 7 * 86400)
             push("complaint_followed_up", {}, channel)
 
-    def _survey(self, c: int, jt: JourneyType, journey_id: str, emotions: list[int],
-                t: float, journey_channel: str) -> None:
+    def _survey(
+        self,
+        c: int,
+        jt: JourneyType,
+        journey_id: str,
+        emotions: list[int],
+        t: float,
+        journey_channel: str,
+    ) -> None:
         rng = self._rng
         customer = self._customers[c]
         remembered = peak_end(emotions)
@@ -853,15 +1119,22 @@ class Simulator:
         channel = rng.choice(self._survey_channels) if self._survey_channels else journey_channel
         # (question_id, metric, value, extra fields); at most five questions (DOMAIN.md §4).
         questions: list[tuple[str, str, int | str, dict[str, str]]] = [
-            ("nps", "nps", _clip(7.0 + 1.3 * score + 0.4 * customer.mood
-                                 + rng.gauss(0.0, 1.2), 0, 10), {})]
+            (
+                "nps",
+                "nps",
+                _clip(7.0 + 1.3 * score + 0.4 * customer.mood + rng.gauss(0.0, 1.2), 0, 10),
+                {},
+            )
+        ]
         if rng.random() < 0.7:
-            questions.append(("csat", "csat", _clip(3.4 + 0.6 * score + rng.gauss(0.0, 0.7),
-                                                    1, 5), {}))
+            questions.append(
+                ("csat", "csat", _clip(3.4 + 0.6 * score + rng.gauss(0.0, 0.7), 1, 5), {})
+            )
         if rng.random() < 0.5:
             # CES 2.0: "the company made it easy for me", 1 (strongly disagree) .. 7.
-            questions.append(("ces", "ces", _clip(5.0 + 0.9 * mean + rng.gauss(0.0, 1.0),
-                                                  1, 7), {}))
+            questions.append(
+                ("ces", "ces", _clip(5.0 + 0.9 * mean + rng.gauss(0.0, 1.0), 1, 7), {})
+            )
         module = rng.random()
         if module < 0.15:
             expected = _clip(customer.expectation + rng.gauss(0.0, 0.8), 0, 10)
@@ -870,26 +1143,57 @@ class Simulator:
             questions.append(("perceived_quality", "perceived_quality", perceived, {}))
         elif module < 0.35:
             attribute, importance = rng.choice(jt.attributes)
-            questions.append((f"importance_{attribute}", "importance",
-                              _clip(importance + rng.gauss(0.0, 1.2), 0, 10),
-                              {"attribute": attribute}))
+            questions.append(
+                (
+                    f"importance_{attribute}",
+                    "importance",
+                    _clip(importance + rng.gauss(0.0, 1.2), 0, 10),
+                    {"attribute": attribute},
+                )
+            )
             # ... and how satisfied with it: the pair behind importance vs satisfaction.
-            questions.append((f"satisfaction_{attribute}", "perceived_quality",
-                              _clip(6.5 + 1.2 * mean + rng.gauss(0.0, 1.2), 0, 10),
-                              {"attribute": attribute}))
+            questions.append(
+                (
+                    f"satisfaction_{attribute}",
+                    "perceived_quality",
+                    _clip(6.5 + 1.2 * mean + rng.gauss(0.0, 1.2), 0, 10),
+                    {"attribute": attribute},
+                )
+            )
         elif module < 0.45:
             feature, category = rng.choice(jt.features)
             functional, dysfunctional = self._kano(category)
-            questions.append((f"kano_{feature}_functional", "kano_functional", functional,
-                              {"feature": feature}))
-            questions.append((f"kano_{feature}_dysfunctional", "kano_dysfunctional",
-                              dysfunctional, {"feature": feature}))
+            questions.append(
+                (f"kano_{feature}_functional", "kano_functional", functional, {"feature": feature})
+            )
+            questions.append(
+                (
+                    f"kano_{feature}_dysfunctional",
+                    "kano_dysfunctional",
+                    dysfunctional,
+                    {"feature": feature},
+                )
+            )
         t += math.exp(rng.uniform(math.log(300), math.log(86400)))
         for question_id, metric, value, extra in questions[:5]:
-            payload = {"survey_id": survey_id, "question_id": question_id, "metric": metric,
-                       "value": value, **extra}
-            self._push(t, _Draft(c, "survey_answered", channel, self._identifier(c, channel),
-                                 payload, additional={"journey_id": journey_id}))
+            payload = {
+                "survey_id": survey_id,
+                "question_id": question_id,
+                "metric": metric,
+                "value": value,
+                **extra,
+            }
+            self._push(
+                t,
+                _Draft(
+                    c,
+                    "survey_answered",
+                    channel,
+                    self._identifier(c, channel),
+                    payload,
+                    additional={"journey_id": journey_id},
+                ),
+            )
             t += rng.uniform(5.0, 40.0)
 
     def _kano(self, category: KanoCategory) -> tuple[str, str]:
@@ -943,8 +1247,13 @@ async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
 
 
 async def _post(
-    client: httpx.AsyncClient, url: str, batch: list[dict[str, Any]], *, retries: int,
-    backoff: float, stop: asyncio.Event | None,
+    client: httpx.AsyncClient,
+    url: str,
+    batch: list[dict[str, Any]],
+    *,
+    retries: int,
+    backoff: float,
+    stop: asyncio.Event | None,
 ) -> tuple[bool, str | None]:
     """POST one batch; (accepted, error). Transport failures (connection refused, reset,
     timeout) are retried with exponential backoff: re-sending is harmless, ingest is
@@ -1003,8 +1312,7 @@ async def send_http(
             batch = simulator.touchpoints(size)
             if not batch:
                 break
-            ok, error = await _post(client, url, batch, retries=retries, backoff=backoff,
-                                    stop=stop)
+            ok, error = await _post(client, url, batch, retries=retries, backoff=backoff, stop=stop)
             stats.sent += len(batch)
             if ok:
                 stats.accepted += len(batch)

@@ -39,6 +39,7 @@ def utc_iso(moment: datetime) -> str:
 def insert_by_time(items: list[dict[str, Any]], item: dict[str, Any]) -> list[dict[str, Any]]:
     """A new list with ``item`` placed by (occurred_at, event_id): late events land where
     they happened, and equal times order the same way live and on replay."""
+
     def order(entry: dict[str, Any]) -> tuple[str, str]:
         return entry["occurred_at"], entry["event_id"]
 

@@ -69,8 +69,12 @@ def _with_order(orders: dict[str, Any], event: Touchpoint, at: str) -> dict[str,
     held = orders.get(order_id)
     if held is not None and (held["occurred_at"], held["event_id"]) <= (at, event.event_id):
         return orders
-    order = {"amount": event.payload["amount"], "currency": event.payload["currency"],
-             "occurred_at": at, "event_id": event.event_id}
+    order = {
+        "amount": event.payload["amount"],
+        "currency": event.payload["currency"],
+        "occurred_at": at,
+        "event_id": event.event_id,
+    }
     return {**orders, order_id: order}
 
 
@@ -79,12 +83,12 @@ def _spend_by_currency(orders: dict[str, Any]) -> dict[str, str]:
     totals: dict[str, Decimal] = {}
     for order in orders.values():
         totals[order["currency"]] = totals.get(order["currency"], Decimal(0)) + Decimal(
-            order["amount"])
+            order["amount"]
+        )
     return {currency: str(total) for currency, total in sorted(totals.items())}
 
 
-def _with_traits(held: dict[str, Any], given: dict[str, Any], stamp: list[str]) -> dict[
-        str, Any]:
+def _with_traits(held: dict[str, Any], given: dict[str, Any], stamp: list[str]) -> dict[str, Any]:
     """Segmentation traits a source declares (``additional.traits``: region, age band,
     household size...): the latest value of each by event time."""
     merged = dict(held)
@@ -115,14 +119,17 @@ def reduce(state: State | None, event: Touchpoint) -> State:
         "complaints": {},
         "survey_answers": {},
     }
-    recent = insert_by_time(current["recent_touchpoints"], {
-        "event_id": event.event_id,
-        "type": event.type,
-        "channel": event.channel,
-        "occurred_at": at,
-        "emotion": event.emotion,
-        "journey_id": event.journey["id"] if event.journey else None,
-    })[-RECENT_TOUCHPOINTS:]
+    recent = insert_by_time(
+        current["recent_touchpoints"],
+        {
+            "event_id": event.event_id,
+            "type": event.type,
+            "channel": event.channel,
+            "occurred_at": at,
+            "emotion": event.emotion,
+            "journey_id": event.journey["id"] if event.journey else None,
+        },
+    )[-RECENT_TOUCHPOINTS:]
     nxt: State = {
         **current,
         "identifiers": _with_identifiers(current["identifiers"], event.identifiers),
@@ -144,12 +151,12 @@ def reduce(state: State | None, event: Touchpoint) -> State:
         nxt["survey_answers"] = _survey_answer(current["survey_answers"], event, at)
     declared = event.additional.get("traits")
     if isinstance(declared, dict) and declared:
-        nxt["traits"] = _with_traits(current.get("traits", {}), declared,
-                                     [at, event.event_id])
+        nxt["traits"] = _with_traits(current.get("traits", {}), declared, [at, event.event_id])
     if event.type == "delivery" and "on_time" in event.payload:
         # A delivery date is a promise (DOMAIN.md §11): reliability is promises kept.
-        nxt["promises"] = sorted([*current.get("promises", []),
-                                  [at, bool(event.payload["on_time"]), event.event_id]])
+        nxt["promises"] = sorted(
+            [*current.get("promises", []), [at, bool(event.payload["on_time"]), event.event_id]]
+        )
     return nxt
 
 
@@ -175,4 +182,3 @@ def total_spend(state: State, currency: str) -> Decimal:
 def last_survey_answers(state: State, limit: int = 20) -> list[dict[str, Any]]:
     answers = sorted(state["survey_answers"].values(), key=lambda a: a["occurred_at"])
     return list(reversed(answers))[:limit]
-

@@ -25,14 +25,17 @@ def reduce(state: State | None, event: Touchpoint) -> State:
         "customer_id": event.customer_id,
         "touchpoints": [],
     }
-    touchpoints = insert_by_time(current["touchpoints"], {
-        "event_id": event.event_id,
-        "occurred_at": utc_iso(event.occurred_at),
-        "step": event.journey["step"],
-        "type": event.type,
-        "channel": event.channel,
-        "emotion": event.emotion,
-    })
+    touchpoints = insert_by_time(
+        current["touchpoints"],
+        {
+            "event_id": event.event_id,
+            "occurred_at": utc_iso(event.occurred_at),
+            "step": event.journey["step"],
+            "type": event.type,
+            "channel": event.channel,
+            "emotion": event.emotion,
+        },
+    )
     curve = [
         {"step": t["step"], "occurred_at": t["occurred_at"], "emotion": t["emotion"]}
         for t in touchpoints
@@ -41,16 +44,22 @@ def reduce(state: State | None, event: Touchpoint) -> State:
     remembered = peak_end([point["emotion"] for point in curve])
     if touchpoints[0]["event_id"] == event.event_id:
         # The journey's earliest touchpoint (by event time) says whose journey it is.
-        current = {**current, "journey_type": event.journey["type"],
-                   "customer_id": event.customer_id}
+        current = {
+            **current,
+            "journey_type": event.journey["type"],
+            "customer_id": event.customer_id,
+        }
     return {
         **current,
         "touchpoints": touchpoints,
         "started_at": touchpoints[0]["occurred_at"],
         "last_at": touchpoints[-1]["occurred_at"],
         "curve": curve,
-        **(asdict(remembered) if remembered else dict.fromkeys(
-            ("peak", "best", "worst", "end", "peak_end_score", "mean_emotion"))),
+        **(
+            asdict(remembered)
+            if remembered
+            else dict.fromkeys(("peak", "best", "worst", "end", "peak_end_score", "mean_emotion"))
+        ),
     }
 
 

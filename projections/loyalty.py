@@ -25,8 +25,12 @@ def reduce(state: State | None, event: Touchpoint) -> State:
             return current
         return {**current, "orders": {**current["orders"], order_id: at}}
     if event.type == "survey_answered" and event.payload["metric"] in ATTITUDE_METRICS:
-        answer = {"metric": event.payload["metric"], "value": event.payload["value"],
-                  "occurred_at": at, "event_id": event.event_id}
+        answer = {
+            "metric": event.payload["metric"],
+            "value": event.payload["value"],
+            "occurred_at": at,
+            "event_id": event.event_id,
+        }
         return {**current, "answers": insert_by_time(current["answers"], answer)}
     return current
 
@@ -69,14 +73,15 @@ def loyalty_view(
         "status": loyalty_status(attitude_high, repeat_high).value,
         "attitude": "high" if attitude_high else "low",
         "attitude_basis": (
-            {k: latest[k] for k in ("metric", "value", "occurred_at")}
-            if latest else None
+            {k: latest[k] for k in ("metric", "value", "occurred_at")} if latest else None
         ),
         "repeat_patronage": "high" if repeat_high else "low",
         "orders_in_window": orders,
         "window_days": window.days,
         "thresholds": {
-            "nps_high": nps_high, "csat_high": csat_high, "repeat_purchases": repeat_purchases,
+            "nps_high": nps_high,
+            "csat_high": csat_high,
+            "repeat_purchases": repeat_purchases,
         },
         "as_of": until,
     }

@@ -23,33 +23,39 @@ def create_tables(store: ReadModelStore) -> None:
             " since timestamptz NOT NULL, PRIMARY KEY (segment, customer_id));"
             "CREATE TABLE IF NOT EXISTS segment_change (id bigserial PRIMARY KEY,"
             " segment text NOT NULL REFERENCES segment ON DELETE CASCADE,"
-            " customer_id text NOT NULL, change text NOT NULL, at timestamptz NOT NULL)")
+            " customer_id text NOT NULL, change text NOT NULL, at timestamptz NOT NULL)"
+        )
 
 
-def define(store: ReadModelStore, name: str, rule: dict[str, Any],
-           description: str | None) -> bool:
+def define(store: ReadModelStore, name: str, rule: dict[str, Any], description: str | None) -> bool:
     """Create or replace a segment; True when it is new."""
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO segment (name, rule, description) VALUES (%s, %s, %s)"
             " ON CONFLICT (name) DO UPDATE SET rule = EXCLUDED.rule,"
             " description = EXCLUDED.description RETURNING (xmax = 0)",
-            (name, json.dumps(rule), description))
+            (name, json.dumps(rule), description),
+        )
         row = cur.fetchone()
         return bool(row and row[0])
 
 
 def definitions(store: ReadModelStore) -> list[dict[str, Any]]:
     with store.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT s.name, s.rule, s.description, s.created_at,"
-                    " (SELECT count(*) FROM segment_member m WHERE m.segment = s.name)"
-                    " FROM segment s ORDER BY s.name")
-        return [{"name": n, "rule": r, "description": d, "created_at": c.isoformat(),
-                 "members": k} for n, r, d, c, k in cur.fetchall()]
+        cur.execute(
+            "SELECT s.name, s.rule, s.description, s.created_at,"
+            " (SELECT count(*) FROM segment_member m WHERE m.segment = s.name)"
+            " FROM segment s ORDER BY s.name"
+        )
+        return [
+            {"name": n, "rule": r, "description": d, "created_at": c.isoformat(), "members": k}
+            for n, r, d, c, k in cur.fetchall()
+        ]
 
 
-def record_membership(store: ReadModelStore, name: str, members: set[str],
-                      at: datetime) -> tuple[set[str], set[str]]:
+def record_membership(
+    store: ReadModelStore, name: str, members: set[str], at: datetime
+) -> tuple[set[str], set[str]]:
     """Make ``members`` the segment's members, recording who entered and who left, in
     one transaction (concurrent evaluations queue on the segment's row)."""
     with store.connection() as conn, conn.cursor() as cur:
@@ -60,28 +66,41 @@ def record_membership(store: ReadModelStore, name: str, members: set[str],
         before = {row[0] for row in cur.fetchall()}
         entered, left = membership_changes(before, members)
         if left:
-            cur.execute("DELETE FROM segment_member WHERE segment = %s AND"
-                        " customer_id = ANY(%s)", (name, sorted(left)))
+            cur.execute(
+                "DELETE FROM segment_member WHERE segment = %s AND customer_id = ANY(%s)",
+                (name, sorted(left)),
+            )
         psycopg2.extras.execute_values(
-            cur, "INSERT INTO segment_member (segment, customer_id, since) VALUES %s",
-            [(name, c, at) for c in sorted(entered)])
+            cur,
+            "INSERT INTO segment_member (segment, customer_id, since) VALUES %s",
+            [(name, c, at) for c in sorted(entered)],
+        )
         psycopg2.extras.execute_values(
-            cur, "INSERT INTO segment_change (segment, customer_id, change, at) VALUES %s",
+            cur,
+            "INSERT INTO segment_change (segment, customer_id, change, at) VALUES %s",
             [(name, c, "entered", at) for c in sorted(entered)]
-            + [(name, c, "left", at) for c in sorted(left)])
+            + [(name, c, "left", at) for c in sorted(left)],
+        )
         return entered, left
 
 
 def members(store: ReadModelStore, name: str) -> list[dict[str, Any]]:
     with store.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT customer_id, since FROM segment_member WHERE segment = %s"
-                    " ORDER BY customer_id", (name,))
+        cur.execute(
+            "SELECT customer_id, since FROM segment_member WHERE segment = %s ORDER BY customer_id",
+            (name,),
+        )
         return [{"customer_id": c, "since": s.isoformat()} for c, s in cur.fetchall()]
 
 
 def changes(store: ReadModelStore, name: str, limit: int) -> list[dict[str, Any]]:
     with store.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT id, customer_id, change, at FROM segment_change"
-                    " WHERE segment = %s ORDER BY id DESC LIMIT %s", (name, limit))
-        return [{"id": i, "customer_id": c, "change": k, "at": a.isoformat()}
-                for i, c, k, a in cur.fetchall()]
+        cur.execute(
+            "SELECT id, customer_id, change, at FROM segment_change"
+            " WHERE segment = %s ORDER BY id DESC LIMIT %s",
+            (name, limit),
+        )
+        return [
+            {"id": i, "customer_id": c, "change": k, "at": a.isoformat()}
+            for i, c, k, a in cur.fetchall()
+        ]

@@ -68,26 +68,31 @@ class ReadModelStore:
             for projection in self.projections:
                 if fresh:
                     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table(projection)))
-                cur.execute("SELECT to_regclass(%s) IS NULL",
-                            (self.table(projection).strings[0],))
+                cur.execute("SELECT to_regclass(%s) IS NULL", (self.table(projection).strings[0],))
                 row = cur.fetchone()
                 if row and row[0]:
                     created.append(projection.name)
-                cur.execute(sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} ("
-                    " key text PRIMARY KEY, state jsonb NOT NULL, applied jsonb NOT NULL,"
-                    " updated_at timestamptz NOT NULL DEFAULT now())"
-                ).format(self.table(projection)))
+                cur.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} ("
+                        " key text PRIMARY KEY, state jsonb NOT NULL, applied jsonb NOT NULL,"
+                        " updated_at timestamptz NOT NULL DEFAULT now())"
+                    ).format(self.table(projection))
+                )
                 for field in projection.indexed:
-                    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ((state ->> {}))")
-                                .format(self.index(projection, field), self.table(projection),
-                                        sql.Literal(field)))
+                    cur.execute(
+                        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ((state ->> {}))").format(
+                            self.index(projection, field),
+                            self.table(projection),
+                            sql.Literal(field),
+                        )
+                    )
             if fresh:
                 # Forget where this generation's followers were: it starts from scratch.
                 cur.execute(
                     "DELETE FROM rm_tracking WHERE right(follower, %s) = %s"
-                    if self.generation else
-                    "DELETE FROM rm_tracking WHERE right(follower, %s) <> %s",
+                    if self.generation
+                    else "DELETE FROM rm_tracking WHERE right(follower, %s) <> %s",
                     (len(self.generation or REBUILD), self.generation or REBUILD),
                 )
         return created
@@ -116,11 +121,14 @@ class ReadModelStore:
         with conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO rm_tracking (follower, position) VALUES (%s, 0)"
-                " ON CONFLICT (follower) DO NOTHING", (name,)
+                " ON CONFLICT (follower) DO NOTHING",
+                (name,),
             )
             cur.execute(
                 "SELECT position FROM rm_tracking WHERE follower = %s FOR UPDATE"
-                + ("" if wait else " NOWAIT"), (name,))
+                + ("" if wait else " NOWAIT"),
+                (name,),
+            )
             row = cur.fetchone()
             return int(row[0]) if row else 0
 
@@ -135,8 +143,10 @@ class ReadModelStore:
 
     def position(self, follower: str) -> int:
         with self.connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT position FROM rm_tracking WHERE follower = %s",
-                        (self.tracking_name(follower),))
+            cur.execute(
+                "SELECT position FROM rm_tracking WHERE follower = %s",
+                (self.tracking_name(follower),),
+            )
             row = cur.fetchone()
             return int(row[0]) if row else 0
 
@@ -155,8 +165,10 @@ class ReadModelStore:
                 table = self.table(projection)
                 keys = sorted({key for key, _ in keyed})  # sorted: a fixed lock order
                 cur.execute(
-                    sql.SQL("SELECT key, state, applied FROM {} WHERE key = ANY(%s)"
-                            " ORDER BY key FOR UPDATE").format(table),
+                    sql.SQL(
+                        "SELECT key, state, applied FROM {} WHERE key = ANY(%s)"
+                        " ORDER BY key FOR UPDATE"
+                    ).format(table),
                     (keys,),
                 )
                 docs: dict[str, tuple[State | None, dict[str, int]]] = {
@@ -181,9 +193,13 @@ class ReadModelStore:
                             "INSERT INTO {} (key, state, applied) VALUES %s"
                             " ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state,"
                             " applied = EXCLUDED.applied, updated_at = now()"
-                        ).format(table).as_string(cur),
-                        [(key, _dumps(docs[key][0]), _dumps(docs[key][1]))
-                         for key in sorted(changed)],
+                        )
+                        .format(table)
+                        .as_string(cur),
+                        [
+                            (key, _dumps(docs[key][0]), _dumps(docs[key][1]))
+                            for key in sorted(changed)
+                        ],
                         template="(%s, %s::jsonb, %s::jsonb)",
                         page_size=1000,
                     )
@@ -193,8 +209,10 @@ class ReadModelStore:
 
     def get(self, projection: str, key: str) -> State | None:
         with self.connection() as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT state FROM {} WHERE key = %s").format(
-                self.table(projection)), (key,))
+            cur.execute(
+                sql.SQL("SELECT state FROM {} WHERE key = %s").format(self.table(projection)),
+                (key,),
+            )
             row = cur.fetchone()
             return row[0] if row else None
 
@@ -202,8 +220,9 @@ class ReadModelStore:
         """Documents whose top-level ``field`` equals ``value``."""
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute(
-                sql.SQL("SELECT state FROM {} WHERE state ->> %s = %s ORDER BY key LIMIT %s")
-                .format(self.table(projection)),
+                sql.SQL(
+                    "SELECT state FROM {} WHERE state ->> %s = %s ORDER BY key LIMIT %s"
+                ).format(self.table(projection)),
                 (field, value, limit),
             )
             return [row[0] for row in cur.fetchall()]
@@ -216,8 +235,9 @@ class ReadModelStore:
 
     # -- replay ---------------------------------------------------------------------
 
-    def swap_in(self, conn: psycopg2.extensions.connection, live: ReadModelStore,
-                follower: str) -> None:
+    def swap_in(
+        self, conn: psycopg2.extensions.connection, live: ReadModelStore, follower: str
+    ) -> None:
         """Make this (rebuilt) generation the live one, in the caller's transaction.
 
         The caller holds both tracking rows locked and has caught this generation up, so
@@ -226,16 +246,26 @@ class ReadModelStore:
         with conn.cursor() as cur:
             for projection in self.projections:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(live.table(projection)))
-                cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-                    self.table(projection), live.table(projection)))
+                cur.execute(
+                    sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                        self.table(projection), live.table(projection)
+                    )
+                )
                 # The primary key index keeps its generation's name; rename it too so the
                 # next rebuild can create its own.
-                cur.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
-                    sql.Identifier(f"rm_{projection.name}{self.generation}_pkey"),
-                    sql.Identifier(f"rm_{projection.name}{live.generation}_pkey")))
+                cur.execute(
+                    sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                        sql.Identifier(f"rm_{projection.name}{self.generation}_pkey"),
+                        sql.Identifier(f"rm_{projection.name}{live.generation}_pkey"),
+                    )
+                )
                 for field in projection.indexed:
-                    cur.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
-                        self.index(projection, field), live.index(projection, field)))
-            cur.execute("DELETE FROM rm_tracking WHERE follower = %s",
-                        (self.tracking_name(follower),))
+                    cur.execute(
+                        sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                            self.index(projection, field), live.index(projection, field)
+                        )
+                    )
+            cur.execute(
+                "DELETE FROM rm_tracking WHERE follower = %s", (self.tracking_name(follower),)
+            )
         live.set_position(conn, follower, position)

@@ -19,8 +19,10 @@ def reduce(state: State | None, event: Touchpoint) -> State:
         "occurred_at": utc_iso(event.occurred_at),
         "channel": event.channel,
         "journey_id": journey_id if isinstance(journey_id, str) else None,
-        **{k: event.payload.get(k) for k in (
-            "survey_id", "question_id", "metric", "value", "attribute", "feature")},
+        **{
+            k: event.payload.get(k)
+            for k in ("survey_id", "question_id", "metric", "value", "attribute", "feature")
+        },
     }
 
 
@@ -28,5 +30,4 @@ def _key(event: Touchpoint) -> str | None:
     return event.event_id if event.type == "survey_answered" else None
 
 
-PROJECTION = Projection(name="survey_answer", key=_key, reduce=reduce,
-                        indexed=("metric",))
+PROJECTION = Projection(name="survey_answer", key=_key, reduce=reduce, indexed=("metric",))

@@ -52,28 +52,38 @@ def dead_letter(event: Any, reason: str, errors: Sequence[dict[str, str]]) -> by
         text: str | None = original.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    return json.dumps({
-        "schema": 1,
-        "reason": reason,
-        "errors": list(errors),
-        "source": {"topic": message.topic, "partition": message.partition,
-                   "offset": message.offset},
-        "original_base64": base64.b64encode(original).decode(),
-        "original_text": text,
-        "refused_at": datetime.now(UTC).isoformat(),
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "schema": 1,
+            "reason": reason,
+            "errors": list(errors),
+            "source": {
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+            },
+            "original_base64": base64.b64encode(original).decode(),
+            "original_text": text,
+            "refused_at": datetime.now(UTC).isoformat(),
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
-def triage(value: bytes | None, settings: Settings) -> tuple[TouchpointIn | None, str, list[
-        dict[str, str]]]:
+def triage(
+    value: bytes | None, settings: Settings
+) -> tuple[TouchpointIn | None, str, list[dict[str, str]]]:
     """(touchpoint, "", []) for a valid message, else (None, reason, field errors)."""
     try:
         raw = json.loads(value or b"")
     except (ValueError, RecursionError) as error:
         return None, f"malformed JSON: {error}", [{"field": "body", "message": str(error)}]
     try:
-        return parse_touchpoint(raw, now=datetime.now(UTC),
-                                max_future_skew=settings.max_future_skew), "", []
+        return (
+            parse_touchpoint(raw, now=datetime.now(UTC), max_future_skew=settings.max_future_skew),
+            "",
+            [],
+        )
     except InvalidTouchpoint as refusal:
         return None, "invalid touchpoint", [e.model_dump() for e in refusal.errors]
 
@@ -159,10 +169,12 @@ def create_app(
     if unknown or not roles:
         raise ValueError(f"roles: some of {', '.join(ROLES)}, got {', '.join(roles)}")
     group = settings.kafka_topic_prefix + (
-        "" if set(roles) == set(ROLES) else "-" + "-".join(sorted(roles)))
+        "" if set(roles) == set(ROLES) else "-" + "-".join(sorted(roles))
+    )
     topics = Topics.named(settings.kafka_topic_prefix)
     app_class: type[StreamApp] = type(
-        "PeakendStreamApp", (StreamApp,), {"fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms})
+        "PeakendStreamApp", (StreamApp,), {"fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms}
+    )
     app: StreamApp = app_class(
         group,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -179,12 +191,13 @@ def create_app(
         broker_rebalance_timeout=10,
         broker_commit_interval=1.0,
     )
-    touchpoints_topic = app.topic(topics.touchpoints, key_serializer="raw",
-                                  value_serializer="raw")
-    dead_letters_topic = app.topic(topics.dead_letters, key_serializer="raw",
-                                   value_serializer="raw")
-    customer_events_topic = app.topic(topics.customer_events, key_serializer="raw",
-                                      value_serializer="raw")
+    touchpoints_topic = app.topic(topics.touchpoints, key_serializer="raw", value_serializer="raw")
+    dead_letters_topic = app.topic(
+        topics.dead_letters, key_serializer="raw", value_serializer="raw"
+    )
+    customer_events_topic = app.topic(
+        topics.customer_events, key_serializer="raw", value_serializer="raw"
+    )
     app.topic(topics.alerts, key_serializer="raw", value_serializer="raw")
     batch, within = settings.stream_batch_size, settings.stream_batch_within_ms / 1000
 
@@ -194,6 +207,7 @@ def create_app(
         return take(batch, within=within)
 
     if "record" in roles:
+
         @app.agent(touchpoints_topic)
         async def record_touchpoints(stream: faust.StreamT[bytes]) -> None:
             async for events in batches(stream):
@@ -201,21 +215,34 @@ def create_app(
                 for event in events:
                     touchpoint, reason, errors = triage(event.message.value, settings)
                     if touchpoint is None:
-                        log.warning("dead-lettered %s[%d]@%d: %s", event.message.topic,
-                                    event.message.partition, event.message.offset, reason)
-                        await dead_letters_topic.send(key=event.message.key,
-                                                      value=dead_letter(event, reason, errors))
+                        log.warning(
+                            "dead-lettered %s[%d]@%d: %s",
+                            event.message.topic,
+                            event.message.partition,
+                            event.message.offset,
+                            reason,
+                        )
+                        await dead_letters_topic.send(
+                            key=event.message.key, value=dead_letter(event, reason, errors)
+                        )
                     else:
                         valid.append(touchpoint)
                 started = time.perf_counter()
                 if valid:
-                    await until_done(partial(records.record, valid), "recording",
-                                     lambda: app.should_stop)
+                    await until_done(
+                        partial(records.record, valid), "recording", lambda: app.should_stop
+                    )
                 partitions = sorted({e.message.partition for e in events})
-                log.info("%s recorded %d touchpoints from partitions %s in %.0f ms", WORKER,
-                         len(valid), partitions, (time.perf_counter() - started) * 1000)
+                log.info(
+                    "%s recorded %d touchpoints from partitions %s in %.0f ms",
+                    WORKER,
+                    len(valid),
+                    partitions,
+                    (time.perf_counter() - started) * 1000,
+                )
 
     if "project" in roles:
+
         @app.agent(customer_events_topic)
         async def project_customer_events(stream: faust.StreamT[bytes]) -> None:
             async for events in batches(stream):
@@ -224,34 +251,52 @@ def create_app(
                     try:
                         decoded = decode(records.mapper, event.message.value or b"")
                     except Exception as error:  # only the relay writes here: a bug, kept
-                        log.exception("undecodable customer event %s[%d]@%d",
-                                      event.message.topic, event.message.partition,
-                                      event.message.offset)
-                        await dead_letters_topic.send(key=event.message.key, value=dead_letter(
-                            event, f"undecodable customer event: {error}", []))
+                        log.exception(
+                            "undecodable customer event %s[%d]@%d",
+                            event.message.topic,
+                            event.message.partition,
+                            event.message.offset,
+                        )
+                        await dead_letters_topic.send(
+                            key=event.message.key,
+                            value=dead_letter(event, f"undecodable customer event: {error}", []),
+                        )
                         continue
                     if isinstance(decoded, Customer.TouchpointRecorded):
                         touchpoints.append(decoded)
 
                 started = time.perf_counter()
-                applied = await until_done(partial(project, store, touchpoints), "projecting",
-                                           lambda: app.should_stop)
-                log.info("%s projected %d events (%d updates) in %.0f ms", WORKER, len(events),
-                         applied, (time.perf_counter() - started) * 1000)
+                applied = await until_done(
+                    partial(project, store, touchpoints), "projecting", lambda: app.should_stop
+                )
+                log.info(
+                    "%s projected %d events (%d updates) in %.0f ms",
+                    WORKER,
+                    len(events),
+                    applied,
+                    (time.perf_counter() - started) * 1000,
+                )
 
     if settings.worker_runs_relay:
+
         @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
         async def relay_customer_events() -> None:
-            producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                     linger_ms=settings.kafka_linger_ms,
-                                     max_in_flight_requests_per_connection=1)
+            producer = KafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap,
+                acks="all",
+                linger_ms=settings.kafka_linger_ms,
+                max_in_flight_requests_per_connection=1,
+            )
             recorded = LogNotifications.of(records, database_url)
             try:
                 while not app.should_stop:
                     sent = await until_done(
-                        lambda: relay(records, store, producer, topics.customer_events,
-                                      batch_size=batch),
-                        "relaying", lambda: app.should_stop)
+                        lambda: relay(
+                            records, store, producer, topics.customer_events, batch_size=batch
+                        ),
+                        "relaying",
+                        lambda: app.should_stop,
+                    )
                     if sent == 0:  # caught up: wait for the next insert (or a second)
                         await asyncio.to_thread(recorded.wait, 1.0)
             finally:

@@ -90,8 +90,11 @@ class EmbeddedDriver:
         while size < self.record_batch_size:
             remaining = deadline - time.monotonic()
             try:
-                item = self._inbox.get(timeout=remaining) if remaining > 0 else (
-                    self._inbox.get_nowait())
+                item = (
+                    self._inbox.get(timeout=remaining)
+                    if remaining > 0
+                    else (self._inbox.get_nowait())
+                )
             except queue.Empty:
                 break
             batch.append(item)
@@ -113,13 +116,15 @@ class EmbeddedDriver:
             outcomes = self.records.record([tp for s in batch for tp in s.touchpoints])
         except Exception as error:
             if len(batch) > 1:
-                log.warning("a batch of %d requests failed (%s); recording them one by one",
-                            len(batch), error)
+                log.warning(
+                    "a batch of %d requests failed (%s); recording them one by one",
+                    len(batch),
+                    error,
+                )
                 for submission in batch:
                     self._record([submission])
                 return
-            log.exception("recording a request of %d touchpoints failed",
-                          len(batch[0].touchpoints))
+            log.exception("recording a request of %d touchpoints failed", len(batch[0].touchpoints))
             batch[0].future.set_exception(error)
             return
         start = 0

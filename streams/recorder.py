@@ -55,12 +55,15 @@ class ColumnarRecorder(PostgresApplicationRecorder):
     ) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
-        curs.execute(self.insert_events_statement, (
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
-        ))
+        curs.execute(
+            self.insert_events_statement,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+        )
 
 
 class CustomerRecords(Application[UUID]):
@@ -80,16 +83,22 @@ class CustomerRecords(Application[UUID]):
                 customer_ids = [resolve_customer_id(tp.customer.present()) for tp in touchpoints]
                 customers.update(self._customers(set(customer_ids)))
                 outcomes = [
-                    Recorded(tp.event_id, customer_id, duplicate=not customers[
-                        customer_aggregate_id(customer_id)].record_touchpoint(tp))
+                    Recorded(
+                        tp.event_id,
+                        customer_id,
+                        duplicate=not customers[
+                            customer_aggregate_id(customer_id)
+                        ].record_touchpoint(tp),
+                    )
                     for tp, customer_id in zip(touchpoints, customer_ids, strict=True)
                 ]
                 self.save(*customers.values())
             except Exception as error:
                 self._forget(customers)
                 if isinstance(error, IntegrityError) and attempt < attempts:
-                    log.warning("concurrent write to one of %d customers; retry %d",
-                                len(customers), attempt)
+                    log.warning(
+                        "concurrent write to one of %d customers; retry %d", len(customers), attempt
+                    )
                     continue
                 raise
             return outcomes
@@ -142,13 +151,20 @@ class CustomerRecords(Application[UUID]):
         with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
             cursor.execute(query, (aggregate_ids,))
             for row in cursor.fetchall():
-                streams.setdefault(row["originator_id"], []).append(self.mapper.to_domain_event(
-                    StoredEvent(row["originator_id"], row["originator_version"], row["topic"],
-                                bytes(row["state"]))))
+                streams.setdefault(row["originator_id"], []).append(
+                    self.mapper.to_domain_event(
+                        StoredEvent(
+                            row["originator_id"],
+                            row["originator_version"],
+                            row["topic"],
+                            bytes(row["state"]),
+                        )
+                    )
+                )
         rebuilt: dict[UUID, Any] = {
-            i: project_aggregate(None, events) for i, events in streams.items()}
+            i: project_aggregate(None, events) for i, events in streams.items()
+        }
         return {i: c for i, c in rebuilt.items() if isinstance(c, Customer)}
-
 
     def touchpoints_of(self, customer_id: str) -> list[Customer.TouchpointRecorded]:
         """Every touchpoint recorded for a customer, straight from the event store, in

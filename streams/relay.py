@@ -74,30 +74,37 @@ def encode(notification: Notification) -> tuple[bytes, bytes]:
     which every Customer event carries."""
     state = json.loads(notification.state)
     customer_id = str(state.get("customer_id", ""))
-    return customer_id.encode(), json.dumps({
-        "schema": SCHEMA,
-        "position": notification.id,
-        "customer_id": customer_id,
-        "originator_id": notification.originator_id.hex
-        if isinstance(notification.originator_id, UUID) else str(notification.originator_id),
-        "originator_version": notification.originator_version,
-        "topic": notification.topic,
-        "state": state,
-    }, separators=(",", ":")).encode()
+    return customer_id.encode(), json.dumps(
+        {
+            "schema": SCHEMA,
+            "position": notification.id,
+            "customer_id": customer_id,
+            "originator_id": notification.originator_id.hex
+            if isinstance(notification.originator_id, UUID)
+            else str(notification.originator_id),
+            "originator_version": notification.originator_version,
+            "topic": notification.topic,
+            "state": state,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def decode(mapper: Mapper[UUID], value: bytes) -> Any:
     """The domain event in a customer-events message."""
     message = json.loads(value)
     if message.get("schema") != SCHEMA:
-        raise ValueError(f"schema: customer-events messages are version {SCHEMA}, "
-                         f"got {message.get('schema')!r}")
-    return mapper.to_domain_event(StoredEvent(
-        originator_id=UUID(message["originator_id"]),
-        originator_version=message["originator_version"],
-        topic=message["topic"],
-        state=json.dumps(message["state"], separators=(",", ":")).encode(),
-    ))
+        raise ValueError(
+            f"schema: customer-events messages are version {SCHEMA}, got {message.get('schema')!r}"
+        )
+    return mapper.to_domain_event(
+        StoredEvent(
+            originator_id=UUID(message["originator_id"]),
+            originator_version=message["originator_version"],
+            topic=message["topic"],
+            state=json.dumps(message["state"], separators=(",", ":")).encode(),
+        )
+    )
 
 
 def relay(
@@ -116,7 +123,8 @@ def relay(
         except psycopg2.errors.LockNotAvailable:
             return 0
         notifications = records.recorder.select_notifications(
-            start=position, limit=batch_size, inclusive_of_start=False)
+            start=position, limit=batch_size, inclusive_of_start=False
+        )
         if not notifications:
             return 0
         sent = []

@@ -102,8 +102,9 @@ def serve() -> Iterator[Callable[[Platform], str]]:
 
     def start(platform: Platform) -> str:
         port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(
-            create_app(platform), host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 10

@@ -25,8 +25,17 @@ Item = dict[str, Any]
 
 AS_OF = datetime(2026, 6, 15, tzinfo=UTC)  # a Monday, in the middle of June
 TIERS = ("vip", "major", "ordinary", "small", "inactive", "prospect")
-SEGMENTS = ("champions", "loyal", "potential_loyalist", "new", "need_attention", "at_risk",
-            "cannot_lose", "hibernating", "lost")
+SEGMENTS = (
+    "champions",
+    "loyal",
+    "potential_loyalist",
+    "new",
+    "need_attention",
+    "at_risk",
+    "cannot_lose",
+    "hibernating",
+    "lost",
+)
 
 
 def new_id(prefix: str) -> str:
@@ -57,20 +66,38 @@ def envelope(customer_id: str, at: datetime, /, **fields: Any) -> Item:
 
 
 def purchase(customer_id: str, amount: str, at: datetime, currency: str = "EUR") -> Item:
-    return envelope(customer_id, at, type="purchase", channel="web", payload={
-        "order_id": new_id("O"), "amount": amount, "currency": currency})
+    return envelope(
+        customer_id,
+        at,
+        type="purchase",
+        channel="web",
+        payload={"order_id": new_id("O"), "amount": amount, "currency": currency},
+    )
 
 
-def answer(customer_id: str, metric: str, value: Any, at: datetime, *,
-           channel: str = "email", survey: str = "S1", question: str | None = None,
-           **fields: Any) -> Item:
+def answer(
+    customer_id: str,
+    metric: str,
+    value: Any,
+    at: datetime,
+    *,
+    channel: str = "email",
+    survey: str = "S1",
+    question: str | None = None,
+    **fields: Any,
+) -> Item:
     """A survey answer; ``attribute``/``feature`` go to the payload, anything else
     (``journey``, ``additional``) to the envelope."""
-    payload = {"survey_id": survey, "question_id": question or f"Q-{metric}",
-               "metric": metric, "value": value}
+    payload = {
+        "survey_id": survey,
+        "question_id": question or f"Q-{metric}",
+        "metric": metric,
+        "value": value,
+    }
     payload.update({k: fields.pop(k) for k in ("attribute", "feature") if k in fields})
-    return envelope(customer_id, at, type="survey_answered", channel=channel,
-                    payload=payload, **fields)
+    return envelope(
+        customer_id, at, type="survey_answered", channel=channel, payload=payload, **fields
+    )
 
 
 def delivery(customer_id: str, at: datetime, on_time: bool | None) -> Item:
@@ -80,8 +107,9 @@ def delivery(customer_id: str, at: datetime, on_time: bool | None) -> Item:
     return envelope(customer_id, at, type="delivery", channel="courier", payload=payload)
 
 
-def step(customer_id: str, journey_id: str, kind: str, name: str, at: datetime,
-         emotion: int | None) -> Item:
+def step(
+    customer_id: str, journey_id: str, kind: str, name: str, at: datetime, emotion: int | None
+) -> Item:
     fields: dict[str, Any] = {"journey": {"id": journey_id, "type": kind, "step": name}}
     if emotion is not None:
         fields["emotion"] = emotion
@@ -128,9 +156,14 @@ def get(client: httpx.Client) -> Callable[..., Any]:
 def tier_rows(pyramid: dict[str, Any]) -> dict[str, tuple[int, Decimal, Decimal | None]]:
     """Per tier: customers, revenue and revenue share (a decimal string to 4 places)."""
     assert [row["tier"] for row in pyramid["tiers"]] == list(TIERS)
-    return {row["tier"]: (row["customers"], dec(row["revenue"]),
-                          None if row["revenue_share"] is None else dec(row["revenue_share"]))
-            for row in pyramid["tiers"]}
+    return {
+        row["tier"]: (
+            row["customers"],
+            dec(row["revenue"]),
+            None if row["revenue_share"] is None else dec(row["revenue_share"]),
+        )
+        for row in pyramid["tiers"]
+    }
 
 
 # -- pyramid ------------------------------------------------------------------------------
@@ -144,7 +177,8 @@ def test_the_pyramid_of_100_buyers_is_1_4_15_80_with_exact_revenue_and_shares(
     items = [purchase(c, f"{i + 1}.00", ago(i + 1)) for i, c in enumerate(buyers[:99])]
     top = buyers[99]
     items += [
-        purchase(top, "60.00", ago(100)), purchase(top, "40.00", ago(50)),  # 100.00 in window
+        purchase(top, "60.00", ago(100)),
+        purchase(top, "40.00", ago(50)),  # 100.00 in window
         purchase(top, "1000.00", ago(400)),  # before the window: not counted
         purchase(buyers[0], "10000.00", ago(3), currency="USD"),  # not the reporting currency
         purchase(inactive, "500.00", ago(700)),  # bought only about two years ago
@@ -172,7 +206,10 @@ def test_the_pyramid_of_100_buyers_is_1_4_15_80_with_exact_revenue_and_shares(
     assert dec(pyramid["pareto"]["top_20_percent_revenue_share"]) == Decimal("0.3584")
 
     assert get(f"/v1/customers/{top}")["value_tier"] == {
-        "tier": "vip", "value_in_window": "100.00", "window_days": 365}
+        "tier": "vip",
+        "value_in_window": "100.00",
+        "window_days": 365,
+    }
     assert get(f"/v1/customers/{buyers[95]}")["value_tier"]["tier"] == "major"
     assert get(f"/v1/customers/{buyers[94]}")["value_tier"]["tier"] == "ordinary"
     assert get(f"/v1/customers/{buyers[79]}")["value_tier"]["tier"] == "small"
@@ -188,8 +225,12 @@ def test_a_tie_group_straddling_a_cut_goes_whole_to_the_higher_tier(
     # so major is empty; the 20s sit at ranks 4 and 5 (competition rank 4) -> ordinary.
     values = ["50.00", "50.00", "40.00", "20.00", "20.00"] + [f"{v}.00" for v in range(15, 0, -1)]
     customers = [new_id("C") for _ in values]
-    record(*(purchase(c, v, ago(10 + i)) for i, (c, v) in enumerate(zip(customers, values,
-                                                                         strict=True))))
+    record(
+        *(
+            purchase(c, v, ago(10 + i))
+            for i, (c, v) in enumerate(zip(customers, values, strict=True))
+        )
+    )
     pyramid = get("/v1/analytics/pyramid")
     assert tier_rows(pyramid) == {  # of 300 in all
         "vip": (2, Decimal(100), Decimal("0.3333")),
@@ -250,9 +291,12 @@ def test_the_pyramid_as_of_an_earlier_date_ignores_later_purchases(
     then = get(f"/v1/customers/{later_vip}", as_of=iso(earlier))
     assert when(then["measures_as_of"]) == earlier
     assert (then["value_tier"]["tier"], dec(then["value_tier"]["value_in_window"])) == (
-        "small", Decimal("5.00"))
+        "small",
+        Decimal("5.00"),
+    )
     assert get(f"/v1/customers/{converted}", as_of=iso(earlier))["value_tier"]["tier"] == (
-        "prospect")
+        "prospect"
+    )
     assert get(f"/v1/customers/{converted}")["value_tier"]["tier"] == "small"
 
 
@@ -273,10 +317,13 @@ def test_monthly_migration_counts_each_move_between_the_calendar_months(
     record(
         purchase(faded, "5.00", on(4, 10)),
         purchase(lapsing, "100.00", on(5, 10)),  # May only
-        purchase(grower, "50.00", on(5, 12)), purchase(grower, "200.00", on(6, 3)),
+        purchase(grower, "50.00", on(5, 12)),
+        purchase(grower, "200.00", on(6, 3)),
         purchase(faded, "10.00", on(5, 20)),  # April and May, not June
-        envelope(newcomer, on(6, 1)), purchase(newcomer, "30.00", on(6, 5)),  # new in June
-        purchase(returner, "7.00", on(3, 10)), purchase(returner, "1.00", on(6, 10)),
+        envelope(newcomer, on(6, 1)),
+        purchase(newcomer, "30.00", on(6, 5)),  # new in June
+        purchase(returner, "7.00", on(3, 10)),
+        purchase(returner, "1.00", on(6, 10)),
         envelope(visitor, on(3, 1)),
         purchase(grower, "999.00", on(6, 20)),  # after as_of: ignored
     )
@@ -341,8 +388,14 @@ def test_rfm_scores_by_quintile_with_ties_at_their_middle_rank_and_names_the_seg
     # d (2,2) hibernating; e (1,3) at_risk; f (1,1) lost.
     rfm = get("/v1/analytics/rfm")
     assert (rfm["customers"], rfm["window_days"]) == (6, 365)
-    assert rfm["segments"] == {**dict.fromkeys(SEGMENTS, 0), "champions": 2,
-                               "need_attention": 1, "hibernating": 1, "at_risk": 1, "lost": 1}
+    assert rfm["segments"] == {
+        **dict.fromkeys(SEGMENTS, 0),
+        "champions": 2,
+        "need_attention": 1,
+        "hibernating": 1,
+        "at_risk": 1,
+        "lost": 1,
+    }
 
     expected = {
         a: (1, 5, "100.00", 5, 5, 4, "champions"),
@@ -354,10 +407,16 @@ def test_rfm_scores_by_quintile_with_ties_at_their_middle_rank_and_names_the_seg
     }
     for customer, (days, count, spend, r, f_score, m, segment) in expected.items():
         found = get(f"/v1/customers/{customer}")["rfm"]
-        assert (found["recency_days"], found["frequency"], dec(found["monetary"]),
-                found["r"], found["f"], found["m"], found["segment"],
-                found["window_days"]) == (
-            days, count, Decimal(spend), r, f_score, m, segment, 365), customer
+        assert (
+            found["recency_days"],
+            found["frequency"],
+            dec(found["monetary"]),
+            found["r"],
+            found["f"],
+            found["m"],
+            found["segment"],
+            found["window_days"],
+        ) == (days, count, Decimal(spend), r, f_score, m, segment, 365), customer
     assert get(f"/v1/customers/{visitor}")["rfm"] is None
 
 
@@ -365,15 +424,25 @@ def test_rfm_scores_by_quintile_with_ties_at_their_middle_rank_and_names_the_seg
 
 
 def nps_block(promoters: int, passives: int, detractors: int, score: float | None) -> Item:
-    return {"promoters": promoters, "passives": passives, "detractors": detractors,
-            "responses": promoters + passives + detractors, "nps": score}
+    return {
+        "promoters": promoters,
+        "passives": passives,
+        "detractors": detractors,
+        "responses": promoters + passives + detractors,
+        "nps": score,
+    }
 
 
-def csat_block(counts: dict[int, int], top: float | None, bottom: float | None,
-               mean: float | None) -> Item:
-    return {"counts": {str(level): counts.get(level, 0) for level in range(1, 6)},
-            "responses": sum(counts.values()), "mean": mean, "share_top": top,
-            "share_bottom": bottom}
+def csat_block(
+    counts: dict[int, int], top: float | None, bottom: float | None, mean: float | None
+) -> Item:
+    return {
+        "counts": {str(level): counts.get(level, 0) for level in range(1, 6)},
+        "responses": sum(counts.values()),
+        "mean": mean,
+        "share_top": top,
+        "share_bottom": bottom,
+    }
 
 
 def assert_summary(found: Item, nps: Item, csat: Item, ces: Item) -> None:
@@ -418,37 +487,64 @@ def test_satisfaction_summarises_nps_csat_and_ces_overall_by_channel_journey_and
     assert summary["filters"] == {"since": None, "channel": None, "journey_type": None}
     # NPS 10, 9, 8, 6, 0: 2 promoters, 1 passive, 2 detractors -> (2 - 2) / 5 * 100 = 0.
     # CSAT 5, 5, 4, 2, 1: mean 17/5, L5 share 2/5, L1+L2 share 2/5. CES 7, 5, 3: mean 5.
-    assert_summary(summary["overall"], nps_block(2, 1, 2, 0.0),
-                   csat_block({1: 1, 2: 1, 4: 1, 5: 2}, 0.4, 0.4, 3.4),
-                   {"responses": 3, "mean": 5.0})
+    assert_summary(
+        summary["overall"],
+        nps_block(2, 1, 2, 0.0),
+        csat_block({1: 1, 2: 1, 4: 1, 5: 2}, 0.4, 0.4, 3.4),
+        {"responses": 3, "mean": 5.0},
+    )
 
     assert sorted(summary["by_channel"]) == ["email", "web"]
-    assert_summary(summary["by_channel"]["web"], nps_block(2, 0, 0, 100.0),
-                   csat_block({5: 1}, 1.0, 0.0, 5.0), {"responses": 1, "mean": 7.0})
-    assert_summary(summary["by_channel"]["email"], nps_block(0, 1, 2, -200 / 3),
-                   csat_block({1: 1, 2: 1, 4: 1, 5: 1}, 0.25, 0.5, 3.0),
-                   {"responses": 2, "mean": 4.0})
+    assert_summary(
+        summary["by_channel"]["web"],
+        nps_block(2, 0, 0, 100.0),
+        csat_block({5: 1}, 1.0, 0.0, 5.0),
+        {"responses": 1, "mean": 7.0},
+    )
+    assert_summary(
+        summary["by_channel"]["email"],
+        nps_block(0, 1, 2, -200 / 3),
+        csat_block({1: 1, 2: 1, 4: 1, 5: 1}, 0.25, 0.5, 3.0),
+        {"responses": 2, "mean": 4.0},
+    )
 
     no_csat = csat_block({}, None, None, None)
     no_ces = {"responses": 0, "mean": None}
     assert sorted(summary["by_journey_type"]) == ["car_service", "none", "onboarding"]
-    assert_summary(summary["by_journey_type"]["car_service"], nps_block(1, 0, 0, 100.0),
-                   csat_block({5: 1}, 1.0, 0.0, 5.0), no_ces)
-    assert_summary(summary["by_journey_type"]["onboarding"], nps_block(1, 0, 0, 100.0),
-                   no_csat, no_ces)
-    assert_summary(summary["by_journey_type"]["none"], nps_block(0, 1, 2, -200 / 3),
-                   csat_block({1: 1, 2: 1, 4: 1, 5: 1}, 0.25, 0.5, 3.0),
-                   {"responses": 3, "mean": 5.0})
+    assert_summary(
+        summary["by_journey_type"]["car_service"],
+        nps_block(1, 0, 0, 100.0),
+        csat_block({5: 1}, 1.0, 0.0, 5.0),
+        no_ces,
+    )
+    assert_summary(
+        summary["by_journey_type"]["onboarding"], nps_block(1, 0, 0, 100.0), no_csat, no_ces
+    )
+    assert_summary(
+        summary["by_journey_type"]["none"],
+        nps_block(0, 1, 2, -200 / 3),
+        csat_block({1: 1, 2: 1, 4: 1, 5: 1}, 0.25, 0.5, 3.0),
+        {"responses": 3, "mean": 5.0},
+    )
 
     by_month = {when(key): value for key, value in summary["by_period"].items()}
     april, may, june = (datetime(2026, m, 1, tzinfo=UTC) for m in (4, 5, 6))
     assert sorted(by_month) == [april, may, june]
-    assert_summary(by_month[april], nps_block(1, 1, 0, 50.0),
-                   csat_block({5: 1}, 1.0, 0.0, 5.0), no_ces)
-    assert_summary(by_month[may], nps_block(1, 0, 1, 0.0),
-                   csat_block({4: 1, 5: 1}, 0.5, 0.0, 4.5), {"responses": 1, "mean": 5.0})
-    assert_summary(by_month[june], nps_block(0, 0, 1, -100.0),
-                   csat_block({1: 1, 2: 1}, 0.0, 1.0, 1.5), {"responses": 2, "mean": 5.0})
+    assert_summary(
+        by_month[april], nps_block(1, 1, 0, 50.0), csat_block({5: 1}, 1.0, 0.0, 5.0), no_ces
+    )
+    assert_summary(
+        by_month[may],
+        nps_block(1, 0, 1, 0.0),
+        csat_block({4: 1, 5: 1}, 0.5, 0.0, 4.5),
+        {"responses": 1, "mean": 5.0},
+    )
+    assert_summary(
+        by_month[june],
+        nps_block(0, 0, 1, -100.0),
+        csat_block({1: 1, 2: 1}, 0.0, 1.0, 1.5),
+        {"responses": 2, "mean": 5.0},
+    )
 
     web = get("/v1/analytics/satisfaction", channel="web")
     assert web["filters"]["channel"] == "web"
@@ -468,12 +564,29 @@ def test_kano_classifies_each_respondents_latest_pair_and_computes_better_and_wo
 ) -> None:
     people = [new_id("C") for _ in range(7)]
 
-    def pair(customer: str, feature: str, functional: str, dysfunctional: str,
-             at: datetime) -> list[Item]:
-        return [answer(customer, "kano_functional", functional, at, feature=feature,
-                       question=f"Q-{feature}-f", survey=f"K-{feature}"),
-                answer(customer, "kano_dysfunctional", dysfunctional, at, feature=feature,
-                       question=f"Q-{feature}-d", survey=f"K-{feature}")]
+    def pair(
+        customer: str, feature: str, functional: str, dysfunctional: str, at: datetime
+    ) -> list[Item]:
+        return [
+            answer(
+                customer,
+                "kano_functional",
+                functional,
+                at,
+                feature=feature,
+                question=f"Q-{feature}-f",
+                survey=f"K-{feature}",
+            ),
+            answer(
+                customer,
+                "kano_dysfunctional",
+                dysfunctional,
+                at,
+                feature=feature,
+                question=f"Q-{feature}-d",
+                survey=f"K-{feature}",
+            ),
+        ]
 
     seats, wheel = "heated_seats", "spare_wheel"
     record(
@@ -481,10 +594,18 @@ def test_kano_classifies_each_respondents_latest_pair_and_computes_better_and_wo
         *pair(people[1], seats, "like", "dislike", ago(9)),  # O
         *pair(people[2], seats, "like", "dislike", ago(9)),  # O
         *pair(people[3], seats, "like", "dislike", ago(9)),  # replaced by the next answer:
-        answer(people[3], "kano_dysfunctional", "neutral", ago(8), feature=seats,
-               question="Q-again", survey=f"K-{seats}"),  # -> (like, neutral): A
-        answer(people[4], "kano_functional", "like", ago(9), feature=seats,
-               survey=f"K-{seats}"),  # half a pair: not counted
+        answer(
+            people[3],
+            "kano_dysfunctional",
+            "neutral",
+            ago(8),
+            feature=seats,
+            question="Q-again",
+            survey=f"K-{seats}",
+        ),  # -> (like, neutral): A
+        answer(
+            people[4], "kano_functional", "like", ago(9), feature=seats, survey=f"K-{seats}"
+        ),  # half a pair: not counted
         *pair(people[5], seats, "dislike", "like", AS_OF + timedelta(days=2)),  # after as_of
         *pair(people[0], wheel, "expect", "dislike", ago(9)),  # M
         *pair(people[1], wheel, "neutral", "dislike", ago(9)),  # M
@@ -494,17 +615,24 @@ def test_kano_classifies_each_respondents_latest_pair_and_computes_better_and_wo
     )
     features = get("/v1/analytics/kano")["features"]
     assert sorted(features) == [seats, wheel]
-    zero = dict.fromkeys(("attractive", "one_dimensional", "must_be", "indifferent",
-                          "reverse", "questionable"), 0)
+    zero = dict.fromkeys(
+        ("attractive", "one_dimensional", "must_be", "indifferent", "reverse", "questionable"), 0
+    )
     # heated seats: O 3, A 1 -> one_dimensional; CS+ = (1+3)/4 = 1.0; CS- = -(3+0)/4
     assert features[seats] == {
         "counts": {**zero, "one_dimensional": 3, "attractive": 1},
-        "category": "one_dimensional", "better": 1.0, "worse": -0.75}
+        "category": "one_dimensional",
+        "better": 1.0,
+        "worse": -0.75,
+    }
     # spare wheel: M 2, I 2, R 1 -> the M/I tie goes to must_be (M > O > A > I);
     # CS+ = 0/4 = 0, CS- = -(0+2)/4 = -0.5 (reverse answers are not in the denominator)
     assert features[wheel] == {
         "counts": {**zero, "must_be": 2, "indifferent": 2, "reverse": 1},
-        "category": "must_be", "better": 0.0, "worse": -0.5}
+        "category": "must_be",
+        "better": 0.0,
+        "worse": -0.5,
+    }
 
 
 # -- importance vs satisfaction -----------------------------------------------------------
@@ -515,33 +643,60 @@ def test_opportunities_rank_attributes_by_importance_plus_unmet_importance(
 ) -> None:
     people = [new_id("C") for _ in range(3)]
 
-    def rate(i: int, attribute: str, importance: int | None, quality: int | None,
-             at: datetime | None = None) -> list[Item]:
+    def rate(
+        i: int,
+        attribute: str,
+        importance: int | None,
+        quality: int | None,
+        at: datetime | None = None,
+    ) -> list[Item]:
         at = at or ago(5)
         out = []
         if importance is not None:
-            out.append(answer(people[i], "importance", importance, at, attribute=attribute,
-                              question=f"I-{attribute}", survey=f"S{i}"))
+            out.append(
+                answer(
+                    people[i],
+                    "importance",
+                    importance,
+                    at,
+                    attribute=attribute,
+                    question=f"I-{attribute}",
+                    survey=f"S{i}",
+                )
+            )
         if quality is not None:
-            out.append(answer(people[i], "perceived_quality", quality, at,
-                              attribute=attribute, question=f"P-{attribute}", survey=f"S{i}"))
+            out.append(
+                answer(
+                    people[i],
+                    "perceived_quality",
+                    quality,
+                    at,
+                    attribute=attribute,
+                    question=f"P-{attribute}",
+                    survey=f"S{i}",
+                )
+            )
         return out
 
     record(
-        *rate(0, "friendliness", 10, 2), *rate(1, "friendliness", 10, None),
-        *rate(0, "wifi", 7, 3), *rate(1, "wifi", 8, 4), *rate(2, "wifi", None, 4),
-        *rate(0, "speed", 9, 4), *rate(1, "speed", 7, 6),
+        *rate(0, "friendliness", 10, 2),
+        *rate(1, "friendliness", 10, None),
+        *rate(0, "wifi", 7, 3),
+        *rate(1, "wifi", 8, 4),
+        *rate(2, "wifi", None, 4),
+        *rate(0, "speed", 9, 4),
+        *rate(1, "speed", 7, 6),
         *rate(0, "price", 6, 9),
         *rate(2, "price", 10, 0, AS_OF + timedelta(days=1)),  # after as_of: ignored
-        *rate(0, "parking", 5, None), *rate(1, "music", None, 8),
+        *rate(0, "parking", 5, None),
+        *rate(1, "music", None, 8),
         answer(people[2], "perceived_quality", 0, ago(5)),  # no attribute: ignored
     )
     found = get("/v1/analytics/opportunities")
     # friendliness: 10 + max(10 - 2, 0) = 18; wifi: 7.5 + (7.5 - 11/3) = 11.333;
     # speed: 8 + (8 - 5) = 11; price: 6 + max(6 - 9, 0) = 6.
     assert found["ranked"] == [
-        {"attribute": "friendliness", "importance": 10.0, "satisfaction": 2.0,
-         "opportunity": 18.0},
+        {"attribute": "friendliness", "importance": 10.0, "satisfaction": 2.0, "opportunity": 18.0},
         {"attribute": "wifi", "importance": 7.5, "satisfaction": 3.667, "opportunity": 11.333},
         {"attribute": "speed", "importance": 8.0, "satisfaction": 5.0, "opportunity": 11.0},
         {"attribute": "price", "importance": 6.0, "satisfaction": 9.0, "opportunity": 6.0},
@@ -559,17 +714,24 @@ def test_emotion_curves_average_each_step_split_new_and_returning_with_moments_o
     j1, j2, j3, j4, j5 = (new_id("J") for _ in range(5))
     kind = "car_service"
 
-    def journey(customer: str, journey_id: str, start: datetime,
-                emotions: list[tuple[str, int | None]]) -> list[Item]:
-        return [step(customer, journey_id, kind, name, start + timedelta(minutes=20 * i), e)
-                for i, (name, e) in enumerate(emotions)]
+    def journey(
+        customer: str, journey_id: str, start: datetime, emotions: list[tuple[str, int | None]]
+    ) -> list[Item]:
+        return [
+            step(customer, journey_id, kind, name, start + timedelta(minutes=20 * i), e)
+            for i, (name, e) in enumerate(emotions)
+        ]
 
     record(
         envelope(regular, ago(60)),  # an earlier contact: the regular is returning
         *journey(fresh, j1, ago(40), [("arrival", 1), ("waiting", -2), ("farewell", 2)]),
         *journey(regular, j2, ago(30), [("arrival", 3), ("waiting", -1), ("farewell", -3)]),
-        *journey(other, j3, ago(20), [("arrival", 0), ("waiting", -3), ("paperwork", None),
-                                      ("farewell", 1)]),
+        *journey(
+            other,
+            j3,
+            ago(20),
+            [("arrival", 0), ("waiting", -3), ("paperwork", None), ("farewell", 1)],
+        ),
         *journey(late, j4, AS_OF + timedelta(days=2), [("arrival", -3)]),  # after as_of
         step(onboarded, j5, "onboarding", "welcome", ago(10), 2),
     )
@@ -585,25 +747,58 @@ def test_emotion_curves_average_each_step_split_new_and_returning_with_moments_o
     car = curves[kind]
     assert car["journeys"] == 3
     assert car["steps"] == [
-        {"step": "arrival", "mean_emotion": round(4 / 3, 3), "new_customers": 0.5,
-         "returning_customers": 3.0, "responses": 3},
-        {"step": "waiting", "mean_emotion": -2.0, "new_customers": -2.5,
-         "returning_customers": -1.0, "responses": 3},
-        {"step": "farewell", "mean_emotion": 0.0, "new_customers": 1.5,
-         "returning_customers": -3.0, "responses": 3},
+        {
+            "step": "arrival",
+            "mean_emotion": round(4 / 3, 3),
+            "new_customers": 0.5,
+            "returning_customers": 3.0,
+            "responses": 3,
+        },
+        {
+            "step": "waiting",
+            "mean_emotion": -2.0,
+            "new_customers": -2.5,
+            "returning_customers": -1.0,
+            "responses": 3,
+        },
+        {
+            "step": "farewell",
+            "mean_emotion": 0.0,
+            "new_customers": 1.5,
+            "returning_customers": -3.0,
+            "responses": 3,
+        },
     ]
     assert car["moments_of_truth"] == [
-        {"step": "farewell", "peak_share": round(1 / 3, 3), "end_share": 1.0,
-         "predicts_peak_end": round(8 / math.sqrt(196 / 3), 3)},
-        {"step": "waiting", "peak_share": round(2 / 3, 3), "end_share": 0.0,
-         "predicts_peak_end": round(-2 / math.sqrt(28 / 3), 3)},
-        {"step": "arrival", "peak_share": 0.0, "end_share": 0.0,
-         "predicts_peak_end": round(-11 / 14, 3)},
+        {
+            "step": "farewell",
+            "peak_share": round(1 / 3, 3),
+            "end_share": 1.0,
+            "predicts_peak_end": round(8 / math.sqrt(196 / 3), 3),
+        },
+        {
+            "step": "waiting",
+            "peak_share": round(2 / 3, 3),
+            "end_share": 0.0,
+            "predicts_peak_end": round(-2 / math.sqrt(28 / 3), 3),
+        },
+        {
+            "step": "arrival",
+            "peak_share": 0.0,
+            "end_share": 0.0,
+            "predicts_peak_end": round(-11 / 14, 3),
+        },
     ]
     assert curves["onboarding"]["journeys"] == 1
     assert curves["onboarding"]["steps"] == [
-        {"step": "welcome", "mean_emotion": 2.0, "new_customers": 2.0,
-         "returning_customers": None, "responses": 1}]
+        {
+            "step": "welcome",
+            "mean_emotion": 2.0,
+            "new_customers": 2.0,
+            "returning_customers": None,
+            "responses": 1,
+        }
+    ]
 
     only = get("/v1/analytics/emotion-curves", journey_type=kind)["journey_types"]
     assert only == {kind: car}
@@ -615,21 +810,27 @@ def test_emotion_curves_of_two_journeys_have_no_correlation_and_split_peak_and_e
     fresh, regular = new_id("C"), new_id("C")
     record(
         purchase(regular, "10.00", ago(90)),
-        *(step(fresh, "J1-" + fresh, "visit", name, ago(40, hours=-i), e)
-          for i, (name, e) in enumerate([("in", 1), ("queue", -2), ("out", 2)])),
-        *(step(regular, "J2-" + regular, "visit", name, ago(30, hours=-i), e)
-          for i, (name, e) in enumerate([("in", 3), ("queue", -1), ("out", -3)])),
+        *(
+            step(fresh, "J1-" + fresh, "visit", name, ago(40, hours=-i), e)
+            for i, (name, e) in enumerate([("in", 1), ("queue", -2), ("out", 2)])
+        ),
+        *(
+            step(regular, "J2-" + regular, "visit", name, ago(30, hours=-i), e)
+            for i, (name, e) in enumerate([("in", 3), ("queue", -1), ("out", -3)])
+        ),
     )
     visit = get("/v1/analytics/emotion-curves")["journey_types"]["visit"]
-    assert [(s["step"], s["mean_emotion"], s["new_customers"], s["returning_customers"])
-            for s in visit["steps"]] == [
-        ("in", 2.0, 1.0, 3.0), ("queue", -1.5, -2.0, -1.0), ("out", -0.5, 2.0, -3.0)]
+    assert [
+        (s["step"], s["mean_emotion"], s["new_customers"], s["returning_customers"])
+        for s in visit["steps"]
+    ] == [("in", 2.0, 1.0, 3.0), ("queue", -1.5, -2.0, -1.0), ("out", -0.5, 2.0, -3.0)]
     # peaks: queue (-2 beats 2) and out (-3 beats 3); both end at out; two journeys are
     # too few for a correlation.
-    shares = {m["step"]: (m["peak_share"], m["end_share"], m["predicts_peak_end"])
-              for m in visit["moments_of_truth"]}
-    assert shares == {"in": (0.0, 0.0, None), "queue": (0.5, 0.0, None),
-                      "out": (0.5, 1.0, None)}
+    shares = {
+        m["step"]: (m["peak_share"], m["end_share"], m["predicts_peak_end"])
+        for m in visit["moments_of_truth"]
+    }
+    assert shares == {"in": (0.0, 0.0, None), "queue": (0.5, 0.0, None), "out": (0.5, 1.0, None)}
 
 
 # -- per-customer measures ----------------------------------------------------------------
@@ -643,12 +844,16 @@ def test_the_lifecycle_stage_and_the_rule_that_decided_it(
     record(
         purchase(first, "10.00", ago(10)),
         purchase(first, "10.00", AS_OF + timedelta(days=5)),  # after as_of: not counted
-        purchase(repeat, "10.00", ago(20)), purchase(repeat, "10.00", ago(10)),
+        purchase(repeat, "10.00", ago(20)),
+        purchase(repeat, "10.00", ago(10)),
         *(purchase(client, "10.00", ago(days)) for days in (31, 24, 17, 10, 3)),
-        purchase(advocate, "10.00", ago(20)), purchase(advocate, "10.00", ago(10)),
+        purchase(advocate, "10.00", ago(20)),
+        purchase(advocate, "10.00", ago(10)),
         answer(advocate, "nps", 9, ago(5)),
-        purchase(promoter_once, "10.00", ago(10)), answer(promoter_once, "nps", 10, ago(5)),
-        purchase(lapsed_year, "10.00", ago(400)), purchase(lapsed_year, "10.00", ago(380)),
+        purchase(promoter_once, "10.00", ago(10)),
+        answer(promoter_once, "nps", 10, ago(5)),
+        purchase(lapsed_year, "10.00", ago(400)),
+        purchase(lapsed_year, "10.00", ago(380)),
         *(purchase(lapsed_rhythm, "10.00", ago(days)) for days in (100, 90, 80)),
         envelope(prospect, ago(3)),
     )
@@ -694,8 +899,7 @@ def test_customer_satisfaction_measures_read_the_latest_answers_as_of_the_instan
     assert found["csat_latest"]["name"] == "dazzled"
     assert when(found["csat_latest"]["occurred_at"]) == ago(10)
     assert found["csat_trailing_mean"] == pytest.approx(4.0)  # (3 + 5) / 2
-    assert (found["nps_latest"], found["nps_category"], found["ces_latest"]) == (
-        9, "promoter", 6)
+    assert (found["nps_latest"], found["nps_category"], found["ces_latest"]) == (9, "promoter", 6)
     assert (found["expectation"], found["perceived_quality"], found["delta"]) == (7, 9, 2)
 
     found = get(f"/v1/customers/{unhappy}")["satisfaction"]
@@ -708,9 +912,15 @@ def test_customer_satisfaction_measures_read_the_latest_answers_as_of_the_instan
     assert earlier["nps_latest"] is None and earlier["delta"] is None
 
     assert get(f"/v1/customers/{silent}")["satisfaction"] == {
-        "csat_latest": None, "csat_trailing_mean": None, "nps_latest": None,
-        "nps_category": None, "ces_latest": None, "expectation": None,
-        "perceived_quality": None, "delta": None}
+        "csat_latest": None,
+        "csat_trailing_mean": None,
+        "nps_latest": None,
+        "nps_category": None,
+        "ces_latest": None,
+        "expectation": None,
+        "perceived_quality": None,
+        "delta": None,
+    }
 
 
 def test_trust_counts_delivery_promises_made_and_kept(
@@ -728,7 +938,10 @@ def test_trust_counts_delivery_promises_made_and_kept(
     assert (trust["promises_made"], trust["promises_kept"]) == (3, 2)
     assert trust["reliability"] == pytest.approx(2 / 3)
     assert get(f"/v1/customers/{nobody}")["trust"] == {
-        "promises_made": 0, "promises_kept": 0, "reliability": None}
+        "promises_made": 0,
+        "promises_kept": 0,
+        "reliability": None,
+    }
 
 
 def test_trust_as_of_an_earlier_instant_counts_only_the_promises_due_by_then(
@@ -742,8 +955,7 @@ def test_trust_as_of_an_earlier_instant_counts_only_the_promises_due_by_then(
         delivery(customer, ago(10), on_time=False),
     )
     trust = get(f"/v1/customers/{customer}", as_of=iso(ago(15)))["trust"]
-    assert (trust["promises_made"], trust["promises_kept"], trust["reliability"]) == (
-        2, 2, 1.0)
+    assert (trust["promises_made"], trust["promises_kept"], trust["reliability"]) == (2, 2, 1.0)
 
 
 def test_simple_lifetime_value_is_margin_times_retention_over_one_plus_discount_minus_it(
@@ -751,7 +963,8 @@ def test_simple_lifetime_value_is_margin_times_retention_over_one_plus_discount_
 ) -> None:
     kept, lost = new_id("C"), new_id("C")
     record(
-        purchase(kept, "80.00", ago(500)), purchase(kept, "200.00", ago(100)),
+        purchase(kept, "80.00", ago(500)),
+        purchase(kept, "200.00", ago(100)),
         purchase(lost, "90.00", ago(600)),
     )
     # Retention: of the 2 buyers of the year before last, 1 bought again -> r = 1/2.
@@ -808,8 +1021,7 @@ def test_a_lifetime_value_fit_needs_enough_buyers_as_of_its_instant(
     record(*(purchase(new_id("C"), "10.00", ago(100 + i)) for i in range(12)))
     once = client.post("/v1/analytics/clv/fit", json={"as_of": iso(AS_OF)})
     assert once.status_code == 422, once.text
-    assert once.json()["detail"].startswith("as_of:") and "12 customers" in once.json()[
-        "detail"]
+    assert once.json()["detail"].startswith("as_of:") and "12 customers" in once.json()["detail"]
 
     record(*clv_population())
     # As of 340 days before AS_OF only customers 0..6 (first purchase 360..342 days
@@ -827,7 +1039,8 @@ def record_scored_population(record: Callable[..., None]) -> str:
     record(
         *clv_population(),
         purchase(scored, "20.00", ago(280)),
-        purchase(scored, "10.00", ago(210)), purchase(scored, "20.00", ago(210, hours=-3)),
+        purchase(scored, "10.00", ago(210)),
+        purchase(scored, "20.00", ago(210, hours=-3)),
         purchase(scored, "50.00", ago(140)),
     )
     return scored
@@ -858,7 +1071,10 @@ def test_a_lifetime_value_fit_stores_a_versioned_model_that_scores_each_customer
     assert current["time_unit"] == "week"
     assert when(current["as_of"]) == AS_OF
     assert (current["currency"], current["customers"], current["repeat_customers"]) == (
-        "EUR", 41, 33)  # customers 0, 5, ..., 35 never bought again
+        "EUR",
+        41,
+        33,
+    )  # customers 0, 5, ..., 35 never bought again
     assert all(math.isfinite(v) for v in current["log_likelihood"].values())
     assert when(current["fitted_at"]) <= datetime.now(UTC)
 
@@ -867,7 +1083,11 @@ def test_a_lifetime_value_fit_stores_a_versioned_model_that_scores_each_customer
     # x = 2, t_x = 140 days = 20 weeks, T = 280 days = 40 weeks, monetary (30 + 50) / 2.
     assert (mine["model_version"], mine["time_unit"], mine["horizon"]) == (1, "week", 52.0)
     assert (mine["frequency"], mine["recency"], mine["age"], mine["monetary"]) == (
-        2, 20.0, 40.0, 40.0)
+        2,
+        20.0,
+        40.0,
+        40.0,
+    )
     assert 0 <= mine["p_alive"] <= 1
     assert mine["expected_spend"] > 0
 
@@ -890,7 +1110,8 @@ def test_a_fitted_model_gives_each_customer_finite_expected_purchases_and_value(
     assert mine["expected_purchases"] >= 0
     assert isinstance(mine["expected_value"], float), mine
     assert mine["expected_value"] == pytest.approx(
-        mine["expected_purchases"] * mine["expected_spend"])
+        mine["expected_purchases"] * mine["expected_spend"]
+    )
 
 
 # -- the population pass behind tier and RFM ----------------------------------------------
@@ -906,8 +1127,9 @@ def test_the_population_measured_now_belongs_to_the_platform_asked(
         platform = make_platform()
         customer = new_id("C")
         with httpx.Client(base_url=serve(platform), timeout=60) as http:
-            accepted = http.post("/v1/touchpoints",
-                                 json=purchase(customer, "10.00", now - timedelta(days=1)))
+            accepted = http.post(
+                "/v1/touchpoints", json=purchase(customer, "10.00", now - timedelta(days=1))
+            )
             assert accepted.status_code == 202, accepted.text
             assert platform.driver.wait_until_projected()
             found = http.get(f"/v1/customers/{customer}").json()

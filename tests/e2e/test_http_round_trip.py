@@ -26,11 +26,17 @@ def test_a_recorded_touchpoint_is_readable_in_its_projections(
     base = serve(platform)
     customer = f"C-{uuid.uuid4().hex[:8]}"
     batch = [
-        envelope(customer, journey={"id": "J1", "type": "car_service", "step": "arrival"},
-                 emotion=1),
-        envelope(customer, type="purchase", occurred_at="2026-03-01T10:30:00+01:00",
-                 journey={"id": "J1", "type": "car_service", "step": "farewell"}, emotion=-2,
-                 payload={"order_id": "O1", "amount": "19.99", "currency": "EUR"}),
+        envelope(
+            customer, journey={"id": "J1", "type": "car_service", "step": "arrival"}, emotion=1
+        ),
+        envelope(
+            customer,
+            type="purchase",
+            occurred_at="2026-03-01T10:30:00+01:00",
+            journey={"id": "J1", "type": "car_service", "step": "farewell"},
+            emotion=-2,
+            payload={"order_id": "O1", "amount": "19.99", "currency": "EUR"},
+        ),
     ]
     with httpx.Client(base_url=base) as client:
         accepted = client.post("/v1/touchpoints", json=batch)

@@ -34,21 +34,31 @@ def envelope(customer_id: str, /, at: datetime = T0, **fields: Any) -> Item:
 
 
 def purchase(customer_id: str, amount: str, at: datetime = T0, **fields: Any) -> Item:
-    return envelope(customer_id, at, type="purchase", channel="web", payload={
-        "order_id": new_id("O"), "amount": amount, "currency": "EUR"}, **fields)
+    return envelope(
+        customer_id,
+        at,
+        type="purchase",
+        channel="web",
+        payload={"order_id": new_id("O"), "amount": amount, "currency": "EUR"},
+        **fields,
+    )
 
 
 def nps(customer_id: str, value: int, at: datetime = T0) -> Item:
-    return envelope(customer_id, at, type="survey_answered", channel="email", payload={
-        "survey_id": "S1", "question_id": "Q-nps", "metric": "nps", "value": value})
+    return envelope(
+        customer_id,
+        at,
+        type="survey_answered",
+        channel="email",
+        payload={"survey_id": "S1", "question_id": "Q-nps", "metric": "nps", "value": value},
+    )
 
 
 def complaint(customer_id: str, step: str, complaint_id: str, at: datetime) -> Item:
     payload = {"complaint_id": complaint_id}
     if step == "filed":
         payload["category"] = "billing"
-    return envelope(customer_id, at, type=f"complaint_{step}", channel="phone",
-                    payload=payload)
+    return envelope(customer_id, at, type=f"complaint_{step}", channel="phone", payload=payload)
 
 
 def when(value: str) -> datetime:
@@ -78,12 +88,15 @@ def record(platform: Platform, client: httpx.Client) -> Callable[..., None]:
 # -- unknown ids --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [
-    "/v1/customers/{id}",
-    "/v1/customers/{id}/timeline",
-    "/v1/customers/{id}/journeys",
-    "/v1/journeys/{id}",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/customers/{id}",
+        "/v1/customers/{id}/timeline",
+        "/v1/customers/{id}/journeys",
+        "/v1/journeys/{id}",
+    ],
+)
 def test_an_unknown_id_answers_404(
     client: httpx.Client, record: Callable[..., None], path: str
 ) -> None:
@@ -106,12 +119,17 @@ def test_the_timeline_pages_newest_first_by_event_time_whatever_the_arrival_orde
 
     pages, offset = [], 0
     while offset is not None:
-        response = client.get(f"/v1/customers/{customer}/timeline",
-                              params={"limit": 3, "offset": offset})
+        response = client.get(
+            f"/v1/customers/{customer}/timeline", params={"limit": 3, "offset": offset}
+        )
         assert response.status_code == 200, response.text
         page = response.json()
         assert (page["customer_id"], page["total"], page["limit"], page["offset"]) == (
-            customer, 7, 3, offset)
+            customer,
+            7,
+            3,
+            offset,
+        )
         pages.append(page)
         offset = page["next_offset"]
 
@@ -120,7 +138,8 @@ def test_the_timeline_pages_newest_first_by_event_time_whatever_the_arrival_orde
     seen = [item for p in pages for item in p["items"]]
     assert [i["event_id"] for i in seen] == [i["event_id"] for i in reversed(items)]
     assert [when(i["occurred_at"]) for i in seen] == [
-        T0 + timedelta(hours=h) for h in reversed(range(7))]
+        T0 + timedelta(hours=h) for h in reversed(range(7))
+    ]
 
 
 def test_the_timeline_in_ascending_order_starts_with_the_oldest(
@@ -130,12 +149,12 @@ def test_the_timeline_in_ascending_order_starts_with_the_oldest(
     items = [envelope(customer, T0 + timedelta(hours=h), emotion=h - 3) for h in range(7)]
     record(*(items[i] for i in (5, 2, 6, 0, 4, 1, 3)))
 
-    first = client.get(f"/v1/customers/{customer}/timeline",
-                       params={"limit": 3, "order": "asc"}).json()
+    first = client.get(
+        f"/v1/customers/{customer}/timeline", params={"limit": 3, "order": "asc"}
+    ).json()
     assert [i["event_id"] for i in first["items"]] == [i["event_id"] for i in items[:3]]
     assert first["next_offset"] == 3
-    everything = client.get(f"/v1/customers/{customer}/timeline",
-                            params={"order": "asc"}).json()
+    everything = client.get(f"/v1/customers/{customer}/timeline", params={"order": "asc"}).json()
     assert everything["next_offset"] is None
     assert [i["event_id"] for i in everything["items"]] == [i["event_id"] for i in items]
     assert [i["emotion"] for i in everything["items"]] == list(range(-3, 4))
@@ -152,11 +171,25 @@ def test_a_timeline_offset_past_the_end_is_an_empty_last_page(
     assert (page["total"], page["items"], page["next_offset"]) == (2, [], None)
 
 
-@pytest.mark.parametrize("params", [
-    {"limit": 0}, {"limit": 501}, {"limit": -1}, {"limit": "ten"}, {"offset": -1},
-    {"order": "sideways"},
-], ids=["limit-0", "limit-501", "limit-negative", "limit-not-a-number", "offset-negative",
-        "order-unknown"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 501},
+        {"limit": -1},
+        {"limit": "ten"},
+        {"offset": -1},
+        {"order": "sideways"},
+    ],
+    ids=[
+        "limit-0",
+        "limit-501",
+        "limit-negative",
+        "limit-not-a-number",
+        "offset-negative",
+        "order-unknown",
+    ],
+)
 def test_timeline_paging_out_of_range_answers_422_naming_the_parameter(
     client: httpx.Client, record: Callable[..., None], params: dict[str, Any]
 ) -> None:
@@ -187,12 +220,21 @@ def test_the_customer_journeys_lists_each_of_the_customers_journeys_newest_first
     customer, other = new_id("C"), new_id("C")
     older, newer, theirs = new_id("J"), new_id("J"), new_id("J")
     record(
-        envelope(customer, T0, journey={"id": older, "type": "car_service", "step": "arrival"},
-                 emotion=2),
-        envelope(customer, T0 + timedelta(minutes=30),
-                 journey={"id": older, "type": "car_service", "step": "farewell"}, emotion=-1),
-        envelope(customer, T0 + timedelta(days=2),
-                 journey={"id": newer, "type": "onboarding", "step": "welcome"}, emotion=1),
+        envelope(
+            customer, T0, journey={"id": older, "type": "car_service", "step": "arrival"}, emotion=2
+        ),
+        envelope(
+            customer,
+            T0 + timedelta(minutes=30),
+            journey={"id": older, "type": "car_service", "step": "farewell"},
+            emotion=-1,
+        ),
+        envelope(
+            customer,
+            T0 + timedelta(days=2),
+            journey={"id": newer, "type": "onboarding", "step": "welcome"},
+            emotion=1,
+        ),
         envelope(other, T0, journey={"id": theirs, "type": "car_service", "step": "arrival"}),
     )
     response = client.get(f"/v1/customers/{customer}/journeys")
@@ -228,8 +270,12 @@ def test_healthz_is_ok_with_no_lag_once_projected(
     assert platform.driver.wait_until_projected()
     response = client.get("/v1/healthz")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ok", "database": "ok", "projection_lag": 0,
-                               "projector_error": None}
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "projection_lag": 0,
+        "projector_error": None,
+    }
 
 
 def test_the_docs_and_the_openapi_document_are_served(client: httpx.Client) -> None:
@@ -242,20 +288,34 @@ def test_the_docs_and_the_openapi_document_are_served(client: httpx.Client) -> N
     assert "TouchpointIn" in spec["components"]["schemas"]
     envelope_schema = spec["components"]["schemas"]["TouchpointIn"]
     assert {"event_id", "type", "occurred_at", "channel", "customer"} <= set(
-        envelope_schema["properties"])
+        envelope_schema["properties"]
+    )
     assert "post" in spec["paths"]["/v1/touchpoints"]
     assert "TouchpointIn" in str(spec["paths"]["/v1/touchpoints"]["post"]["requestBody"])
-    for path in ("/v1/customers/{customer_id}", "/v1/customers/{customer_id}/timeline",
-                 "/v1/journeys/{journey_id}", "/v1/healthz"):
+    for path in (
+        "/v1/customers/{customer_id}",
+        "/v1/customers/{customer_id}/timeline",
+        "/v1/journeys/{journey_id}",
+        "/v1/healthz",
+    ):
         assert path in spec["paths"], path
 
 
 # -- the customer document ------------------------------------------------------------
 
 CONTRACT_FIELDS = {
-    "customer_id", "identifiers", "first_seen", "last_seen", "touchpoints_total",
-    "counts_by_type", "counts_by_channel", "total_spend", "orders", "loyalty_status",
-    "open_complaints", "last_survey_answers",
+    "customer_id",
+    "identifiers",
+    "first_seen",
+    "last_seen",
+    "touchpoints_total",
+    "counts_by_type",
+    "counts_by_channel",
+    "total_spend",
+    "orders",
+    "loyalty_status",
+    "open_complaints",
+    "last_survey_answers",
 }
 
 
@@ -284,8 +344,7 @@ def test_the_customer_document_has_the_contract_fields_and_exact_spend(
     assert found["total_spend"] == "30.30"
     assert found["orders"] == 2
     assert found["open_complaints"] == []
-    assert [(a["question_id"], a["value"]) for a in found["last_survey_answers"]] == [
-        ("Q-nps", 8)]
+    assert [(a["question_id"], a["value"]) for a in found["last_survey_answers"]] == [("Q-nps", 8)]
     assert isinstance(found["loyalty_status"], str)
 
 
@@ -307,8 +366,9 @@ def test_a_complaint_filed_then_resolved_is_no_longer_open(
     assert resolved["complaints_total"] == 1
 
 
-@pytest.mark.parametrize(("answer", "status"), [(10, "true"), (9, "true"), (3, "spurious"),
-                                                (8, "spurious")])
+@pytest.mark.parametrize(
+    ("answer", "status"), [(10, "true"), (9, "true"), (3, "spurious"), (8, "spurious")]
+)
 def test_loyalty_of_a_repeat_buyer_follows_the_nps_answer_as_of_a_given_day(
     client: httpx.Client, record: Callable[..., None], answer: int, status: str
 ) -> None:
@@ -357,21 +417,27 @@ def test_loyalty_as_of_before_the_second_purchase_is_not_repeat_patronage(
     assert found["loyalty"]["orders_in_window"] == 1
 
 
-@pytest.mark.parametrize(("amounts", "expected"), [
-    (["10.10", "20.20"], "30.30"),
-    (["10.1"], "10.10"),
-    ([5], "5.00"),
-    (["0.1", "0.2"], "0.30"),
-    ([19.99], "19.99"),
-    (["1e2"], "100.00"),
-    ([], "0.00"),
-], ids=["cents", "one-decimal", "integer", "tenths", "json-number", "exponent", "no-purchase"])
+@pytest.mark.parametrize(
+    ("amounts", "expected"),
+    [
+        (["10.10", "20.20"], "30.30"),
+        (["10.1"], "10.10"),
+        ([5], "5.00"),
+        (["0.1", "0.2"], "0.30"),
+        ([19.99], "19.99"),
+        (["1e2"], "100.00"),
+        ([], "0.00"),
+    ],
+    ids=["cents", "one-decimal", "integer", "tenths", "json-number", "exponent", "no-purchase"],
+)
 def test_total_spend_is_always_a_string_with_cents(
     client: httpx.Client, record: Callable[..., None], amounts: list[Any], expected: str
 ) -> None:
     customer = new_id("C")
-    record(envelope(customer), *(purchase(customer, a, T0 + timedelta(minutes=i))
-                                 for i, a in enumerate(amounts)))
+    record(
+        envelope(customer),
+        *(purchase(customer, a, T0 + timedelta(minutes=i)) for i, a in enumerate(amounts)),
+    )
     found = client.get(f"/v1/customers/{customer}").json()
     assert found["total_spend"] == expected
     assert found["orders"] == len(amounts)

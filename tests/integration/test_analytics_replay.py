@@ -17,13 +17,21 @@ from streams.projector import replay
 def measures(platform: Platform, as_of: Any) -> dict[str, Any]:
     store, year = platform.store, timedelta(days=365)
     found = {
-        "pyramid": analytics.pyramid(store, as_of=as_of, window=year, currency="EUR",
-                                     cutoffs=value.TierCutoffs()),
-        "migration": analytics.migration(store, as_of=as_of, period="month", periods=3,
-                                         currency="EUR", cutoffs=value.TierCutoffs()),
+        "pyramid": analytics.pyramid(
+            store, as_of=as_of, window=year, currency="EUR", cutoffs=value.TierCutoffs()
+        ),
+        "migration": analytics.migration(
+            store,
+            as_of=as_of,
+            period="month",
+            periods=3,
+            currency="EUR",
+            cutoffs=value.TierCutoffs(),
+        ),
         "rfm": analytics.rfm_segments(store, as_of=as_of, window=year, currency="EUR"),
         "satisfaction": analytics.satisfaction_summary(
-            store, as_of=as_of, since=None, channel=None, journey_type=None, period="month"),
+            store, as_of=as_of, since=None, channel=None, journey_type=None, period="month"
+        ),
         "kano": analytics.kano(store, as_of=as_of),
         "opportunities": analytics.opportunities(store, as_of=as_of),
         "curves": analytics.emotion_curves(store, as_of=as_of),

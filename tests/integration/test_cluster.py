@@ -70,7 +70,8 @@ def recorded_touchpoints(records: CustomerRecords) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
     position = 0
     while notifications := records.recorder.select_notifications(
-            start=position, limit=1000, inclusive_of_start=False):
+        start=position, limit=1000, inclusive_of_start=False
+    ):
         for notification in notifications:
             event = records.mapper.to_domain_event(notification)
             if isinstance(event, Customer.TouchpointRecorded):
@@ -107,24 +108,31 @@ def differences(actual: Snapshot, expected: Snapshot, shown: int = 3) -> str:
         differ = sorted(k for k in set(got) & set(want) if got[k] != want[k])
         if not (missing or extra or differ):
             continue
-        lines.append(f"{name}: {len(missing)} missing {missing[:shown]}, {len(extra)} extra "
-                     f"{extra[:shown]}, {len(differ)} differ {differ[:shown]}")
+        lines.append(
+            f"{name}: {len(missing)} missing {missing[:shown]}, {len(extra)} extra "
+            f"{extra[:shown]}, {len(differ)} differ {differ[:shown]}"
+        )
         for key in differ[:shown]:
             a, b = got[key], want[key]
             if isinstance(a, dict) and isinstance(b, dict):
                 fields = sorted(f for f in set(a) | set(b) if a.get(f) != b.get(f))
-                lines.extend(f"  {key}.{f}: cluster {a.get(f)!r} != oracle {b.get(f)!r}"
-                             for f in fields[:shown])
+                lines.extend(
+                    f"  {key}.{f}: cluster {a.get(f)!r} != oracle {b.get(f)!r}"
+                    for f in fields[:shown]
+                )
     return "\n".join(lines) or "equal"
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str,
-             context: Callable[[], str] = lambda: "") -> None:
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float,
+    what: str,
+    context: Callable[[], str] = lambda: "",
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n"
-                                 f"{context()}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{context()}")
         time.sleep(0.05)
 
 
@@ -146,8 +154,12 @@ def parse_partitions(text: str) -> set[int]:
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list[Any]:
     """Every message of ``topic`` (JSON), read without a consumer group (kafka-python's
     group consumer is slow to join on Tansu), once ``expected`` are there."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
         consumer.seek_to_beginning()
@@ -181,7 +193,8 @@ class Service:
 
     def tail(self, lines: int = 25) -> str:
         return f"--- {self.name} ({self.log_path}) ---\n" + "\n".join(
-            self.log().splitlines()[-lines:])
+            self.log().splitlines()[-lines:]
+        )
 
     def recorded(self) -> int:
         return sum(int(m.group(2)) for m in RECORDED.finditer(self.log()))
@@ -251,8 +264,12 @@ class Cluster:
         log_path = self.logs / f"{name}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", *args], cwd=ROOT,
-                env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+                [sys.executable, "-m", "infra.cli", *args],
+                cwd=ROOT,
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         service = Service(name, list(args), log_path, process)
         self.services.append(service)
         return service
@@ -275,14 +292,20 @@ class Cluster:
         deadline = time.monotonic() + timeout
         actual = self.snapshot()
         while actual != oracle.snapshot and time.monotonic() < deadline:
-            dead = [s.name for s in self.services if s.name.startswith("worker")
-                    and not s.alive() and s.process.returncode != -signal.SIGKILL]
+            dead = [
+                s.name
+                for s in self.services
+                if s.name.startswith("worker")
+                and not s.alive()
+                and s.process.returncode != -signal.SIGKILL
+            ]
             assert not dead, f"workers exited: {dead}\n{self.logs_tail()}"
             time.sleep(POLL_S)
             actual = self.snapshot()
         assert actual == oracle.snapshot, (
             f"after {timeout:.0f} s the cluster's projections differ from the oracle's:\n"
-            f"{differences(actual, oracle.snapshot)}\n{self.logs_tail()}")
+            f"{differences(actual, oracle.snapshot)}\n{self.logs_tail()}"
+        )
         return actual
 
     def wait_until_balanced(self, workers: Sequence[Service], timeout: float = 60) -> None:
@@ -293,11 +316,13 @@ class Cluster:
             if any(not o for o in owned):
                 return False
             sets = [o for o in owned if o]
-            return (sum(len(o) for o in sets) == PARTITIONS
-                    and set().union(*sets) == set(range(PARTITIONS)))
+            return sum(len(o) for o in sets) == PARTITIONS and set().union(*sets) == set(
+                range(PARTITIONS)
+            )
 
-        wait_for(balanced, timeout, "the workers to share the touchpoints partitions",
-                 self.logs_tail)
+        wait_for(
+            balanced, timeout, "the workers to share the touchpoints partitions", self.logs_tail
+        )
 
     def close(self) -> None:
         for service in self.services:
@@ -310,8 +335,12 @@ class Cluster:
 def cluster(broker: str, fresh_database: Callable[[], str], tmp_path: Path) -> Iterator[Cluster]:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     url = fresh_database()
-    settings = Settings(database_url=url, kafka_bootstrap=broker, kafka_topic_prefix=prefix,
-                        kafka_partitions=PARTITIONS)
+    settings = Settings(
+        database_url=url,
+        kafka_bootstrap=broker,
+        kafka_topic_prefix=prefix,
+        kafka_partitions=PARTITIONS,
+    )
     create_topics(settings)
     # Built before any worker starts: it creates the event store's and read models' tables,
     # so the workers find them made.
@@ -378,8 +407,12 @@ def test_two_workers_share_the_partitions_and_end_equal_to_embedded_mode(
     cluster.converge(oracle)
 
     counts = [w.recorded() for w in workers]
-    print("recorded per worker:", counts,
-          "partitions:", [sorted(w.recorded_partitions()) for w in workers])
+    print(
+        "recorded per worker:",
+        counts,
+        "partitions:",
+        [sorted(w.recorded_partitions()) for w in workers],
+    )
     assert all(count > 0 for count in counts), cluster.logs_tail()
     assert sum(counts) >= len(sent)  # every message recorded (redelivered ones again)
     assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
@@ -397,8 +430,9 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
     producer = cluster.producer()
     try:
         send(producer, first)
-        wait_for(lambda: victim.recorded() > 0, 30, "the victim to record something",
-                 cluster.logs_tail)
+        wait_for(
+            lambda: victim.recorded() > 0, 30, "the victim to record something", cluster.logs_tail
+        )
         victim.kill()
         killed_after = victim.recorded()
         send(producer, rest)
@@ -406,8 +440,10 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
         producer.close(10)
 
     cluster.converge(oracle)
-    print(f"victim recorded {killed_after} before kill -9; survivor recorded "
-          f"{survivor.recorded()}; sent {len(sent)}")
+    print(
+        f"victim recorded {killed_after} before kill -9; survivor recorded "
+        f"{survivor.recorded()}; sent {len(sent)}"
+    )
     assert survivor.alive()
     # The survivor took over the victim's partitions: it recorded from all of them.
     assert survivor.recorded_partitions() == set(range(PARTITIONS)), cluster.logs_tail()
@@ -431,13 +467,16 @@ def test_the_relay_killed_and_restarted_mid_stream_loses_nothing_and_counts_noth
     producer = cluster.producer()
     try:
         send(producer, first)
-        wait_for(lambda: relay.relayed() > 0, 60, "the relay to relay something",
-                 cluster.logs_tail)
+        wait_for(lambda: relay.relayed() > 0, 60, "the relay to relay something", cluster.logs_tail)
         relay.kill()
         relayed_before = relay.relayed()
         send(producer, rest)
-        wait_for(lambda: worker.recorded() >= len(sent), 60,
-                 "the worker to record every touchpoint", cluster.logs_tail)
+        wait_for(
+            lambda: worker.recorded() >= len(sent),
+            60,
+            "the worker to record every touchpoint",
+            cluster.logs_tail,
+        )
     finally:
         producer.close(10)
     # Recorded but not relayed: without a relay, the read models stay behind.
@@ -460,8 +499,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(
     template = dict(valid[0], event_id=f"poison-{uuid.uuid4()}")
     poison: list[tuple[int, bytes, str, str]] = [
         # (partition, bytes, reason, field named in the errors)
-        *[(p, b'{"event_id": "not json", ', "malformed JSON", "body")
-          for p in range(PARTITIONS)],
+        *[(p, b'{"event_id": "not json", ', "malformed JSON", "body") for p in range(PARTITIONS)],
         (0, json.dumps({**template, "type": "teleport"}).encode(), "invalid touchpoint", "type"),
         (1, json.dumps({**template, "emotion": 9}).encode(), "invalid touchpoint", "emotion"),
         (2, b"\xff\xfe\x00 not utf-8", "malformed JSON", "body"),
@@ -473,8 +511,9 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(
     try:
         where = {}
         for partition, value, reason, field_name in poison:
-            meta = raw.send(cluster.topics.touchpoints, value=value, key=b"poison",
-                            partition=partition).get(timeout=30)
+            meta = raw.send(
+                cluster.topics.touchpoints, value=value, key=b"poison", partition=partition
+            ).get(timeout=30)
             where[meta.partition, meta.offset] = (value, reason, field_name)
     finally:
         raw.close(10)

@@ -25,22 +25,33 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def cluster_settings(broker: str, fresh_database: Callable[[], str]) -> Settings:
-    settings = Settings(database_url=fresh_database(), kafka_bootstrap=broker,
-                        kafka_topic_prefix=f"api{uuid.uuid4().hex[:8]}", kafka_partitions=4)
+    settings = Settings(
+        database_url=fresh_database(),
+        kafka_bootstrap=broker,
+        kafka_topic_prefix=f"api{uuid.uuid4().hex[:8]}",
+        kafka_partitions=4,
+    )
     create_topics(settings)
     return settings
 
 
 @pytest.fixture
 def worker(cluster_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ,
-           "PEAKEND_DATABASE_URL": str(cluster_settings.database_url),
-           "PEAKEND_KAFKA_BOOTSTRAP": cluster_settings.kafka_bootstrap,
-           "PEAKEND_KAFKA_TOPIC_PREFIX": cluster_settings.kafka_topic_prefix,
-           "PEAKEND_KAFKA_PARTITIONS": "4"}
+    env = {
+        **os.environ,
+        "PEAKEND_DATABASE_URL": str(cluster_settings.database_url),
+        "PEAKEND_KAFKA_BOOTSTRAP": cluster_settings.kafka_bootstrap,
+        "PEAKEND_KAFKA_TOPIC_PREFIX": cluster_settings.kafka_topic_prefix,
+        "PEAKEND_KAFKA_PARTITIONS": "4",
+    }
     with open(tmp_path / "worker.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "infra.cli", "worker"], cwd=ROOT,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             yield process
         finally:
@@ -58,8 +69,13 @@ def cluster_platform(cluster_settings: Settings) -> Iterator[Platform]:
 
 
 def visit(customer: str) -> dict[str, Any]:
-    return {"event_id": str(uuid.uuid4()), "type": "visit", "channel": "store",
-            "occurred_at": "2026-03-01T10:00:00+01:00", "customer": {"id": customer}}
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": "visit",
+        "channel": "store",
+        "occurred_at": "2026-03-01T10:00:00+01:00",
+        "customer": {"id": customer},
+    }
 
 
 def eventually(check: Callable[[], bool], timeout: float = 90.0) -> None:
@@ -71,7 +87,8 @@ def eventually(check: Callable[[], bool], timeout: float = 90.0) -> None:
 
 
 def test_http_ingest_in_cluster_mode_reaches_the_projections_through_kafka(
-    cluster_platform: Platform, worker: subprocess.Popen[bytes],
+    cluster_platform: Platform,
+    worker: subprocess.Popen[bytes],
     serve: Callable[[Platform], str],
 ) -> None:
     base = serve(cluster_platform)
@@ -100,7 +117,8 @@ def test_http_ingest_in_cluster_mode_reaches_the_projections_through_kafka(
 
 
 def test_invalid_input_in_cluster_mode_is_refused_before_kafka(
-    cluster_platform: Platform, serve: Callable[[Platform], str],
+    cluster_platform: Platform,
+    serve: Callable[[Platform], str],
 ) -> None:
     base = serve(cluster_platform)
     refused = httpx.post(f"{base}/v1/touchpoints", json={**visit("C-x"), "emotion": 7})
@@ -109,17 +127,24 @@ def test_invalid_input_in_cluster_mode_is_refused_before_kafka(
 
 
 def test_ingest_answers_503_when_kafka_stops_acknowledging(
-    fresh_database: Callable[[], str], serve: Callable[[Platform], str],
+    fresh_database: Callable[[], str],
+    serve: Callable[[Platform], str],
 ) -> None:
     with LocalBroker() as lonely:
-        settings = Settings(database_url=fresh_database(), kafka_bootstrap=lonely.bootstrap,
-                            kafka_topic_prefix=f"gone{uuid.uuid4().hex[:6]}",
-                            kafka_partitions=1, kafka_delivery_timeout_ms=3000)
+        settings = Settings(
+            database_url=fresh_database(),
+            kafka_bootstrap=lonely.bootstrap,
+            kafka_topic_prefix=f"gone{uuid.uuid4().hex[:6]}",
+            kafka_partitions=1,
+            kafka_delivery_timeout_ms=3000,
+        )
         create_topics(settings)
         with bootstrap(settings, mode="cluster") as platform:
             base = serve(platform)
-            assert httpx.post(f"{base}/v1/touchpoints", json=visit("C-1"),
-                              timeout=30).status_code == 202
+            assert (
+                httpx.post(f"{base}/v1/touchpoints", json=visit("C-1"), timeout=30).status_code
+                == 202
+            )
             lonely.stop()
             refused = httpx.post(f"{base}/v1/touchpoints", json=visit("C-2"), timeout=30)
     assert refused.status_code == 503

@@ -17,8 +17,9 @@ from infra.simulator import Simulator, SimulatorConfig, period
 
 def history(n: int, seed: int = 4) -> list[dict[str, Any]]:
     start, end = period(365)
-    simulator = Simulator(SimulatorConfig(seed=seed, customers=80, start=start, end=end,
-                                          duplicate_rate=0.0))
+    simulator = Simulator(
+        SimulatorConfig(seed=seed, customers=80, start=start, end=end, duplicate_rate=0.0)
+    )
     return simulator.touchpoints(n)
 
 
@@ -39,14 +40,15 @@ def test_a_jsonl_import_records_every_valid_line_and_rejects_the_rest_with_reaso
     summary = import_file(platform, source, batch_size=50)
 
     assert (summary.lines, summary.recorded, summary.rejected) == (302, 300, 2)
-    rejects = [json.loads(line) for line in Path(str(summary.reject_file)).read_text()
-               .splitlines()]
+    rejects = [json.loads(line) for line in Path(str(summary.reject_file)).read_text().splitlines()]
     assert [r["line"] for r in rejects] == [11, 21]
     assert rejects[1]["errors"][0]["field"] == "emotion"
     assert platform.driver.wait_until_projected()  # the projector follows the import
     customers = {e["customer"]["id"] for e in envelopes}
-    total = sum(platform.store.get("customer", c)["touchpoints_total"]  # type: ignore[index]
-                for c in customers)
+    total = sum(
+        platform.store.get("customer", c)["touchpoints_total"]  # type: ignore[index]
+        for c in customers
+    )
     assert total == 300
 
 
@@ -77,25 +79,32 @@ def test_a_csv_import_builds_envelopes_from_the_column_mapping(
         writer.writerow(["o-2", "2024-06-01T10:00:00+02:00", "K1", "A2", "5.10", ""])
         writer.writerow(["o-3", "2024-06-02T10:00:00+02:00", "K2", "A3", "abc", "x"])
     mapping = {
-        "event_id": "id", "occurred_at": "when", "customer.id": "customer_no",
-        "type": {"value": "purchase"}, "channel": {"value": "store"},
-        "payload.order_id": "order", "payload.amount": "amount",
-        "payload.currency": {"value": "EUR"}, "emotion": {"column": "mood", "type": "int"},
+        "event_id": "id",
+        "occurred_at": "when",
+        "customer.id": "customer_no",
+        "type": {"value": "purchase"},
+        "channel": {"value": "store"},
+        "payload.order_id": "order",
+        "payload.amount": "amount",
+        "payload.currency": {"value": "EUR"},
+        "emotion": {"column": "mood", "type": "int"},
     }
 
     summary = import_file(platform, source, mapping=mapping)
 
     assert (summary.recorded, summary.rejected) == (2, 1)
-    [reject] = [json.loads(line) for line in Path(str(summary.reject_file)).read_text()
-                .splitlines()]
+    [reject] = [
+        json.loads(line) for line in Path(str(summary.reject_file)).read_text().splitlines()
+    ]
     assert reject["line"] == 4 and "emotion" in reject["errors"][0]["message"]
     assert platform.driver.wait_until_projected()
     customer = platform.store.get("customer", "K1")
     assert customer is not None and customer["spend_by_currency"] == {"EUR": "25.00"}
 
 
-@pytest.mark.parametrize("mapping", [{}, {"event_id": {"type": "int"}},
-                                     {"emotion": {"column": "m", "type": "complex"}}])
+@pytest.mark.parametrize(
+    "mapping", [{}, {"event_id": {"type": "int"}}, {"emotion": {"column": "m", "type": "complex"}}]
+)
 def test_a_wrong_mapping_is_refused_before_any_line_is_read(
     platform: Platform, tmp_path: Path, mapping: dict[str, Any]
 ) -> None:
@@ -106,7 +115,9 @@ def test_a_wrong_mapping_is_refused_before_any_line_is_read(
 
 
 def test_the_import_command_prints_a_summary_and_fails_when_lines_were_rejected(
-    fresh_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fresh_database: Callable[[], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from infra.cli import main

@@ -21,14 +21,16 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 def touchpoint(customer: str, minute: int, **fields: Any) -> TouchpointIn:
-    return parse_touchpoint({
-        "event_id": fields.pop("event_id", str(uuid.uuid4())),
-        "type": "visit",
-        "occurred_at": (T0 + timedelta(minutes=minute)).isoformat(),
-        "channel": "store",
-        "customer": {"id": customer},
-        **fields,
-    })
+    return parse_touchpoint(
+        {
+            "event_id": fields.pop("event_id", str(uuid.uuid4())),
+            "type": "visit",
+            "occurred_at": (T0 + timedelta(minutes=minute)).isoformat(),
+            "channel": "store",
+            "customer": {"id": customer},
+            **fields,
+        }
+    )
 
 
 def record(platform: Platform, touchpoints: list[TouchpointIn]) -> None:
@@ -41,8 +43,9 @@ def snapshot(store: ReadModelStore) -> dict[str, dict[str, Any]]:
 
 
 def test_a_duplicate_event_id_counts_once(platform: Platform) -> None:
-    first = touchpoint("C1", 0, type="purchase",
-                       payload={"order_id": "O1", "amount": "5.00", "currency": "EUR"})
+    first = touchpoint(
+        "C1", 0, type="purchase", payload={"order_id": "O1", "amount": "5.00", "currency": "EUR"}
+    )
     record(platform, [first])
     outcome = platform.driver.submit([first, first]).result(timeout=30)
     assert [o.duplicate for o in outcome] == [True, True]
@@ -63,8 +66,10 @@ def test_a_duplicate_inside_one_batch_counts_once(platform: Platform) -> None:
 def test_late_touchpoints_land_by_event_time_in_journey_and_timeline(platform: Platform) -> None:
     journey = {"id": f"J-{uuid.uuid4().hex[:6]}", "type": "car_service"}
     steps = [("arrival", 0, 1), ("waiting", 20, -3), ("farewell", 60, 2)]
-    tps = {step: touchpoint("C3", minute, journey={**journey, "step": step}, emotion=emotion)
-           for step, minute, emotion in steps}
+    tps = {
+        step: touchpoint("C3", minute, journey={**journey, "step": step}, emotion=emotion)
+        for step, minute, emotion in steps
+    }
     record(platform, [tps["farewell"]])
     record(platform, [tps["arrival"]])
     record(platform, [tps["waiting"]])  # the worst moment arrives last, happened in between
@@ -83,9 +88,13 @@ def test_late_touchpoints_land_by_event_time_in_journey_and_timeline(platform: P
 
 
 def test_redelivered_notifications_change_no_read_model(platform: Platform) -> None:
-    record(platform, [touchpoint("C4", m, emotion=1, journey={"id": "J4", "type": "t",
-                                                                "step": f"s{m}"})
-                      for m in range(5)])
+    record(
+        platform,
+        [
+            touchpoint("C4", m, emotion=1, journey={"id": "J4", "type": "t", "step": f"s{m}"})
+            for m in range(5)
+        ],
+    )
     before = snapshot(platform.store)
     # As if the follower crashed after writing but before its position was saved: the
     # position goes back and the same notifications are delivered again.
@@ -136,8 +145,11 @@ def touchpoint_sequences(draw: st.DrawFn) -> list[dict[str, Any]]:
         if events and draw(st.integers(0, 9)) == 0:
             events.append(draw(st.sampled_from(events)))  # a redelivery
             continue
-        kind = draw(st.sampled_from(["visit", "purchase", "survey", "complaint_filed",
-                                     "complaint_resolved"]))
+        kind = draw(
+            st.sampled_from(
+                ["visit", "purchase", "survey", "complaint_filed", "complaint_resolved"]
+            )
+        )
         base: dict[str, Any] = {
             "event_id": f"e{len(events)}",  # distinct: the same id is the same event
             "occurred_at": (T0 + timedelta(minutes=draw(st.integers(0, 600)))).isoformat(),
@@ -147,28 +159,40 @@ def touchpoint_sequences(draw: st.DrawFn) -> list[dict[str, Any]]:
         }
         if draw(st.booleans()):
             journey_id = f"{base['customer']['id']}-{draw(st.sampled_from(JOURNEYS))}"
-            base["journey"] = {"id": journey_id, "type": "visit_flow",
-                               "step": draw(st.sampled_from(["arrival", "waiting", "farewell"]))}
+            base["journey"] = {
+                "id": journey_id,
+                "type": "visit_flow",
+                "step": draw(st.sampled_from(["arrival", "waiting", "farewell"])),
+            }
             base["emotion"] = draw(st.integers(-3, 3))
         if kind == "purchase":
             cents = draw(st.integers(0, 100_000))
-            base["payload"] = {"order_id": f"O{draw(st.integers(0, 5))}",
-                               "amount": f"{cents // 100}.{cents % 100:02d}", "currency": "EUR"}
+            base["payload"] = {
+                "order_id": f"O{draw(st.integers(0, 5))}",
+                "amount": f"{cents // 100}.{cents % 100:02d}",
+                "currency": "EUR",
+            }
         elif kind == "survey":
             base["type"] = "survey_answered"
             metric = draw(st.sampled_from(["nps", "csat"]))
             high = 10 if metric == "nps" else 5
-            base["payload"] = {"survey_id": "S", "question_id": metric, "metric": metric,
-                               "value": draw(st.integers(1, high))}
+            base["payload"] = {
+                "survey_id": "S",
+                "question_id": metric,
+                "metric": metric,
+                "value": draw(st.integers(1, high)),
+            }
         elif kind.startswith("complaint"):
-            base["payload"] = {"complaint_id": f"K{draw(st.integers(0, 2))}",
-                               "category": "billing"}
+            base["payload"] = {"complaint_id": f"K{draw(st.integers(0, 2))}", "category": "billing"}
         events.append(base)
     return events
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     sequence=touchpoint_sequences(),
     request_size=st.integers(1, 5),
@@ -183,14 +207,17 @@ def test_replay_equals_live_for_any_touchpoint_sequence(
     with make_platform() as platform:
         touchpoints = [parse_touchpoint(raw) for raw in sequence]
         for start in range(0, len(touchpoints), request_size):  # projected as they arrive
-            record(platform, touchpoints[start:start + request_size])
+            record(platform, touchpoints[start : start + request_size])
         live = snapshot(platform.store)
         replay(platform.records, platform.store, batch_size=replay_batch)
         assert snapshot(platform.store) == live
 
 
-@settings(max_examples=10, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(sequence=touchpoint_sequences(), shuffle=st.randoms(use_true_random=False))
 def test_arrival_order_does_not_change_any_projection(
     make_platform: Callable[..., Platform], sequence: list[dict[str, Any]], shuffle: Any

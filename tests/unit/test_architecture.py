@@ -49,7 +49,8 @@ def test_the_domain_uses_only_the_standard_library_and_pure_libraries() -> None:
         (path.relative_to(ROOT).as_posix(), module)
         for path, module in imports_of("domain")
         if module.split(".")[0] not in sys.stdlib_module_names | {"domain", "__future__"}
-        and not any(module == allowed or module.startswith(allowed + ".")
-                    for allowed in DOMAIN_THIRD_PARTY)
+        and not any(
+            module == allowed or module.startswith(allowed + ".") for allowed in DOMAIN_THIRD_PARTY
+        )
     }
     assert not wrong

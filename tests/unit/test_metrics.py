@@ -79,8 +79,8 @@ def test_mostly_good_journey_with_a_terrible_end_is_remembered_as_terrible() -> 
 
 def test_longer_journey_with_a_milder_end_is_remembered_better_despite_a_lower_mean() -> None:
     # Cold-hand experiment: the same bad stretch plus a milder ending.
-    short = peak_end([-3, -3])        # peak -3, end -3 -> -3.0; mean -3.0
-    longer = peak_end([-3, -3, -2])   # peak -3, end -2 -> -2.5; mean -8/3
+    short = peak_end([-3, -3])  # peak -3, end -3 -> -3.0; mean -3.0
+    longer = peak_end([-3, -3, -2])  # peak -3, end -2 -> -2.5; mean -8/3
 
     assert short is not None and longer is not None
     assert short.peak_end_score == -3.0

@@ -52,27 +52,64 @@ def step(name: str, journey_id: str = "J1") -> dict[str, str]:
     return {"id": journey_id, "type": "car_service", "step": name}
 
 
-def purchase(event_id: str, minute: int, order_id: str, amount: str, currency: str = "EUR",
-             **fields: Any) -> dict[str, Any]:
+def purchase(
+    event_id: str, minute: int, order_id: str, amount: str, currency: str = "EUR", **fields: Any
+) -> dict[str, Any]:
     payload = {"order_id": order_id, "amount": amount, "currency": currency}
     return touchpoint(event_id, minute, "purchase", payload=payload, **fields)
 
 
-def complaint(event_id: str, minute: int, kind: str, complaint_id: str = "K1", *,
-              channel: str = "store", journey: dict[str, str] | None = None,
-              **payload: Any) -> dict[str, Any]:
-    return touchpoint(event_id, minute, kind, channel=channel, journey=journey,
-                      payload={"complaint_id": complaint_id, **payload})
+def complaint(
+    event_id: str,
+    minute: int,
+    kind: str,
+    complaint_id: str = "K1",
+    *,
+    channel: str = "store",
+    journey: dict[str, str] | None = None,
+    **payload: Any,
+) -> dict[str, Any]:
+    return touchpoint(
+        event_id,
+        minute,
+        kind,
+        channel=channel,
+        journey=journey,
+        payload={"complaint_id": complaint_id, **payload},
+    )
 
 
-def filed(event_id: str, minute: int, complaint_id: str = "K1", *, channel: str = "store",
-          journey: dict[str, str] | None = None, **payload: Any) -> dict[str, Any]:
-    return complaint(event_id, minute, "complaint_filed", complaint_id, channel=channel,
-                     journey=journey, category="billing", **payload)
+def filed(
+    event_id: str,
+    minute: int,
+    complaint_id: str = "K1",
+    *,
+    channel: str = "store",
+    journey: dict[str, str] | None = None,
+    **payload: Any,
+) -> dict[str, Any]:
+    return complaint(
+        event_id,
+        minute,
+        "complaint_filed",
+        complaint_id,
+        channel=channel,
+        journey=journey,
+        category="billing",
+        **payload,
+    )
 
 
-def answer(event_id: str, minute: int, metric: str, value: int | str, question_id: str = "Q1",
-           *, feature: str | None = None, **fields: Any) -> dict[str, Any]:
+def answer(
+    event_id: str,
+    minute: int,
+    metric: str,
+    value: int | str,
+    question_id: str = "Q1",
+    *,
+    feature: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     payload = {"survey_id": "S1", "question_id": question_id, "metric": metric, "value": value}
     if feature is not None:
         payload["feature"] = feature
@@ -113,7 +150,10 @@ def fold_checking_purity(reduce: Reducer, events: Sequence[Touchpoint]) -> State
 
 def loyalty_view(state: State | None, as_of: datetime, **overrides: Any) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "nps_high": 9, "csat_high": 4, "repeat_purchases": 2, "window": timedelta(days=30),
+        "nps_high": 9,
+        "csat_high": 4,
+        "repeat_purchases": 2,
+        "window": timedelta(days=30),
     }
     options.update(overrides)
     return loyalty.loyalty_view(state, as_of=as_of, **options)
@@ -132,10 +172,14 @@ def test_utc_iso_is_fixed_width_utc() -> None:
 
 
 NAIVE_TIMES = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1))
-ZONES = st.sampled_from([
-    UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=5, minutes=45)),
-    timezone(timedelta(hours=-9, minutes=-30)),
-])
+ZONES = st.sampled_from(
+    [
+        UTC,
+        timezone(timedelta(hours=2)),
+        timezone(timedelta(hours=5, minutes=45)),
+        timezone(timedelta(hours=-9, minutes=-30)),
+    ]
+)
 
 
 @given(NAIVE_TIMES, NAIVE_TIMES, ZONES, ZONES)
@@ -192,10 +236,16 @@ def test_journey_document_names_its_journey_type_and_customer() -> None:
     assert state["journey_id"] == "J1"
     assert state["journey_type"] == "car_service"
     assert state["customer_id"] == "C1"
-    assert state["touchpoints"] == [{
-        "event_id": "tp-1", "occurred_at": iso(0), "step": "arrival", "type": "visit",
-        "channel": "store", "emotion": None,
-    }]
+    assert state["touchpoints"] == [
+        {
+            "event_id": "tp-1",
+            "occurred_at": iso(0),
+            "step": "arrival",
+            "type": "visit",
+            "channel": "store",
+            "emotion": None,
+        }
+    ]
 
 
 def test_touchpoints_at_the_same_instant_are_ordered_by_event_id() -> None:
@@ -352,7 +402,9 @@ def test_customer_counts_touchpoints_by_type_and_channel() -> None:
 
 def test_first_and_last_seen_follow_event_time_when_events_arrive_out_of_order() -> None:
     events = recorded(
-        touchpoint("tp-2", 30), touchpoint("tp-1", 0), touchpoint("tp-4", 60),
+        touchpoint("tp-2", 30),
+        touchpoint("tp-1", 0),
+        touchpoint("tp-4", 60),
         touchpoint("tp-3", 10),
     )
 
@@ -379,7 +431,9 @@ def test_identifiers_from_every_touchpoint_are_merged_without_repeats() -> None:
     state = fold(customer.reduce, events)
 
     assert state["identifiers"] == {
-        "id": ["C1"], "email": ["a@x.io", "b@x.io"], "phone": ["+4930123456"],
+        "id": ["C1"],
+        "email": ["a@x.io", "b@x.io"],
+        "phone": ["+4930123456"],
     }
 
 
@@ -444,15 +498,18 @@ def test_recent_touchpoints_keep_the_twenty_latest_by_event_time() -> None:
     recent = state["recent_touchpoints"]
     assert [t["event_id"] for t in recent] == [f"tp-{m:02d}" for m in range(5, 25)]
     assert recent[0] == {
-        "event_id": "tp-05", "type": "visit", "channel": "store", "occurred_at": iso(5),
-        "emotion": 2, "journey_id": None,
+        "event_id": "tp-05",
+        "type": "visit",
+        "channel": "store",
+        "occurred_at": iso(5),
+        "emotion": 2,
+        "journey_id": None,
     }
     assert state["touchpoints_total"] == 25
 
 
 def test_touchpoint_older_than_the_twenty_latest_does_not_enter_them() -> None:
-    events = recorded(*(touchpoint(f"tp-{m:02d}", m) for m in range(1, 21)),
-                      touchpoint("tp-00", 0))
+    events = recorded(*(touchpoint(f"tp-{m:02d}", m) for m in range(1, 21)), touchpoint("tp-00", 0))
 
     state = fold(customer.reduce, events)
 
@@ -478,8 +535,12 @@ def test_complaint_is_open_until_resolved() -> None:
     state = fold(customer.reduce, [filing, acknowledgement])
     (still_open,) = customer.open_complaints(state)
     assert still_open == {
-        "complaint_id": "K1", "filed_at": iso(0), "acknowledged_at": iso(10),
-        "category": "billing", "severity": "high", "channel": "store",
+        "complaint_id": "K1",
+        "filed_at": iso(0),
+        "acknowledged_at": iso(10),
+        "category": "billing",
+        "severity": "high",
+        "channel": "store",
     }
 
     state = customer.reduce(state, resolution)
@@ -508,9 +569,12 @@ def test_complaint_step_without_a_filing_is_not_listed_as_open() -> None:
 
 
 def test_open_complaints_are_listed_oldest_first() -> None:
-    events = recorded(filed("tp-1", 30, "K-late"), filed("tp-2", 0, "K-early"),
-                      filed("tp-3", 10, "K-solved"),
-                      complaint("tp-4", 20, "complaint_resolved", "K-solved"))
+    events = recorded(
+        filed("tp-1", 30, "K-late"),
+        filed("tp-2", 0, "K-early"),
+        filed("tp-3", 10, "K-solved"),
+        complaint("tp-4", 20, "complaint_resolved", "K-solved"),
+    )
 
     state = fold(customer.reduce, events)
 
@@ -568,10 +632,22 @@ def test_latest_survey_answer_per_question_wins_by_event_time() -> None:
     assert {
         slot: {k: held[k] for k in fields} for slot, held in state["survey_answers"].items()
     } == {
-        "S1:Q1": {"survey_id": "S1", "question_id": "Q1", "metric": "nps", "value": 9,
-                  "occurred_at": iso(30), "channel": "web"},
-        "S1:Q2": {"survey_id": "S1", "question_id": "Q2", "metric": "csat", "value": 4,
-                  "occurred_at": iso(10), "channel": "store"},
+        "S1:Q1": {
+            "survey_id": "S1",
+            "question_id": "Q1",
+            "metric": "nps",
+            "value": 9,
+            "occurred_at": iso(30),
+            "channel": "web",
+        },
+        "S1:Q2": {
+            "survey_id": "S1",
+            "question_id": "Q2",
+            "metric": "csat",
+            "value": 4,
+            "occurred_at": iso(10),
+            "channel": "store",
+        },
     }
 
 
@@ -614,12 +690,19 @@ def test_loyalty_keeps_every_attitude_answer_in_event_time_order() -> None:
     state = fold(loyalty.reduce, events)
 
     assert [(a["metric"], a["value"], a["occurred_at"]) for a in state["answers"]] == [
-        ("nps", 2, iso(0)), ("csat", 3, iso(10)), ("nps", 10, iso(30))]
+        ("nps", 2, iso(0)),
+        ("csat", 3, iso(10)),
+        ("nps", 10, iso(30)),
+    ]
 
 
 def test_loyalty_keeps_each_order_at_its_earliest_time() -> None:
-    events = recorded(purchase("tp-2", 30, "O1", "5.00"), purchase("tp-1", 0, "O1", "5.00"),
-                      purchase("tp-3", 40, "O1", "5.00"), purchase("tp-4", 50, "O2", "1.00"))
+    events = recorded(
+        purchase("tp-2", 30, "O1", "5.00"),
+        purchase("tp-1", 0, "O1", "5.00"),
+        purchase("tp-3", 40, "O1", "5.00"),
+        purchase("tp-4", 50, "O2", "1.00"),
+    )
 
     state = fold(loyalty.reduce, events)
 
@@ -640,8 +723,9 @@ def test_loyalty_ignores_touchpoints_that_say_nothing_about_attitude_or_patronag
 
 
 def test_customer_without_answers_has_low_attitude() -> None:
-    state = fold(loyalty.reduce, recorded(*(purchase(f"tp-{n}", n, f"O{n}", "1.00")
-                                             for n in range(3))))
+    state = fold(
+        loyalty.reduce, recorded(*(purchase(f"tp-{n}", n, f"O{n}", "1.00") for n in range(3)))
+    )
 
     view = loyalty_view(state, as_of=when(DAY))
 
@@ -721,10 +805,10 @@ def test_view_as_of_an_earlier_instant_uses_the_answer_given_by_then() -> None:
 def test_orders_only_count_inside_the_window_before_as_of() -> None:
     as_of = when(60 * DAY)
     events = recorded(
-        purchase("tp-1", 29 * DAY, "O-too-old", "1.00"),     # 31 days before as_of
+        purchase("tp-1", 29 * DAY, "O-too-old", "1.00"),  # 31 days before as_of
         purchase("tp-2", 30 * DAY, "O-window-start", "1.00"),  # exactly 30 days: outside
         purchase("tp-3", 30 * DAY + 1, "O-inside", "1.00"),
-        purchase("tp-4", 60 * DAY, "O-at-as-of", "1.00"),      # at as_of: inside
+        purchase("tp-4", 60 * DAY, "O-at-as-of", "1.00"),  # at as_of: inside
         purchase("tp-5", 60 * DAY + 1, "O-after", "1.00"),
     )
 
@@ -786,8 +870,9 @@ def test_answers_at_the_same_instant_decide_loyalty_the_same_in_any_arrival_orde
 
 def every_kind_of_touchpoint() -> list[Touchpoint]:
     return recorded(
-        touchpoint("tp-01", 0, journey=step("arrival"), emotion=1,
-                   customer={"id": "C1", "email": "a@x.io"}),
+        touchpoint(
+            "tp-01", 0, journey=step("arrival"), emotion=1, customer={"id": "C1", "email": "a@x.io"}
+        ),
         purchase("tp-02", 5, "O1", "0.10", journey=step("checkout"), emotion=2),
         purchase("tp-03", 1, "O1", "0.20", currency="USD", journey=step("checkout")),
         filed("tp-04", 10, journey=step("complaint")),
@@ -797,13 +882,23 @@ def every_kind_of_touchpoint() -> list[Touchpoint]:
         answer("tp-08", 2, "nps", 9),
         answer("tp-09", 25, "csat", 5, "Q2"),
         answer("tp-10", 26, "kano_functional", "like", "Q3", feature="wifi"),
-        touchpoint("tp-11", 30, "call", channel="phone", journey=step("farewell"), emotion=0,
-                   customer={"id": "C1", "phone": "+4930123456"}),
+        touchpoint(
+            "tp-11",
+            30,
+            "call",
+            channel="phone",
+            journey=step("farewell"),
+            emotion=0,
+            customer={"id": "C1", "phone": "+4930123456"},
+        ),
     )
 
 
-@pytest.mark.parametrize("reduce", [customer.reduce, journeys.reduce, loyalty.reduce],
-                         ids=["customer", "journey", "loyalty"])
+@pytest.mark.parametrize(
+    "reduce",
+    [customer.reduce, journeys.reduce, loyalty.reduce],
+    ids=["customer", "journey", "loyalty"],
+)
 def test_reducer_never_mutates_the_state_it_is_given(reduce: Reducer) -> None:
     events = every_kind_of_touchpoint()
     if reduce is journeys.reduce:
@@ -826,8 +921,7 @@ def test_kano_answer_is_kept_as_the_latest_answer_to_its_question() -> None:
 
 CHANNELS = ("store", "web", "phone")
 STEPS = ("arrival", "welcome", "waiting", "price_explanation", "handover", "farewell")
-MONEY = st.decimals(min_value=0, max_value=1000, places=2, allow_nan=False,
-                    allow_infinity=False)
+MONEY = st.decimals(min_value=0, max_value=1000, places=2, allow_nan=False, allow_infinity=False)
 
 
 @st.composite
@@ -861,25 +955,41 @@ def payloads(draw: st.DrawFn, kind: str) -> dict[str, Any]:
 @st.composite
 def journey_of_one_customer(draw: st.DrawFn, max_size: int = 25) -> list[dict[str, Any]]:
     """Touchpoints of customer C1 in journey J1, at distinct event times."""
-    minutes = draw(st.lists(st.integers(min_value=0, max_value=60 * DAY), min_size=1,
-                            max_size=max_size, unique=True))
+    minutes = draw(
+        st.lists(
+            st.integers(min_value=0, max_value=60 * DAY), min_size=1, max_size=max_size, unique=True
+        )
+    )
     raws = []
     for n, minute in enumerate(minutes):
-        kind = draw(st.sampled_from([
-            "visit", "call", "purchase", "complaint_filed", "complaint_acknowledged",
-            "complaint_resolved", "survey_answered",
-        ]))
+        kind = draw(
+            st.sampled_from(
+                [
+                    "visit",
+                    "call",
+                    "purchase",
+                    "complaint_filed",
+                    "complaint_acknowledged",
+                    "complaint_resolved",
+                    "survey_answered",
+                ]
+            )
+        )
         identifiers = {"id": "C1"}
         if draw(st.booleans()):
             identifiers["email"] = draw(st.sampled_from(["a@x.io", "b@x.io"]))
-        raws.append(touchpoint(
-            f"tp-{n:02d}", minute, kind,
-            channel=draw(st.sampled_from(CHANNELS)),
-            customer=identifiers,
-            journey=step(draw(st.sampled_from(STEPS))),
-            emotion=draw(st.none() | st.integers(min_value=-3, max_value=3)),
-            payload=draw(payloads(kind)),
-        ))
+        raws.append(
+            touchpoint(
+                f"tp-{n:02d}",
+                minute,
+                kind,
+                channel=draw(st.sampled_from(CHANNELS)),
+                customer=identifiers,
+                journey=step(draw(st.sampled_from(STEPS))),
+                emotion=draw(st.none() | st.integers(min_value=-3, max_value=3)),
+                payload=draw(payloads(kind)),
+            )
+        )
     return raws
 
 
@@ -926,11 +1036,21 @@ COMPLAINT_TIMES = ("filed_at", "acknowledged_at", "resolved_at", "followed_up_at
 def timeline(state: State) -> dict[str, Any]:
     """The parts of the customer document that are ordered or aggregated by event time."""
     return {
-        **{k: state[k] for k in (
-            "customer_id", "identifiers", "first_seen", "last_seen", "touchpoints_total",
-            "counts_by_type", "counts_by_channel", "spend_by_currency", "recent_touchpoints",
-            "survey_answers",
-        )},
+        **{
+            k: state[k]
+            for k in (
+                "customer_id",
+                "identifiers",
+                "first_seen",
+                "last_seen",
+                "touchpoints_total",
+                "counts_by_type",
+                "counts_by_channel",
+                "spend_by_currency",
+                "recent_touchpoints",
+                "survey_answers",
+            )
+        },
         "orders": state["orders"],
         "complaint_times": {
             cid: {k: v for k, v in c.items() if k in COMPLAINT_TIMES}

@@ -94,8 +94,9 @@ def history() -> list[Envelope]:
 @pytest.fixture(scope="module")
 def whole_short_period() -> tuple[SimulatorConfig, list[Envelope]]:
     """Every touchpoint of a 60-day period: all its journeys are complete."""
-    config = SimulatorConfig(seed=11, customers=150, start=NOW - timedelta(days=61),
-                             end=NOW - timedelta(days=1))
+    config = SimulatorConfig(
+        seed=11, customers=150, start=NOW - timedelta(days=61), end=NOW - timedelta(days=1)
+    )
     return config, list(Simulator(config, clock=fixed_clock))
 
 
@@ -167,7 +168,8 @@ def test_event_time_carries_an_offset_and_money_two_decimals(live: list[Envelope
         assert payload["items"]
         assert all(MONEY.match(item["unit_price"]) for item in payload["items"])
         assert Decimal(payload["amount"]) == sum(
-            Decimal(item["unit_price"]) * item["quantity"] for item in payload["items"])
+            Decimal(item["unit_price"]) * item["quantity"] for item in payload["items"]
+        )
 
 
 def test_event_ids_are_unique_but_for_exact_resends(live: list[Envelope]) -> None:
@@ -223,8 +225,11 @@ def test_historical_touchpoints_come_in_event_time_order_but_for_late_ones(
     assert 0 < late < 0.05 * len(history)
     assert min(map(at, history)) >= NOW - timedelta(days=730)
     # Journey, complaint and survey touchpoints are never late: in order overall.
-    in_order = [at(e) for e in unique(history)
-                if "journey" in e or e["type"].startswith(("complaint_", "survey_"))]
+    in_order = [
+        at(e)
+        for e in unique(history)
+        if "journey" in e or e["type"].startswith(("complaint_", "survey_"))
+    ]
     assert in_order == sorted(in_order)
 
 
@@ -269,7 +274,8 @@ def revenue_by_customer(envelopes: list[Envelope]) -> dict[str, float]:
 
 @pytest.mark.parametrize("sample", ["live", "history"])
 def test_a_fifth_of_the_customers_make_most_of_the_revenue(
-    sample: str, request: pytest.FixtureRequest,
+    sample: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     revenue = revenue_by_customer(request.getfixturevalue(sample))
     amounts = sorted(revenue.values(), reverse=True)
@@ -281,7 +287,7 @@ def test_high_value_customers_buy_more_often_and_more_per_order(live: list[Envel
     profiles = Simulator(LIVE, clock=fixed_clock).customers
     buyers = sorted((p for p in profiles if not p.prospect), key=lambda p: -p.value_weight)
     high = {p.id for p in buyers[: len(buyers) // 5]}
-    low = {p.id for p in buyers[len(buyers) // 5:]}
+    low = {p.id for p in buyers[len(buyers) // 5 :]}
     orders: dict[str, list[float]] = defaultdict(list)
     for envelope in unique(live):
         if envelope["type"] == "purchase":
@@ -396,8 +402,11 @@ def test_purchase_and_delivery_steps_carry_their_payloads(live: list[Envelope]) 
 
 
 def test_standalone_touchpoints_come_without_a_journey(live: list[Envelope]) -> None:
-    standalone = Counter(e["type"] for e in live if "journey" not in e
-                         and not e["type"].startswith(("complaint_", "survey_")))
+    standalone = Counter(
+        e["type"]
+        for e in live
+        if "journey" not in e and not e["type"].startswith(("complaint_", "survey_"))
+    )
     assert {"visit", "call", "message", "service_appointment"} <= set(standalone)
 
 
@@ -416,8 +425,12 @@ def test_complaints_follow_a_strongly_negative_journey_and_proceed_in_order(
         if envelope["type"].startswith("complaint_"):
             steps[envelope["payload"]["complaint_id"]].append(envelope)
     assert len(steps) > 100
-    order = ["complaint_filed", "complaint_acknowledged", "complaint_resolved",
-             "complaint_followed_up"]
+    order = [
+        "complaint_filed",
+        "complaint_acknowledged",
+        "complaint_resolved",
+        "complaint_followed_up",
+    ]
     open_complaints = compensated = 0
     for chain in steps.values():
         chain.sort(key=at)
@@ -475,16 +488,26 @@ def test_surveys_are_short_and_ask_every_kind_of_question(history: list[Envelope
         metrics.update(a["metric"] for a in answers)
         kano = [a for a in answers if a["metric"].startswith("kano_")]
         if kano:
-            assert sorted(a["metric"] for a in kano) == ["kano_dysfunctional",
-                                                         "kano_functional"]
+            assert sorted(a["metric"] for a in kano) == ["kano_dysfunctional", "kano_functional"]
             assert kano[0]["feature"] == kano[1]["feature"]
-        rated = {a["attribute"] for a in answers if a["metric"] == "perceived_quality"
-                 and a.get("attribute")}
+        rated = {
+            a["attribute"]
+            for a in answers
+            if a["metric"] == "perceived_quality" and a.get("attribute")
+        }
         for answer in answers:
             if answer["metric"] == "importance":  # asked with its satisfaction rating
                 assert answer["attribute"] in rated
-    assert set(metrics) == {"nps", "csat", "ces", "expectation", "perceived_quality",
-                            "importance", "kano_functional", "kano_dysfunctional"}
+    assert set(metrics) == {
+        "nps",
+        "csat",
+        "ces",
+        "expectation",
+        "perceived_quality",
+        "importance",
+        "kano_functional",
+        "kano_dysfunctional",
+    }
     # perceived quality is asked beside an expectation, or beside an importance
     assert metrics["expectation"] + metrics["importance"] == metrics["perceived_quality"]
 
@@ -496,7 +519,8 @@ def test_surveys_are_short_and_ask_every_kind_of_question(history: list[Envelope
 
 @pytest.mark.parametrize("sample", ["live", "history"])
 def test_duplicates_and_late_touchpoints_occur_at_about_the_configured_rates(
-    sample: str, request: pytest.FixtureRequest,
+    sample: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     envelopes = request.getfixturevalue(sample)
     late, duplicates = late_and_duplicate_counts(envelopes)
@@ -520,23 +544,35 @@ def accepting(requests: list[httpx.Request]) -> Callable[[httpx.Request], httpx.
     def handle(request: httpx.Request) -> httpx.Response:
         requests.append(request)
         return httpx.Response(202, json={"accepted": len(json.loads(request.content))})
+
     return handle
 
 
-def send(handler: Callable[[httpx.Request], httpx.Response], simulator: Simulator | None = None,
-         **kwargs: Any) -> SendStats:
+def send(
+    handler: Callable[[httpx.Request], httpx.Response],
+    simulator: Simulator | None = None,
+    **kwargs: Any,
+) -> SendStats:
     arguments: dict[str, Any] = {"rate": float("inf"), "batch_size": 100, "backoff": 0.001}
     arguments.update(kwargs)
-    return asyncio.run(send_http(
-        "http://peakend.test/", simulator or Simulator(LIVE, clock=fixed_clock),
-        transport=httpx.MockTransport(handler), **arguments))
+    return asyncio.run(
+        send_http(
+            "http://peakend.test/",
+            simulator or Simulator(LIVE, clock=fixed_clock),
+            transport=httpx.MockTransport(handler),
+            **arguments,
+        )
+    )
 
 
 def test_send_http_posts_json_batches_to_the_ingest_endpoint_until_the_total() -> None:
     requests: list[httpx.Request] = []
     batches: list[tuple[int, int]] = []
-    stats = send(accepting(requests), total=250,
-                 on_batch=lambda accepted, rejected: batches.append((accepted, rejected)))
+    stats = send(
+        accepting(requests),
+        total=250,
+        on_batch=lambda accepted, rejected: batches.append((accepted, rejected)),
+    )
     assert (stats.sent, stats.accepted, stats.rejected, stats.errors) == (250, 250, 0, [])
     assert [r.method for r in requests] == ["POST"] * 3
     assert {str(r.url) for r in requests} == {"http://peakend.test/v1/touchpoints"}
@@ -604,9 +640,14 @@ def test_send_http_stops_when_asked() -> None:
                 stop.set()
 
         return await send_http(
-            "http://peakend.test", Simulator(LIVE, clock=fixed_clock), rate=float("inf"),
-            batch_size=10, stop=stop, on_batch=after_batch,
-            transport=httpx.MockTransport(accepting(requests)))
+            "http://peakend.test",
+            Simulator(LIVE, clock=fixed_clock),
+            rate=float("inf"),
+            batch_size=10,
+            stop=stop,
+            on_batch=after_batch,
+            transport=httpx.MockTransport(accepting(requests)),
+        )
 
     stats = asyncio.run(run())
     assert (stats.sent, stats.accepted) == (30, 30)

@@ -443,14 +443,25 @@ def test_optional_payload_fields_left_out_are_not_stored() -> None:
 
 
 def _category_spend(value: object, **extra: object) -> dict[str, object]:
-    return {"event_id": "e-cs", "type": "survey_answered", "channel": "web",
-            "occurred_at": "2026-01-01T00:00:00Z", "customer": {"id": "C1"},
-            "payload": {"survey_id": "s", "question_id": "wallet", "metric": "category_spend",
-                        "value": value, **extra}}
+    return {
+        "event_id": "e-cs",
+        "type": "survey_answered",
+        "channel": "web",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "customer": {"id": "C1"},
+        "payload": {
+            "survey_id": "s",
+            "question_id": "wallet",
+            "metric": "category_spend",
+            "value": value,
+            **extra,
+        },
+    }
 
 
-@pytest.mark.parametrize(("given", "stored"), [("1200", "1200.00"), (1500, "1500.00"),
-                                                ("99.5", "99.50")])
+@pytest.mark.parametrize(
+    ("given", "stored"), [("1200", "1200.00"), (1500, "1500.00"), ("99.5", "99.50")]
+)
 def test_a_declared_category_spend_is_an_exact_amount(given: object, stored: str) -> None:
     parsed = parse_touchpoint(_category_spend(given, currency="EUR"))
     assert parsed.payload["value"] == stored
