@@ -35,6 +35,7 @@ from api.schemas import (
     TimelineOut,
 )
 from api.segments import router as segments_router
+from domain.idempotency import Outcome, conflict_error
 from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
 from infra.bootstrap import Platform
 
@@ -132,6 +133,11 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
             "model": IngestRefused,
             "description": "not durable (event store or Kafka unavailable): nothing to fix, retry",
         },
+        409: {
+            "model": IngestRefused,
+            "description": "an event_id already recorded with other content (the fields "
+            "that differ are named); nothing was recorded",
+        },
         422: {"model": IngestRefused, "description": "invalid touchpoints, field by field"},
     },
     openapi_extra={
@@ -167,11 +173,28 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
     except Exception as error:  # not durable: say so, the client retries (idempotent)
         detail = f"not recorded, retry later: {type(error).__name__}: {error}"
         raise Refused(503, detail, _body_error(detail)) from error
+    conflicts = [
+        ItemError(index=index, event_id=o.event_id, **conflict_error(o))
+        for index, o in enumerate(outcomes)
+        if o.outcome is Outcome.CONFLICT
+    ]
+    if conflicts:
+        raise Refused(
+            409,
+            f"{len(conflicts)} of {len(outcomes)} touchpoints reuse an event_id recorded "
+            "with other content; nothing was recorded",
+            conflicts,
+        )
     return IngestAccepted(
         accepted=len(outcomes),
         duplicates=sum(o.duplicate is True for o in outcomes),
         recorded=[
-            RecordedOut(event_id=o.event_id, customer_id=o.customer_id, duplicate=o.duplicate)
+            RecordedOut(
+                event_id=o.event_id,
+                customer_id=o.customer_id,
+                outcome=o.outcome.value,
+                duplicate=o.duplicate,
+            )
             for o in outcomes
         ],
     )
@@ -194,19 +217,18 @@ def get_timeline(
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
 ) -> dict[str, Any]:
     """Every touchpoint of the customer, read from the event store (the system of record),
-    in event-time order (``desc``: newest first), paged."""
-    events = platform.records.touchpoints_of(customer_id)
-    if not events:
+    in event-time order (``desc``: newest first), paged in the database."""
+    total, page = platform.records.timeline(
+        customer_id, limit=limit, offset=offset, newest_first=order == "desc"
+    )
+    if total == 0:
         raise HTTPException(404, f"no customer {customer_id!r}")
-    if order == "desc":
-        events.reverse()
-    page = events[offset : offset + limit]
     return {
         "customer_id": customer_id,
-        "total": len(events),
+        "total": total,
         "offset": offset,
         "limit": limit,
-        "next_offset": offset + limit if offset + limit < len(events) else None,
+        "next_offset": offset + limit if offset + limit < total else None,
         "items": [views.timeline_item(e) for e in page],
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -12,10 +12,15 @@ from pydantic import BaseModel, Field
 class RecordedOut(BaseModel):
     event_id: str
     customer_id: str
+    outcome: Literal["recorded", "duplicate", "accepted"] = Field(
+        description="recorded: durable in the event store; duplicate: this event_id was "
+        "recorded before with the same content, nothing changed; accepted (cluster mode): "
+        "durable in Kafka (acks=all), a worker records it next and judges duplicates "
+        "then (a conflict goes to the dead-letter topic with reason conflict)"
+    )
     duplicate: bool | None = Field(
-        description="true when this event_id was recorded "
-        "before: nothing changed; null in cluster "
-        "mode, where the workers record it later"
+        description="true for a duplicate, false once recorded; null in cluster mode, "
+        "where it is not known at 202 time"
     )
 
 

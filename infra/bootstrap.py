@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 import psycopg2.pool
 
+from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
 from infra.database import embedded_server_url, eventsourcing_env
 from infra.settings import Settings
@@ -20,7 +21,7 @@ from projections.registry import PROJECTIONS
 from projections.store import ReadModelStore
 from streams.embedded import EmbeddedDriver
 from streams.projector import head, replay
-from streams.recorder import CustomerRecords, Recorded
+from streams.recorder import CustomerRecords
 from streams.relay import RELAY
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelSto
     )
     pool = psycopg2.pool.ThreadedConnectionPool(1, 16, url)
     store = ReadModelStore(pool, PROJECTIONS)
+    if indexed := records.index_touchpoints():
+        log.warning("indexed %d touchpoints recorded before the touchpoint index", indexed)
     new = store.create_tables()
     analytics.create_model_table(store)
     segment_store.create_tables(store)

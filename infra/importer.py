@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from domain.idempotency import Outcome, conflict_error
 from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
 from infra.bootstrap import Platform
 
@@ -153,12 +154,18 @@ def import_file(
     last_line = done
     skew = timedelta(seconds=platform.settings.max_future_skew_seconds)
 
+    sources: list[tuple[int, str]] = []  # the line of each touchpoint in ``batch``
+
     def flush() -> None:
         if batch:
             outcomes = records.record(batch)
-            summary.recorded += sum(not o.duplicate for o in outcomes)
-            summary.duplicates += sum(bool(o.duplicate) for o in outcomes)
+            summary.recorded += sum(o.outcome is Outcome.RECORDED for o in outcomes)
+            summary.duplicates += sum(o.outcome is Outcome.DUPLICATE for o in outcomes)
+            for outcome, (number, original) in zip(outcomes, sources, strict=True):
+                if outcome.outcome is Outcome.CONFLICT:
+                    _reject(rejects, summary, number, original, [conflict_error(outcome)])
             batch.clear()
+            sources.clear()
         with store.connection() as conn:  # after the batch is durable: resume from here
             store.lock_position(conn, follower)
             store.set_position(conn, follower, last_line)
@@ -176,6 +183,7 @@ def import_file(
                 if isinstance(parsed, Exception):
                     raise parsed
                 batch.append(parse_touchpoint(parsed, now=datetime.now(UTC), max_future_skew=skew))
+                sources.append((number, original))
             except InvalidTouchpoint as refusal:
                 _reject(
                     rejects, summary, number, original, [e.model_dump() for e in refusal.errors]

@@ -20,9 +20,9 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from domain.customer import resolve_customer_id
+from domain.idempotency import Outcome, Recorded
 from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
 from infra.settings import Settings
-from streams.recorder import Recorded
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class KafkaIngest:
         done: Future[list[Recorded]] = Future()
         acks = self.producer.send_valid(touchpoints)
         outcomes = [
-            Recorded(t.event_id, resolve_customer_id(t.customer.present()), duplicate=None)
+            Recorded(t.event_id, resolve_customer_id(t.customer.present()), Outcome.ACCEPTED)
             for t in touchpoints
         ]
         remaining = [len(acks)]

@@ -32,6 +32,7 @@ from faust.types import EventT
 from kafka import KafkaProducer
 
 from domain.customer import Customer
+from domain.idempotency import Outcome, conflict_error
 from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
 from infra.kafka import Topics
 from infra.settings import Settings
@@ -211,7 +212,8 @@ def create_app(
         @app.agent(touchpoints_topic)
         async def record_touchpoints(stream: faust.StreamT[bytes]) -> None:
             async for events in batches(stream):
-                valid = []
+                valid: list[TouchpointIn] = []
+                sources: list[EventT[bytes]] = []
                 for event in events:
                     touchpoint, reason, errors = triage(event.message.value, settings)
                     if touchpoint is None:
@@ -227,11 +229,24 @@ def create_app(
                         )
                     else:
                         valid.append(touchpoint)
+                        sources.append(event)
                 started = time.perf_counter()
                 if valid:
-                    await until_done(
+                    outcomes = await until_done(
                         partial(records.record, valid), "recording", lambda: app.should_stop
                     )
+                    for outcome, source in zip(outcomes, sources, strict=True):
+                        if outcome.outcome is Outcome.CONFLICT:
+                            log.warning(
+                                "dead-lettered %s[%d]@%d: conflict on event id",
+                                source.message.topic,
+                                source.message.partition,
+                                source.message.offset,
+                            )
+                            await dead_letters_topic.send(
+                                key=source.message.key,
+                                value=dead_letter(source, "conflict", [conflict_error(outcome)]),
+                            )
                 partitions = sorted({e.message.partition for e in events})
                 log.info(
                     "%s recorded %d touchpoints from partitions %s in %.0f ms",

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
 from projections.store import ReadModelStore
 from streams.projector import FOLLOWER, follow, head
-from streams.recorder import CustomerRecords, Recorded
+from streams.recorder import CustomerRecords
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ class EmbeddedDriver:
         """Record submissions in one transaction; if that fails, record each alone, so a
         failure fails only the request that caused it, not its neighbours in the batch."""
         try:
-            outcomes = self.records.record([tp for s in batch for tp in s.touchpoints])
+            outcomes = self.records.record(
+                [tp for s in batch for tp in s.touchpoints],
+                units=[len(s.touchpoints) for s in batch],
+            )
         except Exception as error:
             if len(batch) > 1:
                 log.warning(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,26 +23,41 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
 from domain.customer import Customer, customer_aggregate_id, resolve_customer_id
+from domain.idempotency import (
+    Content,
+    Outcome,
+    Recorded,
+    content,
+    differing_fields,
+    fingerprint,
+)
 from domain.touchpoints import TouchpointIn
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Recorded:
-    """The outcome for one touchpoint: which customer it landed on, and whether it was
-    already recorded before (a duplicate ``event_id`` changes nothing); None when not
-    known yet (cluster mode answers once Kafka has the touchpoint)."""
+class _Known:
+    """A touchpoint already in the store, as the touchpoint index has it."""
 
-    event_id: str
+    fingerprint: bytes
     customer_id: str
-    duplicate: bool | None
+    originator_id: UUID
+    originator_version: int
 
 
 class ColumnarRecorder(PostgresApplicationRecorder):
     """eventsourcing's PostgreSQL recorder (same table, same lock, same notifications),
     inserting a batch as four column arrays that psycopg sends in binary, instead of one
-    array of a composite type formatted as text in Python: the recorder's hot path."""
+    array of a composite type formatted as text in Python: the recorder's hot path.
+
+    It keeps the *touchpoint index* beside the events, written in the same transaction:
+    one row per touchpoint, keyed by ``event_id`` (unique across the whole store, so a
+    concurrent recording of the same event id fails the whole transaction and is retried),
+    with its content fingerprint, its place in the store and its event time (the
+    timeline is paged by event time from it)."""
+
+    index_table = "touchpoint_index"
 
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
@@ -49,12 +66,35 @@ class ColumnarRecorder(PostgresApplicationRecorder):
             " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
             " RETURNING notification_id"
         ).format(Identifier(datastore.schema), Identifier(events_table_name))
+        self.index = Identifier(datastore.schema, self.index_table)
+        self.insert_index_statement = SQL(
+            "INSERT INTO {} (event_id, fingerprint, customer_id, originator_id,"
+            " originator_version, occurred_at) SELECT * FROM unnest("
+            "%b::text[], %b::bytea[], %b::text[], %b::uuid[], %b::bigint[], %b::timestamptz[])"
+        ).format(self.index)
+        self.sql_create_statements.extend(
+            [
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (event_id text PRIMARY KEY,"
+                    " fingerprint bytea NOT NULL, customer_id text NOT NULL,"
+                    " originator_id uuid NOT NULL, originator_version bigint NOT NULL,"
+                    " occurred_at timestamptz NOT NULL)"
+                ).format(self.index),
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {} ON {} (originator_id, occurred_at, event_id)"
+                ).format(Identifier(f"{self.index_table}_timeline_idx"), self.index),
+            ]
+        )
 
     def _insert_stored_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
+        # The index first: the caller fetches notification ids from the last statement.
+        indexed: Sequence[_Indexed] = kwargs.get("touchpoint_index", ())
+        if indexed:
+            curs.execute(self.insert_index_statement, tuple(map(list, zip(*indexed, strict=True))))
         curs.execute(
             self.insert_events_statement,
             (
@@ -66,43 +106,137 @@ class ColumnarRecorder(PostgresApplicationRecorder):
         )
 
 
+_Indexed = tuple[str, bytes, str, UUID, int, datetime]
+
+
 class CustomerRecords(Application[UUID]):
     """The event-sourced application holding every Customer aggregate."""
 
     name = "peakend"
 
-    def record(self, touchpoints: Sequence[TouchpointIn], *, attempts: int = 3) -> list[Recorded]:
-        """Record a batch of touchpoints in one transaction; idempotent by ``event_id``.
+    def record(
+        self,
+        touchpoints: Sequence[TouchpointIn],
+        *,
+        units: Sequence[int] | None = None,
+        attempts: int = 10,
+    ) -> list[Recorded]:
+        """Record a batch of touchpoints in one transaction; idempotent by ``event_id``
+        across the whole store.
 
-        Another writer saving the same customer at the same time makes the insert fail
-        on the stream's version; the batch is then retried on fresh aggregates.
-        """
+        ``units`` splits the batch into consecutive all-or-nothing requests (their sizes;
+        default: each touchpoint alone): a unit holding a conflict records nothing.
+        Another writer saving the same customer or event id at the same time makes the
+        insert fail; the batch is then retried on fresh aggregates and a fresh index."""
+        sizes = list(units) if units is not None else [1] * len(touchpoints)
+        if sum(sizes) != len(touchpoints):
+            raise ValueError(f"units: sizes sum to {sum(sizes)}, not {len(touchpoints)}")
         for attempt in range(1, attempts + 1):
             customers: dict[UUID, Customer] = {}
             try:
-                customer_ids = [resolve_customer_id(tp.customer.present()) for tp in touchpoints]
-                customers.update(self._customers(set(customer_ids)))
-                outcomes = [
-                    Recorded(
-                        tp.event_id,
-                        customer_id,
-                        duplicate=not customers[
-                            customer_aggregate_id(customer_id)
-                        ].record_touchpoint(tp),
-                    )
-                    for tp, customer_id in zip(touchpoints, customer_ids, strict=True)
-                ]
-                self.save(*customers.values())
-            except Exception as error:
+                outcomes, index = self._judge(touchpoints, sizes, customers)
+                if index:
+                    self.save(*customers.values(), touchpoint_index=index)
+            except IntegrityError:
                 self._forget(customers)
-                if isinstance(error, IntegrityError) and attempt < attempts:
-                    log.warning(
-                        "concurrent write to one of %d customers; retry %d", len(customers), attempt
-                    )
-                    continue
+                if attempt == attempts:
+                    raise
+                log.info(
+                    "a concurrent write to one of %d customers; retry %d", len(customers), attempt
+                )
+                time.sleep(random.uniform(0, 0.005 * attempt))  # two writers: break the tie
+                continue
+            except Exception:
+                self._forget(customers)
                 raise
             return outcomes
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _judge(
+        self,
+        touchpoints: Sequence[TouchpointIn],
+        sizes: Sequence[int],
+        customers: dict[UUID, Customer],
+    ) -> tuple[list[Recorded], list[_Indexed]]:
+        """Judge each touchpoint against the store and the batch so far, unit by unit,
+        and apply the new ones to their (loaded) customers; nothing is saved here."""
+        contents = [_content_of(tp) for tp in touchpoints]
+        prints = [fingerprint(c) for c in contents]
+        known = self._known({tp.event_id for tp in touchpoints})
+        resolved = [resolve_customer_id(tp.customer.present()) for tp in touchpoints]
+        batch_first: dict[str, int] = {}  # event id -> the index that records it
+        against: dict[int, int] = {}  # a repeat in the batch -> the index it repeats
+        verdicts: list[tuple[Outcome, str]] = []
+        start = 0
+        for size in sizes:
+            unit: list[tuple[Outcome, str]] = []
+            claimed: dict[str, int] = {}
+            for i in range(start, start + size):
+                event_id = touchpoints[i].event_id
+                if event_id in known:
+                    same = known[event_id].fingerprint == prints[i]
+                    owner = known[event_id].customer_id
+                elif (first := batch_first.get(event_id, claimed.get(event_id))) is not None:
+                    same, owner = prints[first] == prints[i], resolved[first]
+                    against[i] = first
+                else:
+                    claimed[event_id] = i
+                    unit.append((Outcome.RECORDED, resolved[i]))
+                    continue
+                unit.append((Outcome.DUPLICATE if same else Outcome.CONFLICT, owner))
+            if any(outcome is Outcome.CONFLICT for outcome, _ in unit):
+                unit = [
+                    (Outcome.WITHHELD if o is Outcome.RECORDED else o, owner) for o, owner in unit
+                ]
+            else:
+                batch_first.update(claimed)
+            verdicts += unit
+            start += size
+        differing = self._differing(touchpoints, contents, verdicts, known, against)
+        customers.update(self._customers({c for (o, c) in verdicts if o is Outcome.RECORDED}))
+        outcomes: list[Recorded] = []
+        index: list[_Indexed] = []
+        for i, (tp, (outcome, customer_id)) in enumerate(zip(touchpoints, verdicts, strict=True)):
+            if outcome is Outcome.RECORDED:
+                customer = customers[customer_aggregate_id(customer_id)]
+                if customer.record_touchpoint(tp):
+                    index.append(
+                        (
+                            tp.event_id,
+                            prints[i],
+                            customer_id,
+                            customer.id,
+                            customer.version,
+                            tp.occurred_at,
+                        )
+                    )
+                else:  # recorded under this customer before the index existed
+                    outcome = Outcome.DUPLICATE
+            outcomes.append(Recorded(tp.event_id, customer_id, outcome, differing.get(i, ())))
+        return outcomes, index
+
+    def _differing(
+        self,
+        touchpoints: Sequence[TouchpointIn],
+        contents: Sequence[Content],
+        verdicts: Sequence[tuple[Outcome, str]],
+        known: dict[str, _Known],
+        against: dict[int, int],
+    ) -> dict[int, tuple[str, ...]]:
+        """For each conflict, the fields that differ from the touchpoint recorded (or about
+        to be recorded in this batch) under its event id."""
+        conflicts = [i for i, (o, _) in enumerate(verdicts) if o is Outcome.CONFLICT]
+        if not conflicts:
+            return {}
+        stored = self._recorded_contents(
+            [known[touchpoints[i].event_id] for i in conflicts if touchpoints[i].event_id in known]
+        )
+        found: dict[int, tuple[str, ...]] = {}
+        for i in conflicts:
+            first = against.get(i)
+            original = stored.get(touchpoints[i].event_id) if first is None else contents[first]
+            found[i] = tuple(differing_fields(original, contents[i])) if original else ()
+        return found
 
     def _forget(self, customers: dict[UUID, Customer]) -> None:
         """Drop aggregates changed in memory but not saved, so none is reused from the
@@ -138,9 +272,7 @@ class CustomerRecords(Application[UUID]):
     def _reconstruct(self, aggregate_ids: list[UUID]) -> dict[UUID, Customer]:
         if not aggregate_ids:
             return {}
-        recorder = self.recorder
-        if not isinstance(recorder, PostgresApplicationRecorder):
-            raise TypeError("the customer records live in PostgreSQL (ColumnarRecorder)")
+        recorder = self._columnar()
         # eventsourcing reads one stream per query; this reads them all at once from its
         # table, in stream-version order, and folds them as its repository would.
         query = SQL(
@@ -166,6 +298,128 @@ class CustomerRecords(Application[UUID]):
         }
         return {i: c for i, c in rebuilt.items() if isinstance(c, Customer)}
 
+    # -- the touchpoint index --------------------------------------------------------
+
+    def _known(self, event_ids: set[str]) -> dict[str, _Known]:
+        """The batch's event ids already in the store, in ONE query."""
+        recorder = self._columnar()
+        query = SQL(
+            "SELECT event_id, fingerprint, customer_id, originator_id, originator_version"
+            " FROM {} WHERE event_id = ANY(%s)"
+        ).format(recorder.index)
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(query, (list(event_ids),))
+            return {
+                row["event_id"]: _Known(
+                    bytes(row["fingerprint"]),
+                    row["customer_id"],
+                    row["originator_id"],
+                    row["originator_version"],
+                )
+                for row in cursor.fetchall()
+            }
+
+    def _stored_touchpoints(
+        self, places: Sequence[tuple[UUID, int]]
+    ) -> list[Customer.TouchpointRecorded]:
+        """The touchpoints stored at these (stream, version) places, in ONE query."""
+        if not places:
+            return []
+        recorder = self._columnar()
+        query = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state"
+            " FROM unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS p(id, version, n)"
+            " JOIN {}.{} e ON e.originator_id = p.id AND e.originator_version = p.version"
+            " ORDER BY p.n"
+        ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(query, ([p[0] for p in places], [p[1] for p in places]))
+            rows = cursor.fetchall()
+        events = [
+            self.mapper.to_domain_event(
+                StoredEvent(
+                    r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])
+                )
+            )
+            for r in rows
+        ]
+        return [e for e in events if isinstance(e, Customer.TouchpointRecorded)]
+
+    def _recorded_contents(self, known: Sequence[_Known]) -> dict[str, Content]:
+        places = [(k.originator_id, k.originator_version) for k in known]
+        return {e.event_id: _recorded_content(e) for e in self._stored_touchpoints(places)}
+
+    def timeline(
+        self, customer_id: str, *, limit: int, offset: int, newest_first: bool
+    ) -> tuple[int, list[Customer.TouchpointRecorded]]:
+        """One page of a customer's touchpoints in event-time order (ties: by
+        ``event_id``), and how many there are: paged in the database by the touchpoint
+        index, so a page costs the same at 20 or 20,000 touchpoints."""
+        recorder = self._columnar()
+        direction = SQL("DESC") if newest_first else SQL("ASC")
+        stream = customer_aggregate_id(customer_id)
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                SQL("SELECT count(*) AS n FROM {} WHERE originator_id = %s").format(recorder.index),
+                (stream,),
+            )
+            row = cursor.fetchone()
+            total = int(row["n"]) if row else 0
+            cursor.execute(
+                SQL(
+                    "SELECT originator_version FROM {} WHERE originator_id = %s"
+                    " ORDER BY occurred_at {}, event_id {} LIMIT %s OFFSET %s"
+                ).format(recorder.index, direction, direction),
+                (stream, limit, offset),
+            )
+            versions = [r["originator_version"] for r in cursor.fetchall()]
+        return total, self._stored_touchpoints([(stream, v) for v in versions])
+
+    def index_touchpoints(self, *, page: int = 5000) -> int:
+        """Fill the touchpoint index from the event store when it is empty (a store
+        written before the index existed); return how many touchpoints it indexed. The
+        first recording of an event id stands; later ones are left as they were."""
+        recorder = self._columnar()
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(SQL("SELECT EXISTS (SELECT 1 FROM {}) AS any").format(recorder.index))
+            row = cursor.fetchone()
+            if row and row["any"]:
+                return 0
+        indexed, position = 0, 0
+        while notifications := recorder.select_notifications(
+            start=position, limit=page, inclusive_of_start=False
+        ):
+            position = notifications[-1].id
+            rows = [
+                (
+                    e.event_id,
+                    fingerprint(_recorded_content(e)),
+                    e.customer_id,
+                    e.originator_id,
+                    e.originator_version,
+                    e.occurred_at,
+                )
+                for n in notifications
+                if n.topic.endswith("Customer.TouchpointRecorded")
+                and isinstance(e := self.mapper.to_domain_event(n), Customer.TouchpointRecorded)
+            ]
+            if rows:
+                with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+                    cursor.execute(
+                        SQL("{} ON CONFLICT (event_id) DO NOTHING").format(
+                            recorder.insert_index_statement
+                        ),
+                        tuple(map(list, zip(*rows, strict=True))),
+                    )
+                    indexed += cursor.rowcount
+        return indexed
+
+    def _columnar(self) -> ColumnarRecorder:
+        recorder = self.recorder
+        if not isinstance(recorder, ColumnarRecorder):
+            raise TypeError("the customer records live in PostgreSQL (ColumnarRecorder)")
+        return recorder
+
     def touchpoints_of(self, customer_id: str) -> list[Customer.TouchpointRecorded]:
         """Every touchpoint recorded for a customer, straight from the event store, in
         event-time order (ties: by ``event_id``, as in the projections)."""
@@ -176,3 +430,15 @@ class CustomerRecords(Application[UUID]):
 
 def _event_time_order(event: Customer.TouchpointRecorded) -> tuple[datetime, str]:
     return event.occurred_at, event.event_id
+
+
+def _content_of(touchpoint: TouchpointIn) -> Content:
+    return content(
+        touchpoint,
+        identifiers=touchpoint.customer.present(),
+        journey=touchpoint.journey.model_dump() if touchpoint.journey else None,
+    )
+
+
+def _recorded_content(event: Customer.TouchpointRecorded) -> Content:
+    return content(event, identifiers=event.identifiers, journey=event.journey)

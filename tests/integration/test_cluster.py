@@ -543,6 +543,22 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(
             text = None
         assert letter["original_text"] == text
 
+    # A re-send of a recorded event id with other content: a conflict, dead-lettered
+    # with the fields that differ, and nothing recorded changes.
+    original = valid[0]
+    changed = {**original, "channel": "web" if original["channel"] != "web" else "store"}
+    raw = KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all")
+    try:
+        raw.send(cluster.topics.touchpoints, value=json.dumps(changed).encode()).get(timeout=30)
+    finally:
+        raw.close(10)
+    letters = read_all(cluster.bootstrap, cluster.topics.dead_letters, len(poison) + 1)
+    conflicts = [m for m in letters if m["reason"] == "conflict"]
+    assert len(conflicts) == 1, letters
+    assert conflicts[0]["errors"][0]["field"] == "event_id"
+    assert "channel" in conflicts[0]["errors"][0]["message"]
+    assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
+
 
 def test_processes_setting_up_a_fresh_database_at_once_all_start(
     fresh_database: Callable[[], str],
