@@ -250,10 +250,11 @@ def _ordering_key(value: Any, kind: Kind) -> tuple[str, Decimal] | None:
 
 
 def _same(left: Any, right: Any) -> bool:
-    """JSON equality: true is not 1, 1 is 1.0; never raises on JSON values."""
+    """JSON equality: true is not 1, 1 is 1.0; never raises on JSON values (nor on the
+    finite Decimals that stand for times)."""
     if isinstance(left, bool) or isinstance(right, bool):
         return left is right
-    if isinstance(left, int | float) and isinstance(right, int | float):
+    if isinstance(left, int | float | Decimal) and isinstance(right, int | float | Decimal):
         return bool(left == right)
     return type(left) is type(right) and isinstance(left, str) and left == right
 
@@ -281,6 +282,12 @@ def matches(rule: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
         return (found is not _MISSING and found is not None) is value
     if found is _MISSING or found is None:
         return False
+    if field_kind(rule["field"]) == "time" and op in ("eq", "ne", "in", "not_in"):
+        # Times are equal as instants, whatever their offset or precision.
+        found = _time(found)
+        if found is None:
+            return op in ("ne", "not_in")
+        value = [_time(v) for v in value] if isinstance(value, list) else _time(value)
     if op == "eq":
         return _same(found, value)
     if op == "ne":

@@ -48,6 +48,9 @@ DOC: dict[str, Any] = {
         ({"field": "traits.tags", "op": "contains", "value": "fleet"}, True),
         ({"field": "value_tier", "op": "contains", "value": "vi"}, True),
         ({"field": "first_seen", "op": "gt", "value": "2025-01-02T11:00:00+02:00"}, True),
+        ({"field": "first_seen", "op": "eq", "value": "2025-01-02T12:00:00+02:00"}, True),
+        ({"field": "first_seen", "op": "ne", "value": "2025-01-02T10:00:00Z"}, False),
+        ({"field": "first_seen", "op": "in", "value": ["2025-01-02T10:00:00+00:00"]}, True),
         ({"field": "traits.region", "op": "gt", "value": 3}, False),  # text vs number
         ({"field": "traits.region", "op": "contains", "value": 1}, False),  # text vs number
     ],
