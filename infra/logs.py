@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from infra.settings import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_HANDLER_NAME = "peakend"
 
 # Libraries that log a line per request, connection or command at INFO: quiet unless
 # DEBUG is asked for. kafka-python logs every connect and metadata refresh, aiokafka
@@ -47,23 +48,41 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # TextIO, see stream
+    """Writes to whatever ``sys.stderr`` is at the time of the record (as logging's own
+    last-resort handler does), so a replaced or captured stderr is followed, never a
+    closed one written to."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # read-only on purpose: always the current stderr
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
+
+
 def configure_logging(
     settings: Settings, *, level: int = logging.INFO, stream: TextIO | None = None
 ) -> logging.Handler:
-    """Send every log record to ``stream`` (stderr) in the configured format; returns the
-    handler (Faust's worker is told to keep it)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send every log record to ``stream`` (default: the current stderr) in the configured
+    format; returns the handler. Called again, it replaces the handler it installed before
+    and leaves others' (a test runner's) alone."""
+    handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    chatty_level = logging.NOTSET if level <= logging.DEBUG else logging.WARNING
     for chatty in CHATTY:
-        logging.getLogger(chatty).setLevel(
-            logging.NOTSET if level <= logging.DEBUG else logging.WARNING
-        )
+        logging.getLogger(chatty).setLevel(chatty_level)
     return handler

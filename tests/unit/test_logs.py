@@ -78,3 +78,16 @@ def test_kafka_clients_log_connections_only_at_debug() -> None:
     configure_logging(Settings(), level=logging.DEBUG, stream=stream)
     logging.getLogger("kafka.conn").info("connecting again")
     assert "connecting again" in stream.getvalue()
+
+
+def test_the_default_handler_follows_the_current_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Called again (a second main() in one process) it replaces only its own handler, and
+    writes to stderr as it is when a record comes, never to a closed stream."""
+    first = configure_logging(Settings())
+    second = configure_logging(Settings())
+    root = logging.getLogger()
+    assert second in root.handlers and first not in root.handlers
+    logging.getLogger("peakend.test").warning("to the stderr of now")
+    assert "to the stderr of now" in capsys.readouterr().err
