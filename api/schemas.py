@@ -164,3 +164,74 @@ class HealthOut(BaseModel):
     projector_error: str | None = Field(
         default=None, description="why projecting is stuck, when it is (status degraded)"
     )
+
+
+# Segments
+
+
+class SegmentDefinedOut(BaseModel):
+    name: str
+    created: bool = Field(description="true when new; false when an existing one was redefined")
+    members: int
+    entered: int
+    left: int
+
+
+class SegmentOut(BaseModel):
+    name: str
+    rule: dict[str, Any]
+    description: str | None
+    created_at: datetime
+    evaluated_at: datetime | None = Field(description="the last evaluation; null before one")
+    error: str | None = Field(
+        description="why the last evaluation failed (members kept as they were); null when it ran"
+    )
+    members: int
+
+
+class SegmentEvaluationOut(BaseModel):
+    members: int | None = Field(description="null when this segment's evaluation failed")
+    entered: int
+    left: int
+    error: str | None = Field(default=None, description="why it failed; the others still ran")
+
+
+class SegmentsEvaluatedOut(BaseModel):
+    evaluated_at: datetime
+    segments: dict[str, SegmentEvaluationOut]
+
+
+class SegmentMemberOut(BaseModel):
+    customer_id: str
+    since: datetime
+
+
+class SegmentMembersOut(BaseModel):
+    segment: str
+    count: int
+    members: list[SegmentMemberOut]
+
+
+class SegmentChangeOut(BaseModel):
+    id: int
+    customer_id: str
+    change: str = Field(pattern="^(entered|left)$", description="entered or left")
+    at: datetime
+
+
+class SegmentChangesOut(BaseModel):
+    segment: str
+    changes: list[SegmentChangeOut]
+
+
+class SegmentErrorItemOut(BaseModel):
+    loc: list[str | int] = Field(description='where: ["body", "rule", "all", 0, "op"], ["path", …]')
+    msg: str
+    type: str
+
+
+class SegmentErrorOut(BaseModel):
+    """Every segment error, 404 and 422 alike: the shape of FastAPI's own validation
+    errors, so that a client reads one shape whoever refused the request."""
+
+    detail: list[SegmentErrorItemOut]

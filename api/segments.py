@@ -1,7 +1,12 @@
 """``/v1/segments``: rule-based segments, evaluated against every customer's profile and
 measures; each evaluation records who entered and who left (``/changes``), so that
 actions can follow later. Segments are evaluated when asked and every
-``PEAKEND_SEGMENT_EVALUATE_SECONDS`` by a background evaluator."""
+``PEAKEND_SEGMENT_EVALUATE_SECONDS`` by a background evaluator.
+
+A rule is checked (``domain.segments.check_rule``) and tried on every customer before it
+is stored, so a stored rule evaluates; one that fails anyway (stored by an older
+version, or a defect) is marked with its error and skipped, and the others go on.
+Errors, 404 and 422, all have FastAPI's validation shape (``SegmentErrorOut``)."""
 
 from __future__ import annotations
 
@@ -10,11 +15,21 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, field_validator
 
 from api.analytics import POPULATION
 from api.deps import PlatformDep
+from api.schemas import (
+    SegmentChangesOut,
+    SegmentDefinedOut,
+    SegmentErrorOut,
+    SegmentEvaluationOut,
+    SegmentMembersOut,
+    SegmentOut,
+    SegmentsEvaluatedOut,
+)
 from domain import segments, value
 from domain.metrics import nps_category
 from infra.bootstrap import Platform
@@ -24,7 +39,14 @@ from projections.base import utc_iso
 log = logging.getLogger(__name__)
 
 
-router = APIRouter(prefix="/v1/segments", tags=["segments"])
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": SegmentErrorOut, "description": "no segment of that name"}
+}
+router = APIRouter(
+    prefix="/v1/segments",
+    tags=["segments"],
+    responses={422: {"model": SegmentErrorOut, "description": "refused, naming where and why"}},
+)
 
 
 class SegmentIn(BaseModel):
@@ -33,7 +55,20 @@ class SegmentIn(BaseModel):
         description="see domain/segments.py: conditions on fields "
         "of the segment document, with all/any/not"
     )
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=1000)
+
+    @field_validator("description")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        # PostgreSQL text holds neither NUL nor a lone surrogate: refuse, not a 500.
+        if text is not None:
+            if "\x00" in text:
+                raise ValueError("a NUL character cannot be stored")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("not valid Unicode text (a lone surrogate)") from None
+        return text
 
 
 def segment_documents(platform: Platform, as_of: datetime) -> dict[str, dict[str, Any]]:
@@ -85,8 +120,36 @@ def segment_documents(platform: Platform, as_of: datetime) -> dict[str, dict[str
     return documents
 
 
-def evaluate(platform: Platform, only: str | None = None) -> dict[str, dict[str, int]]:
-    """Evaluate every segment (or one) now; record entries and exits."""
+def _loc(path: str) -> list[str | int]:
+    """``rule.all.0.op`` as a validation location: ``["body", "rule", "all", 0, "op"]``."""
+    return ["body", *(int(p) if p.isdigit() else p for p in path.split("."))]
+
+
+def _refused(path: str, message: str, kind: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": _loc(path), "msg": message, "type": kind}])
+
+
+def _not_found(name: str) -> HTTPException:
+    detail = [{"loc": ["path", "name"], "msg": f"no segment {name!r}", "type": "not_found"}]
+    return HTTPException(404, detail)
+
+
+def _printable(error: BaseException) -> str:
+    """An error as text PostgreSQL can store and a log line can show."""
+    text = f"{type(error).__name__}: {error}"[:500]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _members(rule: dict[str, Any], documents: dict[str, dict[str, Any]]) -> set[str]:
+    # Stored rules are checked again: one stored before the checks of today must fail
+    # here, visibly, rather than raise inside matches.
+    segments.check_rule(rule)
+    return {c for c, doc in documents.items() if segments.matches(rule, doc)}
+
+
+def evaluate(platform: Platform, only: str | None = None) -> dict[str, dict[str, Any]]:
+    """Evaluate every segment (or one) now; record entries and exits. A segment whose
+    evaluation fails is marked with the error and keeps its members; the others go on."""
     now = datetime.now(UTC)
     defined = [
         d for d in segment_store.definitions(platform.store) if only is None or d["name"] == only
@@ -94,67 +157,99 @@ def evaluate(platform: Platform, only: str | None = None) -> dict[str, dict[str,
     if not defined:
         return {}
     documents = segment_documents(platform, now)
-    outcome = {}
+    outcome: dict[str, dict[str, Any]] = {}
     for definition in defined:
-        members = {c for c, doc in documents.items() if segments.matches(definition["rule"], doc)}
-        entered, left = segment_store.record_membership(
-            platform.store, definition["name"], members, now
-        )
-        outcome[definition["name"]] = {
-            "members": len(members),
-            "entered": len(entered),
-            "left": len(left),
-        }
+        name = definition["name"]
+        try:
+            members = _members(definition["rule"], documents)
+        except Exception as error:  # one segment's failure must not stop the others
+            why = _printable(error)
+            log.exception("segment %r not evaluated (the others are): %s", name, why)
+            segment_store.mark_failed(platform.store, name, why, now)
+            outcome[name] = {"members": None, "entered": 0, "left": 0, "error": why}
+            continue
+        try:
+            entered, left = segment_store.record_membership(platform.store, name, members, now)
+        except KeyError:  # deleted while it was being evaluated
+            continue
+        outcome[name] = {"members": len(members), "entered": len(entered), "left": len(left)}
     return outcome
 
 
 @router.post("", status_code=201)
-def define_segment(platform: PlatformDep, segment: SegmentIn) -> dict[str, Any]:
-    """Define (or redefine) a segment and evaluate it at once."""
+def define_segment(platform: PlatformDep, segment: SegmentIn) -> SegmentDefinedOut:
+    """Define (or redefine) a segment and evaluate it at once. A refused rule is not
+    stored: it is checked, then tried on every customer, before anything is written."""
     try:
         segments.check_rule(segment.rule)
     except segments.InvalidRule as error:
-        raise HTTPException(422, {"field": error.path, "message": error.message}) from None
+        raise _refused(error.path, error.message, "invalid_rule") from None
+    now = datetime.now(UTC)
+    try:
+        members = _members(segment.rule, segment_documents(platform, now))
+    except Exception as error:  # a defect: refuse the rule rather than store a failing one
+        log.exception("segment %r refused: its rule fails on a customer", segment.name)
+        why = f"cannot be evaluated: {_printable(error)}"
+        raise _refused("rule", why, "invalid_rule") from None
     created = segment_store.define(platform.store, segment.name, segment.rule, segment.description)
-    return {
-        "name": segment.name,
-        "created": created,
-        **evaluate(platform, segment.name)[segment.name],
-    }
+    entered, left = segment_store.record_membership(platform.store, segment.name, members, now)
+    return SegmentDefinedOut(
+        name=segment.name,
+        created=created,
+        members=len(members),
+        entered=len(entered),
+        left=len(left),
+    )
 
 
 @router.get("")
-def list_segments(platform: PlatformDep) -> list[dict[str, Any]]:
-    return segment_store.definitions(platform.store)
+def list_segments(platform: PlatformDep) -> list[SegmentOut]:
+    return [SegmentOut(**d) for d in segment_store.definitions(platform.store)]
 
 
 @router.post("/evaluate")
-def evaluate_segments(platform: PlatformDep) -> dict[str, Any]:
-    """Evaluate every segment now."""
-    return {"evaluated_at": utc_iso(datetime.now(UTC)), "segments": evaluate(platform)}
+def evaluate_segments(platform: PlatformDep) -> SegmentsEvaluatedOut:
+    """Evaluate every segment now; a failing one is reported with its error."""
+    at = datetime.now(UTC)
+    outcome = evaluate(platform)
+    return SegmentsEvaluatedOut(
+        evaluated_at=at,
+        segments={name: SegmentEvaluationOut(**o) for name, o in outcome.items()},
+    )
 
 
 def _known(platform: Platform, name: str) -> None:
     if name not in {d["name"] for d in segment_store.definitions(platform.store)}:
-        raise HTTPException(404, f"no segment {name!r}")
+        raise _not_found(name)
 
 
-@router.get("/{name}/members")
+@router.delete("/{name}", status_code=204, response_class=Response, responses=_NOT_FOUND)
+def delete_segment(platform: PlatformDep, name: str) -> Response:
+    """Delete the segment, its members and its history of entries and exits."""
+    if not segment_store.delete(platform.store, name):
+        raise _not_found(name)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/members", responses=_NOT_FOUND)
 def segment_members(
     platform: PlatformDep, name: str, evaluate_now: Annotated[bool, Query(alias="evaluate")] = True
-) -> dict[str, Any]:
+) -> SegmentMembersOut:
     """The segment's members (evaluated first, unless ``evaluate=false``)."""
     _known(platform, name)
     if evaluate_now:
         evaluate(platform, name)
     found = segment_store.members(platform.store, name)
-    return {"segment": name, "count": len(found), "members": found}
+    return SegmentMembersOut.model_validate(
+        {"segment": name, "count": len(found), "members": found}
+    )
 
 
-@router.get("/{name}/changes")
+@router.get("/{name}/changes", responses=_NOT_FOUND)
 def segment_changes(
     platform: PlatformDep, name: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
-) -> dict[str, Any]:
+) -> SegmentChangesOut:
     """Who entered and who left, newest first: the hook for actions."""
     _known(platform, name)
-    return {"segment": name, "changes": segment_store.changes(platform.store, name, limit)}
+    found = segment_store.changes(platform.store, name, limit)
+    return SegmentChangesOut.model_validate({"segment": name, "changes": found})

