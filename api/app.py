@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,9 +21,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from api import views
+from api import health, views
 from api.analytics import router as analytics_router
 from api.deps import PlatformDep
+from api.errors import ErrorBoundary
 from api.jobs import jobs
 from api.schemas import (
     CustomerOut,
@@ -43,9 +45,16 @@ from infra.bootstrap import Platform
 class Refused(Exception):
     """A request refused before anything was recorded."""
 
-    def __init__(self, status: int, detail: str, errors: list[ItemError]) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[ItemError],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.errors = status, detail, errors
+        self.headers = headers or {}
 
 
 AsOf = Annotated[
@@ -54,6 +63,8 @@ AsOf = Annotated[
 ]
 
 router = APIRouter(prefix="/v1")
+log = logging.getLogger(__name__)
+HEALTH_BUDGET_S = 0.8
 
 _REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -168,11 +179,26 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
         detail = f"malformed JSON: {error or 'nested too deeply'}"
         raise Refused(400, detail, _body_error(detail)) from None
     touchpoints = _parse_batch(raw, platform)
+    settings = platform.settings
     try:
-        outcomes = await asyncio.wrap_future(platform.driver.submit(touchpoints))
-    except Exception as error:  # not durable: say so, the client retries (idempotent)
-        detail = f"not recorded, retry later: {type(error).__name__}: {error}"
-        raise Refused(503, detail, _body_error(detail)) from error
+        outcomes = await asyncio.wait_for(
+            asyncio.wrap_future(platform.driver.submit(touchpoints)),
+            timeout=settings.database_timeout_seconds,
+        )
+    except Exception as error:  # not known to be durable: the client retries (idempotent)
+        log.warning(
+            "ingest of %d touchpoints not durable: %s",
+            len(touchpoints),
+            type(error).__name__,
+            extra={"correlation_id": request.scope.get("state", {}).get("correlation_id")},
+        )
+        detail = "not recorded: the event store is unavailable or busy; retry later"
+        raise Refused(
+            503,
+            detail,
+            _body_error(detail),
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        ) from error
     conflicts = [
         ItemError(index=index, event_id=o.event_id, **conflict_error(o))
         for index, o in enumerate(outcomes)
@@ -254,25 +280,12 @@ def get_journey(journey_id: str, platform: PlatformDep, as_of: AsOf = None) -> d
 
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
-def healthz(platform: PlatformDep) -> Any:
-    try:
-        lag = platform.driver.lag()
-    except Exception as error:  # the point of a health check is to report, not to raise
-        return JSONResponse(
-            {"status": "unavailable", "database": str(error), "projection_lag": None},
-            status_code=503,
-        )
-    if platform.driver.projector_error is not None:
-        return JSONResponse(
-            {
-                "status": "degraded",
-                "database": "ok",
-                "projection_lag": lag,
-                "projector_error": platform.driver.projector_error,
-            },
-            status_code=503,
-        )
-    return {"status": "ok", "database": "ok", "projection_lag": lag}
+async def healthz(platform: PlatformDep) -> Any:
+    """The platform's health within a second: 503 naming the failing dependency (never
+    its host, port or database name) when the database does not answer in time or
+    projecting is stuck; quarantined documents are reported, and do not fail it."""
+    report = await health.check(platform, timeout=HEALTH_BUDGET_S)
+    return JSONResponse(report, status_code=200 if report["status"] != "unavailable" else 503)
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -293,6 +306,7 @@ def create_app(platform: Platform) -> FastAPI:
         "live projections of customers and journeys.",
     )
     app.state.platform = platform
+    app.add_middleware(ErrorBoundary, retry_after=platform.settings.retry_after_seconds)
     app.include_router(router)
     app.include_router(analytics_router)
     app.include_router(segments_router)
@@ -300,7 +314,7 @@ def create_app(platform: Platform) -> FastAPI:
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:
         body = IngestRefused(detail=error.detail, errors=error.errors)
-        return JSONResponse(body.model_dump(), status_code=error.status)
+        return JSONResponse(body.model_dump(), status_code=error.status, headers=error.headers)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

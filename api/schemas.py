@@ -162,7 +162,12 @@ class HealthOut(BaseModel):
     database: str
     projection_lag: int | None = Field(description="events recorded, not yet projected")
     projector_error: str | None = Field(
-        default=None, description="why projecting is stuck, when it is (status degraded)"
+        default=None, description="why projecting fails, when it does (status unavailable)"
+    )
+    quarantined_documents: int | None = Field(
+        default=None,
+        description="documents a reducer failed on, held until `peakend retry-quarantined` "
+        "or a replay (status degraded; everything else goes on)",
     )
 
 

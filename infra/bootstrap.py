@@ -10,13 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import psycopg2.pool
+import psycopg2
 
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
-from infra.database import embedded_server_url, eventsourcing_env
+from infra.database import BoundedPool, embedded_server_url, eventsourcing_env
 from infra.settings import Settings
 from projections import analytics, segment_store
+from projections.base import Projection
 from projections.registry import PROJECTIONS
 from projections.store import ReadModelStore
 from streams.embedded import EmbeddedDriver
@@ -51,13 +52,15 @@ class Platform:
     records: CustomerRecords
     store: ReadModelStore
     driver: Ingest
+    pools: tuple[BoundedPool, ...] = ()  # every read-model pool, to close
 
     def close(self) -> None:
         """Stop the driver and close every connection; safe to call twice."""
         self.driver.stop()
         self.records.close()
-        if not self.store.pool.closed:
-            self.store.pool.closeall()
+        for pool in (self.store.pool, *self.pools):
+            if not pool.closed:
+                pool.closeall()
 
     def __enter__(self) -> Platform:
         return self
@@ -86,10 +89,21 @@ def schema_lock(url: str) -> Iterator[None]:
         conn.close()  # closing the session releases the lock
 
 
-def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelStore]:
+def _pool(settings: Settings, url: str, size: int) -> BoundedPool:
+    return BoundedPool(
+        size,
+        url,
+        timeout=settings.pool_timeout_seconds,
+        connect_timeout=round(settings.database_timeout_seconds),
+    )
+
+
+def _stores(
+    settings: Settings, url: str, projections: Sequence[Projection]
+) -> tuple[CustomerRecords, ReadModelStore]:
     records = CustomerRecords(
         env={
-            **eventsourcing_env(url),
+            **eventsourcing_env(url, timeout=settings.database_timeout_seconds),
             "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
             # A customer's touchpoints reach one recorder at a time (one process embedded, one
             # partition owner in cluster mode); a write from elsewhere shows up as a version
@@ -100,8 +114,7 @@ def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelSto
             "APPLICATION_RECORDER_TOPIC": "streams.recorder:ColumnarRecorder",
         }
     )
-    pool = psycopg2.pool.ThreadedConnectionPool(1, 16, url)
-    store = ReadModelStore(pool, PROJECTIONS)
+    store = ReadModelStore(_pool(settings, url, settings.read_pool_size), projections)
     if indexed := records.index_touchpoints():
         log.warning("indexed %d touchpoints recorded before the touchpoint index", indexed)
     new = store.create_tables()
@@ -120,17 +133,22 @@ def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelSto
 
 
 def bootstrap(
-    settings: Settings | None = None, *, mode: Mode = "embedded", start: bool = True
+    settings: Settings | None = None,
+    *,
+    mode: Mode = "embedded",
+    start: bool = True,
+    projections: Sequence[Projection] = PROJECTIONS,
 ) -> Platform:
     """Build the platform. ``embedded``: ingest records in-process and a thread projects;
     ``cluster``: ingest produces to Kafka, workers do the rest; ``none``: stores only
     (workers, replay, admin commands drive them themselves). Drivers start unless
-    ``start`` is False."""
+    ``start`` is False. ``projections``: the registry's unless a test brings its own."""
     settings = settings or Settings()
     url = database_url(settings)
     with schema_lock(url):
-        records, store = _stores(settings, url)
+        records, store = _stores(settings, url, projections)
     driver: Ingest
+    pools: tuple[BoundedPool, ...] = ()
     if mode == "cluster":
         from infra.kafka import KafkaIngest, TouchpointProducer
 
@@ -139,14 +157,17 @@ def bootstrap(
             lag=lambda: max(0, head(records) - store.position(RELAY)),
         )
     else:
+        # The projector has connections of its own: readers never starve it.
+        pools = (_pool(settings, url, 2),)
         driver = EmbeddedDriver(
             records,
-            store,
+            ReadModelStore(pools[0], projections),
             record_batch_size=settings.record_batch_size,
             record_linger_s=settings.record_linger_ms / 1000,
             project_batch_size=settings.project_batch_size,
             project_poll_s=settings.project_poll_ms / 1000,
+            queue_limit=settings.ingest_queue_limit,
         )
     if start and mode != "none":
         driver.start()
-    return Platform(settings, url, records, store, driver)
+    return Platform(settings, url, records, store, driver, pools)

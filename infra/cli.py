@@ -3,6 +3,7 @@
 peakend api      serve the HTTP API on the embedded default (or PEAKEND_DATABASE_URL)
 peakend demo     the API plus simulated omnichannel traffic, for a first look
 peakend replay   rebuild every projection from the event store and swap it in
+peakend retry-quarantined   re-apply the held events of quarantined documents
 peakend worker   a Faust stream worker (cluster mode); run as many as you like
 peakend relay    the outbox relay alone (workers run it too unless --no-relay)
 peakend topics create   create the Kafka topics
@@ -25,7 +26,7 @@ from infra.logs import configure_logging
 from infra.progress import progress
 from infra.settings import Settings
 from streams.embedded import EmbeddedDriver
-from streams.projector import Progress, head, replay
+from streams.projector import Progress, head, replay, retry_quarantined
 
 log = logging.getLogger("peakend")
 
@@ -194,6 +195,18 @@ def run_replay(args: argparse.Namespace) -> int:
     finally:
         platform.close()
     return 0
+
+
+def run_retry(_: argparse.Namespace) -> int:
+    platform = bootstrap(Settings(), start=False)
+    try:
+        result = retry_quarantined(platform.records, platform.store)
+    finally:
+        platform.close()
+    print(f"released {result.released} quarantined documents; {len(result.failing)} still fail")
+    for projection, key, error in result.failing:
+        print(f"  {projection} {key}: {error}")
+    return 1 if result.failing else 0
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -470,6 +483,12 @@ def parser() -> argparse.ArgumentParser:
     rebuild = commands.add_parser("replay", help="rebuild every projection from the events")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(run=run_replay)
+
+    retry = commands.add_parser(
+        "retry-quarantined",
+        help="re-apply the events of quarantined documents (after a reducer fix)",
+    )
+    retry.set_defaults(run=run_retry)
     return root
 
 

@@ -9,11 +9,16 @@ live in the same database.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
 
+import eventsourcing.persistence
 import psycopg2
 import psycopg2.extensions
+import psycopg2.pool
 from psycopg2 import sql
 
 log = logging.getLogger(__name__)
@@ -69,10 +74,12 @@ def drop_database(admin_url: str, database: str) -> None:
         conn.close()
 
 
-def eventsourcing_env(database_url: str) -> dict[str, str]:
-    """The eventsourcing library's PostgreSQL settings for a database URL."""
+def eventsourcing_env(database_url: str, *, timeout: float = 5.0) -> dict[str, str]:
+    """The eventsourcing library's PostgreSQL settings for a database URL; ``timeout``
+    bounds both connecting and waiting for a pooled connection."""
     params = psycopg2.extensions.parse_dsn(database_url)
     return {
+        "POSTGRES_CONNECT_TIMEOUT": str(max(1, round(timeout))),
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": params.get("dbname", "postgres"),
         "POSTGRES_HOST": params.get("host", "127.0.0.1"),
@@ -80,3 +87,64 @@ def eventsourcing_env(database_url: str) -> dict[str, str]:
         "POSTGRES_USER": params.get("user", "postgres"),
         "POSTGRES_PASSWORD": params.get("password", ""),
     }
+
+
+class PoolTimeout(psycopg2.pool.PoolError):
+    """No read-model connection came free in time: the server is at its concurrency."""
+
+
+class BoundedPool(psycopg2.pool.ThreadedConnectionPool):
+    """psycopg2's thread-safe pool, but a caller beyond ``maxconn`` *waits* (at most
+    ``timeout`` seconds, then ``PoolTimeout``) instead of failing at once with PoolError,
+    and up to ``maxconn`` connections are kept open between uses, not just ``minconn``.
+    A connection broken by an outage is closed on return, so the pool recovers by
+    itself when the server is back."""
+
+    def __init__(self, maxconn: int, dsn: str, *, timeout: float, connect_timeout: int) -> None:
+        super().__init__(1, maxconn, dsn, connect_timeout=max(2, connect_timeout))
+        self.minconn = maxconn  # psycopg2 reads it only here (opened) and on return (kept)
+        self._free = threading.BoundedSemaphore(maxconn)
+        self.timeout = timeout
+
+    def getconn(self, key: Any = None) -> psycopg2.extensions.connection:
+        if not self._free.acquire(timeout=self.timeout):
+            raise PoolTimeout(f"no database connection free within {self.timeout:g} s")
+        try:
+            conn: psycopg2.extensions.connection = super().getconn(key)
+        except BaseException:
+            self._free.release()
+            raise
+        return conn
+
+    def putconn(
+        self,
+        conn: psycopg2.extensions.connection | None = None,
+        key: Hashable | None = None,
+        close: bool = False,
+    ) -> None:
+        try:
+            broken = (conn is not None and conn.closed != 0) or (
+                conn is not None
+                and conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN
+            )
+            super().putconn(conn, key, close=close or broken)
+        finally:
+            self._free.release()
+
+
+# What an unreachable, restarting or overloaded database raises, from either driver.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    psycopg2.pool.PoolError,
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+)
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database is unavailable (retry later), rather than that
+    a request or the code is wrong."""
+    return isinstance(error, UNAVAILABLE) or (
+        error.__cause__ is not None and isinstance(error.__cause__, UNAVAILABLE)
+    )

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     currency: str = "EUR"
     log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
 
+    # Resources and outages (guarantee 9): a request waits at most ``pool_timeout_seconds``
+    # for a read-model connection and ingest at most ``database_timeout_seconds`` for
+    # durability, then answers 503 with Retry-After; never a 500, never a hang.
+    read_pool_size: int = Field(16, ge=1, le=1000)
+    pool_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    database_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    ingest_queue_limit: int = Field(20_000, ge=1, description="touchpoints waiting to record")
+    retry_after_seconds: int = Field(2, ge=1, le=3600)
+
     @field_validator("currency")
     @classmethod
     def _iso_currency(cls, value: str) -> str:

@@ -13,9 +13,13 @@ replay fills in beside it and then swaps in (``swap_in``).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg2
 import psycopg2.extensions
@@ -25,8 +29,27 @@ from psycopg2 import sql
 
 from projections.base import Projection, State, Touchpoint
 
+log = logging.getLogger(__name__)
+
 LIVE = ""
 REBUILD = "__rebuild"
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """A document its reducer failed on: the first failed event, the error, since when,
+    and how many events (the failed one included) wait to be re-applied."""
+
+    projection: str
+    key: str
+    event_id: str
+    error: str
+    since: datetime
+    events: int
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:2000]
 
 
 def _dumps(value: Any) -> str:
@@ -52,6 +75,12 @@ class ReadModelStore:
 
     def index(self, projection: Projection, field: str) -> sql.Identifier:
         return sql.Identifier(f"rm_{projection.name}{self.generation}_{field}_idx")
+
+    @property
+    def quarantine(self) -> sql.Identifier:
+        """Events a reducer failed on, and the events held behind them (``error`` null),
+        per document, until ``retry_quarantined`` applies them (``resolved_at``)."""
+        return sql.Identifier(f"rm_quarantine{self.generation}")
 
     def tracking_name(self, follower: str) -> str:
         return f"{follower}{self.generation}"
@@ -87,6 +116,18 @@ class ReadModelStore:
                             sql.Literal(field),
                         )
                     )
+            if fresh:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.quarantine))
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (seq bigserial PRIMARY KEY,"
+                    " projection text NOT NULL, key text NOT NULL, event_id text NOT NULL,"
+                    " customer_id text NOT NULL, originator_id uuid NOT NULL,"
+                    " originator_version bigint NOT NULL, error text,"
+                    " failed_at timestamptz NOT NULL DEFAULT now(), resolved_at timestamptz,"
+                    " UNIQUE (projection, key, originator_id, originator_version))"
+                ).format(self.quarantine)
+            )
             if fresh:
                 # Forget where this generation's followers were: it starts from scratch.
                 cur.execute(
@@ -155,7 +196,11 @@ class ReadModelStore:
     def apply(self, conn: psycopg2.extensions.connection, events: Sequence[Touchpoint]) -> int:
         """Apply events (each stream's in version order) to every projection, in the
         caller's transaction: one read and one write statement per projection.
-        Returns how many (projection, event) applications took effect."""
+        Returns how many (projection, event) applications took effect.
+
+        A reducer that raises on an event quarantines that one document: the event is
+        recorded with the error, later events of the document are held behind it (in
+        order), and every other document goes on (guarantee 7)."""
         applied_count = 0
         with conn.cursor() as cur:
             for projection in self.projections:
@@ -174,18 +219,38 @@ class ReadModelStore:
                 docs: dict[str, tuple[State | None, dict[str, int]]] = {
                     key: (state, applied) for key, state, applied in cur.fetchall()
                 }
+                held = self._quarantined_keys(cur, projection.name, keys)
+                quarantined: list[tuple[str, Touchpoint, str | None]] = []
                 changed: set[str] = set()
                 for key, event in keyed:
                     state, applied = docs.get(key, (None, {}))
                     stream = event.originator_id.hex
                     if applied.get(stream, 0) >= event.originator_version:
                         continue  # already applied: a redelivery
-                    docs[key] = (
-                        projection.reduce(state, event),
-                        {**applied, stream: event.originator_version},
-                    )
+                    if key in held:
+                        quarantined.append((key, event, None))
+                        next_state = state
+                    else:
+                        try:
+                            next_state = projection.reduce(state, event)
+                        except Exception as error:
+                            log.exception(
+                                "projection %s quarantined document %r at event %r",
+                                projection.name,
+                                key,
+                                event.event_id,
+                            )
+                            held.add(key)
+                            quarantined.append((key, event, _describe(error)))
+                            next_state = state
+                        else:
+                            applied_count += 1
+                    if next_state is None:
+                        continue  # its first event failed: nothing to write yet
+                    docs[key] = (next_state, {**applied, stream: event.originator_version})
                     changed.add(key)
-                    applied_count += 1
+                if quarantined:
+                    self._quarantine(cur, projection.name, quarantined)
                 if changed:
                     psycopg2.extras.execute_values(
                         cur,
@@ -204,6 +269,154 @@ class ReadModelStore:
                         page_size=1000,
                     )
         return applied_count
+
+    # -- quarantine -----------------------------------------------------------------
+
+    def _quarantined_keys(self, cur: Any, projection: str, keys: Sequence[str]) -> set[str]:
+        cur.execute(
+            sql.SQL(
+                "SELECT DISTINCT key FROM {} WHERE projection = %s AND key = ANY(%s)"
+                " AND resolved_at IS NULL"
+            ).format(self.quarantine),
+            (projection, list(keys)),
+        )
+        return {row[0] for row in cur.fetchall()}
+
+    def _quarantine(
+        self, cur: Any, projection: str, rows: Sequence[tuple[str, Touchpoint, str | None]]
+    ) -> None:
+        psycopg2.extras.execute_values(
+            cur,
+            sql.SQL(
+                "INSERT INTO {} (projection, key, event_id, customer_id, originator_id,"
+                " originator_version, error) VALUES %s ON CONFLICT DO NOTHING"
+            )
+            .format(self.quarantine)
+            .as_string(cur),
+            [
+                (
+                    projection,
+                    key,
+                    e.event_id,
+                    e.customer_id,
+                    str(e.originator_id),
+                    e.originator_version,
+                    error,
+                )
+                for key, e, error in rows
+            ],
+        )
+
+    def quarantine_of(self, projection: str, key: str) -> Quarantine | None:
+        """Why a document is quarantined (None: it is not): the failed event and error,
+        and how many events are held behind it."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT event_id, error, failed_at, count(*) OVER () FROM {}"
+                    " WHERE projection = %s AND key = %s AND resolved_at IS NULL"
+                    " ORDER BY seq LIMIT 1"
+                ).format(self.quarantine),
+                (projection, key),
+            )
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return Quarantine(projection, key, row[0], row[1] or "held", row[2], int(row[3]))
+
+    def quarantined_count(self) -> int:
+        """How many documents are quarantined."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT count(DISTINCT (projection, key)) FROM {} WHERE resolved_at IS NULL"
+                ).format(self.quarantine)
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+    def quarantined_documents(self) -> list[tuple[str, str]]:
+        """(projection, key) of every quarantined document, oldest failure first."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT projection, key FROM {} WHERE resolved_at IS NULL"
+                    " GROUP BY projection, key ORDER BY min(seq)"
+                ).format(self.quarantine)
+            )
+            return [(row[0], row[1]) for row in cur.fetchall()]
+
+    def held_events(
+        self, conn: psycopg2.extensions.connection, projection: str, key: str
+    ) -> list[tuple[UUID, int]]:
+        """The (stream, version) of a quarantined document's events, in the order they
+        were held, locked until the caller's transaction ends."""
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT originator_id, originator_version FROM {} WHERE projection = %s"
+                    " AND key = %s AND resolved_at IS NULL ORDER BY seq FOR UPDATE"
+                ).format(self.quarantine),
+                (projection, key),
+            )
+            return [(UUID(str(row[0])), int(row[1])) for row in cur.fetchall()]
+
+    def release(
+        self,
+        conn: psycopg2.extensions.connection,
+        projection: Projection,
+        key: str,
+        events: Sequence[Touchpoint],
+    ) -> str | None:
+        """Re-apply a quarantined document's held events in the caller's transaction;
+        on success mark them resolved and return None, else record and return the error
+        (the document stays quarantined, unchanged)."""
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT state, applied FROM {} WHERE key = %s FOR UPDATE").format(
+                    self.table(projection)
+                ),
+                (key,),
+            )
+            row = cur.fetchone()
+            state, applied = (row[0], row[1]) if row else (None, {})
+            for event in events:
+                try:
+                    state = projection.reduce(state, event)
+                except Exception as error:
+                    cur.execute(
+                        sql.SQL(
+                            "UPDATE {} SET error = %s, failed_at = now() WHERE projection = %s"
+                            " AND key = %s AND originator_id = %s AND originator_version = %s"
+                        ).format(self.quarantine),
+                        (
+                            _describe(error),
+                            projection.name,
+                            key,
+                            str(event.originator_id),
+                            event.originator_version,
+                        ),
+                    )
+                    return _describe(error)
+                stream = event.originator_id.hex
+                applied = {**applied, stream: max(applied.get(stream, 0), event.originator_version)}
+            if state is not None:
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (key, state, applied) VALUES (%s, %s::jsonb, %s::jsonb)"
+                        " ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state,"
+                        " applied = EXCLUDED.applied, updated_at = now()"
+                    ).format(self.table(projection)),
+                    (key, _dumps(state), _dumps(applied)),
+                )
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {} SET resolved_at = now() WHERE projection = %s AND key = %s"
+                    " AND resolved_at IS NULL"
+                ).format(self.quarantine),
+                (projection.name, key),
+            )
+        return None
 
     # -- reading --------------------------------------------------------------------
 
@@ -265,6 +478,10 @@ class ReadModelStore:
                             self.index(projection, field), live.index(projection, field)
                         )
                     )
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(live.quarantine))
+            cur.execute(
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(self.quarantine, live.quarantine)
+            )
             cur.execute(
                 "DELETE FROM rm_tracking WHERE follower = %s", (self.tracking_name(follower),)
             )

@@ -19,11 +19,16 @@ from dataclasses import dataclass, field
 
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
+from infra.database import unavailable
 from projections.store import ReadModelStore
 from streams.projector import FOLLOWER, follow, head
 from streams.recorder import CustomerRecords
 
 log = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """More touchpoints wait to be recorded than the queue holds: retry later."""
 
 
 @dataclass
@@ -42,6 +47,7 @@ class EmbeddedDriver:
         record_linger_s: float,
         project_batch_size: int,
         project_poll_s: float,
+        queue_limit: int = 20_000,
     ) -> None:
         self.records = records
         self.store = store
@@ -49,6 +55,9 @@ class EmbeddedDriver:
         self.record_linger_s = record_linger_s
         self.project_batch_size = project_batch_size
         self.project_poll_s = project_poll_s
+        self.queue_limit = queue_limit
+        self._queued = 0  # touchpoints submitted, not yet recorded or failed
+        self._queued_lock = threading.Lock()
         self._inbox: queue.Queue[_Submission] = queue.Queue()
         self._recorded = threading.Event()
         self._stopping = threading.Event()
@@ -77,6 +86,10 @@ class EmbeddedDriver:
         """Queue touchpoints for recording; the future resolves once they are durable."""
         if self._stopping.is_set():
             raise RuntimeError("the embedded driver is stopping")
+        with self._queued_lock:
+            if self._queued + len(touchpoints) > self.queue_limit:
+                raise Overloaded(f"{self._queued} touchpoints are waiting to be recorded")
+            self._queued += len(touchpoints)
         submission = _Submission(touchpoints)
         self._inbox.put(submission)
         return submission.future
@@ -119,6 +132,15 @@ class EmbeddedDriver:
                 units=[len(s.touchpoints) for s in batch],
             )
         except Exception as error:
+            if unavailable(error):  # the database, not a request: fail fast, all of them
+                log.warning(
+                    "recording %d requests failed: the database is unavailable (%s)",
+                    len(batch),
+                    type(error).__name__,
+                )
+                for submission in batch:
+                    self._settle(submission, error)
+                return
             if len(batch) > 1:
                 log.warning(
                     "a batch of %d requests failed (%s); recording them one by one",
@@ -129,13 +151,21 @@ class EmbeddedDriver:
                     self._record([submission])
                 return
             log.exception("recording a request of %d touchpoints failed", len(batch[0].touchpoints))
-            batch[0].future.set_exception(error)
+            self._settle(batch[0], error)
             return
         start = 0
         for submission in batch:
             end = start + len(submission.touchpoints)
-            submission.future.set_result(outcomes[start:end])
+            self._settle(submission, outcomes[start:end])
             start = end
+
+    def _settle(self, submission: _Submission, result: list[Recorded] | BaseException) -> None:
+        with self._queued_lock:
+            self._queued -= len(submission.touchpoints)
+        if isinstance(result, BaseException):
+            submission.future.set_exception(result)
+        else:
+            submission.future.set_result(result)
 
     # -- projection -----------------------------------------------------------------
 
@@ -147,7 +177,10 @@ class EmbeddedDriver:
                 while follow(self.records, self.store, batch_size=self.project_batch_size).read:
                     self.projector_error = None
             except Exception as error:
-                self.projector_error = f"{type(error).__name__}: {error}"
+                # Health shows this: the kind of failure, never its text (hosts, SQL).
+                self.projector_error = (
+                    "the database is unavailable" if unavailable(error) else type(error).__name__
+                )
                 log.exception("projecting failed; retrying in 1 s")
                 time.sleep(1)
 

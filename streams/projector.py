@@ -101,3 +101,34 @@ def replay(
         rebuild.swap_in(conn, live, FOLLOWER)
     log.info("replay swapped in at position %d", total.position)
     return total
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What a retry of the quarantine did: documents released, and those still failing
+    (projection, key, error)."""
+
+    released: int
+    failing: list[tuple[str, str, str]]
+
+
+def retry_quarantined(records: CustomerRecords, store: ReadModelStore) -> Retried:
+    """Re-apply every quarantined document's held events, in order, with the reducers
+    as they are now (after a fix), one transaction per document."""
+    by_name = {p.name: p for p in store.projections}
+    released, failing = 0, []
+    for name, key in store.quarantined_documents():
+        projection = by_name.get(name)
+        if projection is None:
+            failing.append((name, key, "no such projection any more"))
+            continue
+        with store.connection() as conn:
+            events = records.touchpoints_at(store.held_events(conn, name, key))
+            error = store.release(conn, projection, key, events)
+        if error is None:
+            released += 1
+            log.info("released quarantined %s document %r (%d events)", name, key, len(events))
+        else:
+            failing.append((name, key, error))
+            log.warning("quarantined %s document %r still fails: %s", name, key, error)
+    return Retried(released, failing)

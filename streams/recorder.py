@@ -319,7 +319,7 @@ class CustomerRecords(Application[UUID]):
                 for row in cursor.fetchall()
             }
 
-    def _stored_touchpoints(
+    def touchpoints_at(
         self, places: Sequence[tuple[UUID, int]]
     ) -> list[Customer.TouchpointRecorded]:
         """The touchpoints stored at these (stream, version) places, in ONE query."""
@@ -347,7 +347,7 @@ class CustomerRecords(Application[UUID]):
 
     def _recorded_contents(self, known: Sequence[_Known]) -> dict[str, Content]:
         places = [(k.originator_id, k.originator_version) for k in known]
-        return {e.event_id: _recorded_content(e) for e in self._stored_touchpoints(places)}
+        return {e.event_id: _recorded_content(e) for e in self.touchpoints_at(places)}
 
     def timeline(
         self, customer_id: str, *, limit: int, offset: int, newest_first: bool
@@ -373,7 +373,7 @@ class CustomerRecords(Application[UUID]):
                 (stream, limit, offset),
             )
             versions = [r["originator_version"] for r in cursor.fetchall()]
-        return total, self._stored_touchpoints([(stream, v) for v in versions])
+        return total, self.touchpoints_at([(stream, v) for v in versions])
 
     def index_touchpoints(self, *, page: int = 5000) -> int:
         """Fill the touchpoint index from the event store when it is empty (a store

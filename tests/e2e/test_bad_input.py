@@ -408,7 +408,14 @@ def test_a_valid_duplicate_resend_is_accepted_as_a_duplicate_and_changes_nothing
     assert first.json() == {
         "accepted": 1,
         "duplicates": 0,
-        "recorded": [{"event_id": item["event_id"], "customer_id": customer, "duplicate": False}],
+        "recorded": [
+            {
+                "event_id": item["event_id"],
+                "customer_id": customer,
+                "outcome": "recorded",
+                "duplicate": False,
+            }
+        ],
     }
     before = head(platform.records)
 
@@ -417,7 +424,14 @@ def test_a_valid_duplicate_resend_is_accepted_as_a_duplicate_and_changes_nothing
     assert again.json() == {
         "accepted": 1,
         "duplicates": 1,
-        "recorded": [{"event_id": item["event_id"], "customer_id": customer, "duplicate": True}],
+        "recorded": [
+            {
+                "event_id": item["event_id"],
+                "customer_id": customer,
+                "outcome": "duplicate",
+                "duplicate": True,
+            }
+        ],
     }
     assert head(platform.records) == before
     assert platform.driver.wait_until_projected()

@@ -1,0 +1,104 @@
+"""Every request gets an answer: a correlation id on each, 503 with Retry-After when the
+database is unavailable or the server is at capacity, and for anything unexpected a
+500 that says nothing internal (no SQL, constraint names, hosts or stack traces) but
+returns the correlation id under which the error was logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from infra.database import unavailable
+
+log = logging.getLogger("peakend.api")
+
+CORRELATION_HEADER = "x-correlation-id"
+_WELL_FORMED = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
+
+
+class Unavailable(Exception):
+    """Nothing is wrong with the request; the platform cannot serve it now: retry."""
+
+
+def correlation_id(scope: Scope) -> str:
+    """The caller's correlation id when it sends a well-formed one, else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == CORRELATION_HEADER.encode():
+            candidate: str = value.decode("latin-1")
+            if _WELL_FORMED.match(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+class ErrorBoundary:
+    """ASGI middleware around the app: tags every response with its correlation id and
+    turns an exception that escaped the routes into a clean 503 or 500."""
+
+    def __init__(self, app: ASGIApp, *, retry_after: int) -> None:
+        self.app = app
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = correlation_id(scope)
+        scope.setdefault("state", {})["correlation_id"] = cid
+        started = False
+
+        async def tagged(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (CORRELATION_HEADER.encode(), cid.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        except Exception as error:
+            if started:  # too late for another answer: the client sees a cut response
+                log.exception("request failed mid-response", extra={"correlation_id": cid})
+                raise
+            if isinstance(error, Unavailable) or unavailable(error):
+                log.warning(
+                    "%s %s: unavailable (%s)",
+                    scope.get("method"),
+                    scope.get("path"),
+                    type(error).__name__,
+                    extra={"correlation_id": cid},
+                )
+                status = 503
+                body: dict[str, Any] = {
+                    "detail": "the database is unavailable or at capacity; retry later",
+                    "correlation_id": cid,
+                }
+                headers = [(b"retry-after", str(self.retry_after).encode())]
+            else:
+                log.exception(
+                    "%s %s failed",
+                    scope.get("method"),
+                    scope.get("path"),
+                    extra={"correlation_id": cid},
+                )
+                status = 500
+                body = {
+                    "detail": "internal error: it was logged under this correlation id",
+                    "correlation_id": cid,
+                }
+                headers = []
+            await tagged(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"application/json"), *headers],
+                }
+            )
+            await tagged({"type": "http.response.body", "body": json.dumps(body).encode()})

@@ -1,0 +1,57 @@
+"""The health report: is the database answering, is projecting keeping up, is anything
+quarantined. Bounded in time: a database that does not answer is reported as such
+within the budget, never waited for."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from infra.bootstrap import Platform
+from infra.database import unavailable
+
+# One probe at a time per platform: a probe stuck on a dead database is awaited again by
+# the next check instead of starting another thread behind it.
+_probes: dict[int, asyncio.Future[dict[str, Any]]] = {}
+
+
+def _probe(platform: Platform) -> dict[str, Any]:
+    lag = platform.driver.lag()
+    quarantined = platform.store.quarantined_count()
+    if platform.driver.projector_error is not None:
+        status = "unavailable"
+    elif quarantined:
+        status = "degraded"
+    else:
+        status = "ok"
+    return {
+        "status": status,
+        "database": "ok",
+        "projection_lag": lag,
+        "projector_error": platform.driver.projector_error,
+        "quarantined_documents": quarantined,
+    }
+
+
+async def check(platform: Platform, *, timeout: float) -> dict[str, Any]:
+    """The report, within ``timeout`` seconds. ``status``: ok; degraded (documents are
+    quarantined, everything else goes on); unavailable (the database does not answer,
+    or projecting fails)."""
+    key = id(platform)
+    probe = _probes.get(key)
+    if probe is None or probe.done():
+        probe = asyncio.ensure_future(asyncio.to_thread(_probe, platform))
+        _probes[key] = probe
+    try:
+        return await asyncio.wait_for(asyncio.shield(probe), timeout)
+    except TimeoutError:
+        database = "no answer within the health check's budget"
+    except Exception as error:
+        database = "unavailable" if unavailable(error) else type(error).__name__
+    return {
+        "status": "unavailable",
+        "database": database,
+        "projection_lag": None,
+        "projector_error": platform.driver.projector_error,
+        "quarantined_documents": None,
+    }
