@@ -175,7 +175,14 @@ def import_file(
             try:
                 if isinstance(parsed, Exception):
                     raise parsed
-                batch.append(parse_touchpoint(parsed, now=datetime.now(UTC), max_future_skew=skew))
+                batch.append(
+                    parse_touchpoint(
+                        parsed,
+                        now=datetime.now(UTC),
+                        max_future_skew=skew,
+                        earliest=platform.settings.earliest_occurred_at,
+                    )
+                )
             except InvalidTouchpoint as refusal:
                 _reject(
                     rejects, summary, number, original, [e.model_dump() for e in refusal.errors]
