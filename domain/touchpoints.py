@@ -266,12 +266,14 @@ def _instant_text(value: Any) -> Any:
         return value
     if isinstance(value, str) and _INSTANT.fullmatch(value):
         return value
-    given = "a JSON number" if isinstance(value, int | float) else "not that"
-    if isinstance(value, str) and value.strip().isdigit():
-        given = "a bare digit string"
+    refused = ""
+    if isinstance(value, int | float):
+        refused = "; a JSON number is not read as a timestamp"
+    elif isinstance(value, str) and value.strip().isdigit():
+        refused = "; a bare digit string is not read as a timestamp"
     raise ValueError(
         "expected an ISO-8601 date and time with seconds and a timezone offset, "
-        f"e.g. {INSTANT_EXAMPLE}; got {given}"
+        f"e.g. {INSTANT_EXAMPLE}{refused}"
     )
 
 
