@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # types-jsonschema is not a dev extra
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
