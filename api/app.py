@@ -10,9 +10,7 @@ by ``event_id``). 202 is answered only once the touchpoints are durable in the e
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -38,7 +36,15 @@ from api.schemas import (
 )
 from api.segments import router as segments_router
 from domain.idempotency import Outcome, conflict_error
-from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
+from domain.touchpoints import (
+    InvalidTouchpoint,
+    MalformedJson,
+    TouchpointIn,
+    loads_json,
+    parse_touchpoint,
+    printable,
+    touchpoint_schemas,
+)
 from infra.bootstrap import Platform
 
 
@@ -69,22 +75,16 @@ HEALTH_BUDGET_S = 0.8
 _REF_TEMPLATE = "#/components/schemas/{model}"
 
 
-def _non_finite(constant: str) -> float:
-    raise ValueError(f"{constant} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range for a number")
-    return value
-
-
 def _body_error(detail: str) -> list[ItemError]:
     return [ItemError(index=None, field="body", message=detail)]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        given = printable(media_type, 60) or "none"
+        detail = f"the body must be sent as Content-Type: application/json (got {given})"
+        raise Refused(415, detail, [ItemError(index=None, field="content-type", message=detail)])
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         detail = f"the body is {declared} bytes; at most {limit} are accepted"
@@ -112,14 +112,18 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
     for index, item in enumerate(items):
         try:
             touchpoints.append(
-                parse_touchpoint(item, now=now, max_future_skew=settings.max_future_skew)
+                parse_touchpoint(
+                    item,
+                    now=now,
+                    max_future_skew=settings.max_future_skew,
+                    earliest=settings.earliest_occurred_at,
+                )
             )
         except InvalidTouchpoint as refusal:
-            event_id = item.get("event_id") if isinstance(item, dict) else None
             errors.extend(
                 ItemError(
                     index=index,
-                    event_id=event_id if isinstance(event_id, str) else None,
+                    event_id=refusal.event_id,
                     field=e.field,
                     message=e.message,
                 )
@@ -138,8 +142,12 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
     status_code=202,
     response_model=IngestAccepted,
     responses={
-        400: {"model": IngestRefused, "description": "the body is not JSON"},
+        400: {
+            "model": IngestRefused,
+            "description": "the body is not strict JSON (NaN, duplicate keys, too deep...)",
+        },
         413: {"model": IngestRefused, "description": "body or batch too large"},
+        415: {"model": IngestRefused, "description": "Content-Type is not application/json"},
         503: {
             "model": IngestRefused,
             "description": "not durable (event store or Kafka unavailable): nothing to fix, retry",
@@ -174,9 +182,9 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
 async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
     body = await _read_body(request, platform.settings.ingest_max_body_bytes)
     try:
-        raw = json.loads(body, parse_constant=_non_finite, parse_float=_finite_float)
-    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
-        detail = f"malformed JSON: {error or 'nested too deeply'}"
+        raw = loads_json(body)
+    except MalformedJson as error:
+        detail = f"malformed JSON: {error}"
         raise Refused(400, detail, _body_error(detail)) from None
     touchpoints = _parse_batch(raw, platform)
     settings = platform.settings
@@ -326,10 +334,8 @@ def create_app(platform: Platform) -> FastAPI:
 
     def with_envelope() -> dict[str, Any]:
         schema = openapi()
-        envelope = TouchpointIn.model_json_schema(by_alias=True, ref_template=_REF_TEMPLATE)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(envelope.pop("$defs", {}))
-        components["TouchpointIn"] = envelope
+        components.update(touchpoint_schemas(_REF_TEMPLATE))
         return schema
 
     app.openapi = with_envelope  # type: ignore[method-assign]

@@ -238,7 +238,9 @@ def naive(admin: str, envelopes: list[dict[str, Any]]) -> Figure:
     with fresh_database(admin) as url:
         settings = Settings(database_url=url)
         with bootstrap(settings, mode="none", start=False) as platform:
-            touchpoints = [parse_touchpoint(e) for e in envelopes]
+            touchpoints = [
+                parse_touchpoint(e, earliest=settings.earliest_occurred_at) for e in envelopes
+            ]
             start = time.perf_counter()
             for touchpoint in progress(
                 len(touchpoints), "naive", unit="tp", iterable=touchpoints, leave=False

@@ -72,7 +72,8 @@ def seed_history(
             batch = simulator.touchpoints(min(1000, touchpoints - recorded))
             if not batch:
                 break
-            platform.records.record([parse_touchpoint(e) for e in batch])
+            earliest = platform.settings.earliest_occurred_at
+            platform.records.record([parse_touchpoint(e, earliest=earliest) for e in batch])
             recorded += len(batch)
             bar.update(len(batch))
     if isinstance(platform.driver, EmbeddedDriver):

@@ -182,7 +182,14 @@ def import_file(
             try:
                 if isinstance(parsed, Exception):
                     raise parsed
-                batch.append(parse_touchpoint(parsed, now=datetime.now(UTC), max_future_skew=skew))
+                batch.append(
+                    parse_touchpoint(
+                        parsed,
+                        now=datetime.now(UTC),
+                        max_future_skew=skew,
+                        earliest=platform.settings.earliest_occurred_at,
+                    )
+                )
                 sources.append((number, original))
             except InvalidTouchpoint as refusal:
                 _reject(

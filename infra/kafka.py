@@ -21,7 +21,12 @@ from kafka.errors import TopicAlreadyExistsError
 
 from domain.customer import resolve_customer_id
 from domain.idempotency import Outcome, Recorded
-from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
+from domain.touchpoints import (
+    EARLIEST_OCCURRED_AT,
+    InvalidTouchpoint,
+    TouchpointIn,
+    parse_touchpoint,
+)
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,10 +94,12 @@ class TouchpointProducer:
         linger_ms: int = 5,
         retries: int = 10,
         max_future_skew: timedelta = timedelta(minutes=5),
+        earliest: datetime = EARLIEST_OCCURRED_AT,
         **kafka_options: Any,
     ) -> None:
         self.topic = topic
         self.max_future_skew = max_future_skew
+        self.earliest = earliest
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -111,6 +118,7 @@ class TouchpointProducer:
             topic=Topics.named(settings.kafka_topic_prefix).touchpoints,
             linger_ms=settings.kafka_linger_ms,
             max_future_skew=settings.max_future_skew,
+            earliest=settings.earliest_occurred_at,
             delivery_timeout_ms=settings.kafka_delivery_timeout_ms,
             request_timeout_ms=min(settings.kafka_delivery_timeout_ms // 2, 30_000),
         )
@@ -121,7 +129,9 @@ class TouchpointProducer:
         valid = [
             e
             if isinstance(e, TouchpointIn)
-            else parse_touchpoint(dict(e), now=now, max_future_skew=self.max_future_skew)
+            else parse_touchpoint(
+                dict(e), now=now, max_future_skew=self.max_future_skew, earliest=self.earliest
+            )
             for e in envelopes
         ]
         return self.send_valid(valid)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     ingest_max_batch: int = Field(1000, ge=1, le=100_000)
     ingest_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_future_skew_seconds: int = Field(300, ge=0)
+    earliest_occurred_at: AwareDatetime = datetime(1900, 1, 1, tzinfo=UTC)  # older: refused
 
     # Recorder: touchpoints per event-store transaction, and how long to wait to fill one.
     record_batch_size: int = Field(500, ge=1)

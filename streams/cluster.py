@@ -33,7 +33,13 @@ from kafka import KafkaProducer
 
 from domain.customer import Customer
 from domain.idempotency import Outcome, conflict_error
-from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
+from domain.touchpoints import (
+    InvalidTouchpoint,
+    MalformedJson,
+    TouchpointIn,
+    loads_json,
+    parse_touchpoint,
+)
 from infra.kafka import Topics
 from infra.settings import Settings
 from projections.store import ReadModelStore
@@ -76,12 +82,17 @@ def triage(
 ) -> tuple[TouchpointIn | None, str, list[dict[str, str]]]:
     """(touchpoint, "", []) for a valid message, else (None, reason, field errors)."""
     try:
-        raw = json.loads(value or b"")
-    except (ValueError, RecursionError) as error:
+        raw = loads_json(value or b"")
+    except MalformedJson as error:
         return None, f"malformed JSON: {error}", [{"field": "body", "message": str(error)}]
     try:
         return (
-            parse_touchpoint(raw, now=datetime.now(UTC), max_future_skew=settings.max_future_skew),
+            parse_touchpoint(
+                raw,
+                now=datetime.now(UTC),
+                max_future_skew=settings.max_future_skew,
+                earliest=settings.earliest_occurred_at,
+            ),
             "",
             [],
         )

@@ -86,3 +86,17 @@ def complaint(
         body["category"] = "billing"
     body.update(payload)
     return envelope(customer, at, type=f"complaint_{step}", payload=body)
+
+
+def with_payload(raw: Envelope, **fields: Any) -> Envelope:
+    """``raw`` with ``fields`` added to (or replacing fields of) its payload."""
+    raw["payload"] = {**raw.get("payload", {}), **fields}
+    return raw
+
+
+def nested(depth: int, leaf: Any = None) -> Any:
+    """A value of ``depth`` levels of objects ({"a": {"a": ... leaf}}); 0 is the leaf."""
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value

@@ -226,8 +226,12 @@ def test_customer_rebuilt_from_its_events_still_drops_duplicates() -> None:
 
 def test_stream_keeps_arrival_order_and_each_event_keeps_its_event_time() -> None:
     customer = Customer.register("C1")
-    customer.record_touchpoint(parse_touchpoint(envelope("late", occurred_at="2024-05-02T09:00Z")))
-    customer.record_touchpoint(parse_touchpoint(envelope("early", occurred_at="2024-05-01T09:00Z")))
+    customer.record_touchpoint(
+        parse_touchpoint(envelope("late", occurred_at="2024-05-02T09:00:00Z"))
+    )
+    customer.record_touchpoint(
+        parse_touchpoint(envelope("early", occurred_at="2024-05-01T09:00:00Z"))
+    )
 
     events = recorded(customer)
 
