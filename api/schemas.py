@@ -92,6 +92,15 @@ class LoyaltyOut(BaseModel):
     as_of: datetime
 
 
+class QuarantineOut(BaseModel):
+    projection: str
+    key: str
+    event_id: str = Field(description="the event its reducer failed on")
+    error: str
+    since: datetime
+    events: int = Field(description="held events, the failed one included")
+
+
 class CustomerOut(BaseModel):
     customer_id: str
     identifiers: dict[str, list[str]]
@@ -133,6 +142,11 @@ class CustomerOut(BaseModel):
     trust: dict[str, Any] = Field(description="promises made (deliveries with a date) and kept")
     lifetime_value: dict[str, Any] = Field(
         description="simple margin/retention CLV and the BG/NBD + Gamma-Gamma model's figures"
+    )
+    quarantined: list[QuarantineOut] = Field(
+        default_factory=list,
+        description="projections of this customer that a reducer failed on: their part of "
+        "this answer stops at the failed event until `peakend retry-quarantined` or a replay",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,6 +55,7 @@ def customer_view(
         "last_survey_answers": customer.last_survey_answers(state),
         "loyalty_status": status["status"],
         "loyalty": status,
+        "quarantined": [asdict(q) for q in platform.store.quarantines(customer_id)],
         **customer_measures(platform, state, as_of),
     }
 

@@ -82,6 +82,10 @@ class ReadModelStore:
         per document, until ``retry_quarantined`` applies them (``resolved_at``)."""
         return sql.Identifier(f"rm_quarantine{self.generation}")
 
+    @property
+    def quarantine_index(self) -> sql.Identifier:
+        return sql.Identifier(f"rm_quarantine{self.generation}_open_idx")
+
     def tracking_name(self, follower: str) -> str:
         return f"{follower}{self.generation}"
 
@@ -127,6 +131,13 @@ class ReadModelStore:
                     " failed_at timestamptz NOT NULL DEFAULT now(), resolved_at timestamptz,"
                     " UNIQUE (projection, key, originator_id, originator_version))"
                 ).format(self.quarantine)
+            )
+            cur.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS {} ON {} (key) WHERE resolved_at IS NULL"
+                ).format(
+                    sql.Identifier(f"rm_quarantine{self.generation}_open_idx"), self.quarantine
+                )
             )
             if fresh:
                 # Forget where this generation's followers were: it starts from scratch.
@@ -324,6 +335,22 @@ class ReadModelStore:
             return None
         return Quarantine(projection, key, row[0], row[1] or "held", row[2], int(row[3]))
 
+    def quarantines(self, key: str) -> list[Quarantine]:
+        """Every projection's quarantine of documents under ``key`` (a customer id...)."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT DISTINCT ON (projection) projection, event_id, error, failed_at,"
+                    " count(*) OVER (PARTITION BY projection) FROM {}"
+                    " WHERE key = %s AND resolved_at IS NULL ORDER BY projection, seq"
+                ).format(self.quarantine),
+                (key,),
+            )
+            return [
+                Quarantine(row[0], key, row[1], row[2] or "held", row[3], int(row[4]))
+                for row in cur.fetchall()
+            ]
+
     def quarantined_count(self) -> int:
         """How many documents are quarantined."""
         with self.connection() as conn, conn.cursor() as cur:
@@ -481,6 +508,11 @@ class ReadModelStore:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(live.quarantine))
             cur.execute(
                 sql.SQL("ALTER TABLE {} RENAME TO {}").format(self.quarantine, live.quarantine)
+            )
+            cur.execute(
+                sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                    self.quarantine_index, live.quarantine_index
+                )
             )
             cur.execute(
                 "DELETE FROM rm_tracking WHERE follower = %s", (self.tracking_name(follower),)

@@ -1,0 +1,136 @@
+"""One bad event never stops the others (guarantee 7): a reducer that raises quarantines
+that one document, durably and visibly, and every other document goes on; a retry or a
+replay re-applies the held events once the reducer is fixed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from domain.touchpoints import parse_touchpoint
+from infra.bootstrap import Platform, bootstrap
+from infra.settings import Settings
+from projections.base import Projection, State, Touchpoint
+from projections.registry import PROJECTIONS
+from streams.projector import follow, replay, retry_quarantined
+from tests.builders import envelope, new_id
+
+POISON: set[str] = set()  # event ids the fragile reducer fails on, until it is "fixed"
+
+
+def _count(state: State | None, event: Touchpoint) -> State:
+    if event.event_id in POISON:
+        raise ValueError(f"cannot count {event.event_id}")
+    seen = (state or {}).get("event_ids", [])
+    return {"customer_id": event.customer_id, "event_ids": sorted([*seen, event.event_id])}
+
+
+FRAGILE = Projection(name="fragile", key=lambda e: e.customer_id, reduce=_count)
+
+
+@pytest.fixture
+def fragile_platform(fresh_database: Callable[[], str]) -> Iterator[Platform]:
+    """A platform whose projections include one that fails on chosen events; nothing
+    runs in the background: the test drives the follower."""
+    platform = bootstrap(
+        Settings(database_url=fresh_database()),
+        start=False,
+        projections=(*PROJECTIONS, FRAGILE),
+    )
+    POISON.clear()
+    yield platform
+    POISON.clear()
+    platform.close()
+
+
+def test_a_failing_reducer_quarantines_one_document_and_the_others_go_on(
+    fragile_platform: Platform,
+) -> None:
+    platform = fragile_platform
+    healthy, victim = new_id("C"), new_id("C")
+    bad = envelope(victim)
+    later = envelope(victim, "2024-05-01T09:00:00Z")
+    POISON.add(bad["event_id"])
+    touchpoints = [envelope(healthy), bad, later, envelope(healthy, "2024-05-02T08:00:00Z")]
+    platform.records.record([parse_touchpoint(t) for t in touchpoints])
+
+    while follow(platform.records, platform.store, batch_size=2).read:
+        pass
+
+    store = platform.store
+    assert store.get("fragile", healthy) is not None
+    assert len(store.get("fragile", healthy)["event_ids"]) == 2  # type: ignore[index]
+    assert store.get("customer", victim)["touchpoints_total"] == 2  # type: ignore[index]
+    assert store.get("fragile", victim) is None  # its first event failed
+    quarantine = store.quarantine_of("fragile", victim)
+    assert quarantine is not None
+    assert quarantine.event_id == bad["event_id"]
+    assert "ValueError: cannot count" in quarantine.error
+    assert quarantine.events == 2  # the failed one, and the one held behind it
+    assert store.quarantined_count() == 1
+
+    # Still broken: the retry leaves it quarantined, unchanged, and says why.
+    result = retry_quarantined(platform.records, store)
+    assert result.released == 0
+    assert result.failing[0][:2] == ("fragile", victim)
+
+    POISON.clear()  # the reducer is fixed
+    result = retry_quarantined(platform.records, store)
+    assert (result.released, result.failing) == (1, [])
+    assert store.quarantine_of("fragile", victim) is None
+    assert store.get("fragile", victim) == {
+        "customer_id": victim,
+        "event_ids": sorted([bad["event_id"], later["event_id"]]),
+    }
+    # The follower does not apply them a second time.
+    assert follow(platform.records, store, batch_size=100).applied == 0
+    assert store.get("fragile", victim)["event_ids"] == sorted(  # type: ignore[index]
+        [bad["event_id"], later["event_id"]]
+    )
+
+
+def test_a_replay_with_a_broken_reducer_completes_and_after_the_fix_clears_it(
+    fragile_platform: Platform,
+) -> None:
+    platform = fragile_platform
+    victim = new_id("C")
+    bad = envelope(victim)
+    POISON.add(bad["event_id"])
+    platform.records.record([parse_touchpoint(bad), parse_touchpoint(envelope(new_id("C")))])
+
+    replay(platform.records, platform.store, batch_size=100)
+    assert platform.store.quarantine_of("fragile", victim) is not None
+
+    POISON.clear()
+    replay(platform.records, platform.store, batch_size=100)
+    assert platform.store.quarantine_of("fragile", victim) is None
+    assert platform.store.get("fragile", victim) == {
+        "customer_id": victim,
+        "event_ids": [bad["event_id"]],
+    }
+    assert platform.store.quarantined_count() == 0
+
+
+def test_a_quarantined_document_shows_in_its_answer_and_in_health(
+    fragile_platform: Platform, serve: Callable[[Platform], str]
+) -> None:
+    platform = fragile_platform
+    victim = new_id("C")
+    bad = envelope(victim)
+    POISON.add(bad["event_id"])
+    platform.records.record([parse_touchpoint(bad)])
+    follow(platform.records, platform.store, batch_size=100)
+    url = serve(platform)
+
+    customer = httpx.get(f"{url}/v1/customers/{victim}", timeout=10)
+    health = httpx.get(f"{url}/v1/healthz", timeout=10)
+
+    assert customer.status_code == 200
+    (quarantined,) = customer.json()["quarantined"]
+    assert quarantined["projection"] == "fragile"
+    assert quarantined["event_id"] == bad["event_id"]
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
+    assert health.json()["quarantined_documents"] == 1
