@@ -7,7 +7,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, Protocol
 
 import psycopg2.pool
@@ -15,6 +16,7 @@ import psycopg2.pool
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
 from infra.database import embedded_server_url, eventsourcing_env
+from infra.metrics import Metrics, ScrapeSources, last_clv_fit, quarantined_events
 from infra.settings import Settings
 from projections import analytics, segment_store
 from projections.registry import PROJECTIONS
@@ -44,6 +46,34 @@ class Ingest(Protocol):
     def stop(self) -> None: ...
 
 
+class _CountedIngest:
+    """Cluster-mode ingest that counts the touchpoints Kafka accepted: the API knows no
+    more than that (the workers count what they record)."""
+
+    def __init__(self, ingest: Ingest, metrics: Metrics) -> None:
+        self.ingest, self.metrics = ingest, metrics
+
+    @property
+    def projector_error(self) -> str | None:
+        return self.ingest.projector_error
+
+    @projector_error.setter
+    def projector_error(self, value: str | None) -> None:
+        self.ingest.projector_error = value
+
+    def submit(self, touchpoints: Sequence[TouchpointIn]) -> Future[list[Recorded]]:
+        return self.metrics.count_when_resolved(self.ingest.submit(touchpoints))
+
+    def lag(self) -> int:
+        return self.ingest.lag()
+
+    def start(self) -> None:
+        self.ingest.start()
+
+    def stop(self) -> None:
+        self.ingest.stop()
+
+
 @dataclass
 class Platform:
     settings: Settings
@@ -51,6 +81,7 @@ class Platform:
     records: CustomerRecords
     store: ReadModelStore
     driver: Ingest
+    metrics: Metrics = field(default_factory=Metrics)
 
     def close(self) -> None:
         """Stop the driver and close every connection; safe to call twice."""
@@ -86,7 +117,9 @@ def schema_lock(url: str) -> Iterator[None]:
         conn.close()  # closing the session releases the lock
 
 
-def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelStore]:
+def _stores(
+    settings: Settings, url: str, metrics: Metrics
+) -> tuple[CustomerRecords, ReadModelStore]:
     records = CustomerRecords(
         env={
             **eventsourcing_env(url),
@@ -101,7 +134,7 @@ def _stores(settings: Settings, url: str) -> tuple[CustomerRecords, ReadModelSto
         }
     )
     pool = psycopg2.pool.ThreadedConnectionPool(1, 16, url)
-    store = ReadModelStore(pool, PROJECTIONS)
+    store = ReadModelStore(pool, PROJECTIONS, on_pool_wait=metrics.pool_wait_seconds.observe)
     if indexed := records.index_touchpoints():
         log.warning("indexed %d touchpoints recorded before the touchpoint index", indexed)
     new = store.create_tables()
@@ -128,8 +161,9 @@ def bootstrap(
     ``start`` is False."""
     settings = settings or Settings()
     url = database_url(settings)
+    metrics = Metrics()
     with schema_lock(url):
-        records, store = _stores(settings, url)
+        records, store = _stores(settings, url, metrics)
     driver: Ingest
     if mode == "cluster":
         from infra.kafka import KafkaIngest, TouchpointProducer
@@ -138,6 +172,7 @@ def bootstrap(
             TouchpointProducer.from_settings(settings),
             lag=lambda: max(0, head(records) - store.position(RELAY)),
         )
+        driver = _CountedIngest(driver, metrics)
     else:
         driver = EmbeddedDriver(
             records,
@@ -146,7 +181,15 @@ def bootstrap(
             record_linger_s=settings.record_linger_ms / 1000,
             project_batch_size=settings.project_batch_size,
             project_poll_s=settings.project_poll_ms / 1000,
+            metrics=metrics,
         )
+    metrics.read_at_scrape(
+        ScrapeSources(
+            projection_lag=driver.lag,
+            quarantined_events=partial(quarantined_events, store),
+            last_clv_fit=partial(last_clv_fit, store),
+        )
+    )
     if start and mode != "none":
         driver.start()
-    return Platform(settings, url, records, store, driver)
+    return Platform(settings, url, records, store, driver, metrics)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
+from infra.metrics import Metrics
 from projections.store import ReadModelStore
 from streams.projector import FOLLOWER, follow, head
 from streams.recorder import CustomerRecords
@@ -42,6 +43,7 @@ class EmbeddedDriver:
         record_linger_s: float,
         project_batch_size: int,
         project_poll_s: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.records = records
         self.store = store
@@ -49,6 +51,7 @@ class EmbeddedDriver:
         self.record_linger_s = record_linger_s
         self.project_batch_size = project_batch_size
         self.project_poll_s = project_poll_s
+        self.metrics = metrics or Metrics()
         self._inbox: queue.Queue[_Submission] = queue.Queue()
         self._recorded = threading.Event()
         self._stopping = threading.Event()
@@ -114,11 +117,13 @@ class EmbeddedDriver:
         """Record submissions in one transaction; if that fails, record each alone, so a
         failure fails only the request that caused it, not its neighbours in the batch."""
         try:
-            outcomes = self.records.record(
-                [tp for s in batch for tp in s.touchpoints],
-                units=[len(s.touchpoints) for s in batch],
-            )
+            with self.metrics.record_batch_seconds.time():
+                outcomes = self.records.record(
+                    [tp for s in batch for tp in s.touchpoints],
+                    units=[len(s.touchpoints) for s in batch],
+                )
         except Exception as error:
+            self.metrics.database_error("recorder", error)
             if len(batch) > 1:
                 log.warning(
                     "a batch of %d requests failed (%s); recording them one by one",
@@ -131,6 +136,7 @@ class EmbeddedDriver:
             log.exception("recording a request of %d touchpoints failed", len(batch[0].touchpoints))
             batch[0].future.set_exception(error)
             return
+        self.metrics.count_touchpoints(outcomes)
         start = 0
         for submission in batch:
             end = start + len(submission.touchpoints)
@@ -144,12 +150,22 @@ class EmbeddedDriver:
             self._recorded.wait(self.project_poll_s)
             self._recorded.clear()
             try:
-                while follow(self.records, self.store, batch_size=self.project_batch_size).read:
+                while self._project_batch():
                     self.projector_error = None
             except Exception as error:
+                self.metrics.database_error("projector", error)
                 self.projector_error = f"{type(error).__name__}: {error}"
                 log.exception("projecting failed; retrying in 1 s")
                 time.sleep(1)
+
+    def _project_batch(self) -> int:
+        """Project the next batch; return how many notifications it read. Only batches
+        that read something are timed: an empty poll is not a batch."""
+        started = time.perf_counter()
+        read = follow(self.records, self.store, batch_size=self.project_batch_size).read
+        if read:
+            self.metrics.project_batch_seconds.observe(time.perf_counter() - started)
+        return read
 
     def lag(self) -> int:
         """Notifications recorded but not yet projected."""
