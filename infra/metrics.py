@@ -95,6 +95,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
+        self.sources: ScrapeSources | None = None
+        # Registered first, so that a source failing in a scrape is counted in the error
+        # counter of that same scrape (a registry collects in registration order).
+        registry.register(_ScrapeCollector(self))
         self.ingest_requests = Counter(
             "peakend_ingest_requests",
             "POST /v1/touchpoints requests answered, by outcome (accepted, refused_<status>, "
@@ -139,7 +143,6 @@ class Metrics:
             self.ingest_touchpoints.labels(touchpoint_outcome.value)
         for component in COMPONENTS:
             self.database_errors.labels(component)
-        self._scraped = False
 
     # -- what the code calls ----------------------------------------------------------
 
@@ -174,11 +177,9 @@ class Metrics:
             raise
 
     def read_at_scrape(self, sources: ScrapeSources) -> None:
-        """Register the gauges read from the database when Prometheus scrapes (once)."""
-        if self._scraped:
-            raise RuntimeError("scrape sources are already registered")
-        self.registry.register(_ScrapeCollector(sources, self))
-        self._scraped = True
+        """Give the gauges read when Prometheus scrapes their sources (until then the
+        gauges have no sample)."""
+        self.sources = sources
 
 
 class _ScrapeCollector(Collector):
@@ -186,8 +187,7 @@ class _ScrapeCollector(Collector):
     gauge out of that scrape, so Prometheus sees it absent rather than a stale or made-up
     value, and counts a read error; the scrape itself still answers."""
 
-    def __init__(self, sources: ScrapeSources, metrics: Metrics) -> None:
-        self.sources = sources
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def describe(self) -> Iterable[Metric]:
@@ -195,17 +195,20 @@ class _ScrapeCollector(Collector):
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        lag, quarantined, fit, fitted_at = self._families()
-        if (value := self._read(self.sources.projection_lag)) is not None:
+        lag, quarantined, fit, fitted_at = families = self._families()
+        sources = self.metrics.sources
+        if sources is None:
+            return families
+        if (value := self._read(sources.projection_lag)) is not None:
             lag.add_metric([], value)
-        if (value := self._read(self.sources.quarantined_events)) is not None:
+        if (value := self._read(sources.quarantined_events)) is not None:
             quarantined.add_metric([], value)
-        if (last := self._read(self.sources.last_clv_fit)) is not None:
+        if (last := self._read(sources.last_clv_fit)) is not None:
             for outcome in CLV_FIT_OUTCOMES:
                 fit.add_metric([outcome], 1 if outcome == last.outcome else 0)
             fitted_at.add_metric([], last.at.timestamp())
         # No fit yet: the fit families go out with their help text and no sample.
-        return [lag, quarantined, fit, fitted_at]
+        return families
 
     @staticmethod
     def _families() -> tuple[
