@@ -14,9 +14,8 @@ a customer id, an event id or anything personal.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, TypeVar
@@ -167,14 +166,6 @@ class Metrics:
         """Count ``error`` if it came from the database (a bug in our code is not one)."""
         if isinstance(error, DATABASE_ERRORS):
             self.database_errors.labels(component).inc()
-
-    @contextmanager
-    def counting_database_errors(self, component: Component) -> Iterator[None]:
-        try:
-            yield
-        except BaseException as error:
-            self.database_error(component, error)
-            raise
 
     def read_at_scrape(self, sources: ScrapeSources) -> None:
         """Give the gauges read when Prometheus scrapes their sources (until then the
