@@ -24,6 +24,7 @@ from api.analytics import router as analytics_router
 from api.deps import PlatformDep
 from api.errors import ErrorBoundary
 from api.jobs import jobs
+from api.metrics import install as install_metrics
 from api.schemas import (
     CustomerOut,
     HealthOut,
@@ -318,6 +319,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(router)
     app.include_router(analytics_router)
     app.include_router(segments_router)
+    install_metrics(app, platform.metrics)
 
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:

@@ -7,7 +7,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, Protocol
 
 import psycopg2
@@ -15,6 +16,7 @@ import psycopg2
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
 from infra.database import BoundedPool, embedded_server_url, eventsourcing_env
+from infra.metrics import Metrics, ScrapeSources, last_clv_fit, quarantined_events
 from infra.settings import Settings
 from projections import analytics, segment_store
 from projections.base import Projection
@@ -45,6 +47,34 @@ class Ingest(Protocol):
     def stop(self) -> None: ...
 
 
+class _CountedIngest:
+    """Cluster-mode ingest that counts the touchpoints Kafka accepted: the API knows no
+    more than that (the workers count what they record)."""
+
+    def __init__(self, ingest: Ingest, metrics: Metrics) -> None:
+        self.ingest, self.metrics = ingest, metrics
+
+    @property
+    def projector_error(self) -> str | None:
+        return self.ingest.projector_error
+
+    @projector_error.setter
+    def projector_error(self, value: str | None) -> None:
+        self.ingest.projector_error = value
+
+    def submit(self, touchpoints: Sequence[TouchpointIn]) -> Future[list[Recorded]]:
+        return self.metrics.count_when_resolved(self.ingest.submit(touchpoints))
+
+    def lag(self) -> int:
+        return self.ingest.lag()
+
+    def start(self) -> None:
+        self.ingest.start()
+
+    def stop(self) -> None:
+        self.ingest.stop()
+
+
 @dataclass
 class Platform:
     settings: Settings
@@ -52,6 +82,7 @@ class Platform:
     records: CustomerRecords
     store: ReadModelStore
     driver: Ingest
+    metrics: Metrics = field(default_factory=Metrics)
     pools: tuple[BoundedPool, ...] = ()  # every read-model pool, to close
 
     def close(self) -> None:
@@ -99,7 +130,7 @@ def _pool(settings: Settings, url: str, size: int) -> BoundedPool:
 
 
 def _stores(
-    settings: Settings, url: str, projections: Sequence[Projection]
+    settings: Settings, url: str, projections: Sequence[Projection], metrics: Metrics
 ) -> tuple[CustomerRecords, ReadModelStore]:
     records = CustomerRecords(
         env={
@@ -114,7 +145,11 @@ def _stores(
             "APPLICATION_RECORDER_TOPIC": "streams.recorder:ColumnarRecorder",
         }
     )
-    store = ReadModelStore(_pool(settings, url, settings.read_pool_size), projections)
+    store = ReadModelStore(
+        _pool(settings, url, settings.read_pool_size),
+        projections,
+        on_pool_wait=metrics.pool_wait_seconds.observe,
+    )
     if indexed := records.index_touchpoints():
         log.warning("indexed %d touchpoints recorded before the touchpoint index", indexed)
     new = store.create_tables()
@@ -145,8 +180,9 @@ def bootstrap(
     ``start`` is False. ``projections``: the registry's unless a test brings its own."""
     settings = settings or Settings()
     url = database_url(settings)
+    metrics = Metrics()
     with schema_lock(url):
-        records, store = _stores(settings, url, projections)
+        records, store = _stores(settings, url, projections, metrics)
     driver: Ingest
     pools: tuple[BoundedPool, ...] = ()
     if mode == "cluster":
@@ -156,6 +192,7 @@ def bootstrap(
             TouchpointProducer.from_settings(settings),
             lag=lambda: max(0, head(records) - store.position(RELAY)),
         )
+        driver = _CountedIngest(driver, metrics)
     else:
         # The projector has connections of its own: readers never starve it.
         pools = (_pool(settings, url, 2),)
@@ -167,7 +204,15 @@ def bootstrap(
             project_batch_size=settings.project_batch_size,
             project_poll_s=settings.project_poll_ms / 1000,
             queue_limit=settings.ingest_queue_limit,
+            metrics=metrics,
         )
+    metrics.read_at_scrape(
+        ScrapeSources(
+            projection_lag=driver.lag,
+            quarantined_events=partial(quarantined_events, store),
+            last_clv_fit=partial(last_clv_fit, store),
+        )
+    )
     if start and mode != "none":
         driver.start()
-    return Platform(settings, url, records, store, driver, pools)
+    return Platform(settings, url, records, store, driver, metrics, pools)

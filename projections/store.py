@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,10 +63,13 @@ class ReadModelStore:
         pool: psycopg2.pool.ThreadedConnectionPool,
         projections: Sequence[Projection],
         generation: str = LIVE,
+        *,
+        on_pool_wait: Callable[[float], None] | None = None,
     ) -> None:
         self.pool = pool
         self.projections = tuple(projections)
         self.generation = generation
+        self.on_pool_wait = on_pool_wait  # seconds each getconn took (operational metrics)
 
     # -- schema ---------------------------------------------------------------------
 
@@ -155,7 +159,10 @@ class ReadModelStore:
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
         """A pooled connection inside one transaction: committed on success, rolled back
         on error."""
+        asked = time.perf_counter()
         conn = self.pool.getconn()
+        if self.on_pool_wait is not None:
+            self.on_pool_wait(time.perf_counter() - asked)
         try:
             with conn:
                 yield conn

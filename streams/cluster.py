@@ -24,12 +24,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 from kafka import KafkaProducer
+from prometheus_client import Histogram
 
 from domain.customer import Customer
 from domain.idempotency import Outcome, conflict_error
@@ -41,6 +42,7 @@ from domain.touchpoints import (
     parse_touchpoint,
 )
 from infra.kafka import Topics
+from infra.metrics import Metrics
 from infra.settings import Settings
 from projections.store import ReadModelStore
 from streams.recorder import CustomerRecords
@@ -48,6 +50,7 @@ from streams.relay import LogNotifications, decode, relay
 
 log = logging.getLogger(__name__)
 WORKER = f"worker-{os.getpid()}"
+T = TypeVar("T")
 
 
 def dead_letter(event: Any, reason: str, errors: Sequence[dict[str, str]]) -> bytes:
@@ -100,14 +103,20 @@ def triage(
         return None, "invalid touchpoint", [e.model_dump() for e in refusal.errors]
 
 
-async def until_done(work: Callable[[], Any], what: str, stopping: Callable[[], bool]) -> Any:
+async def until_done(
+    work: Callable[[], Any],
+    what: str,
+    stopping: Callable[[], bool],
+    failed: Callable[[Exception], None] = lambda _: None,
+) -> Any:
     """Run blocking ``work`` in a thread until it succeeds: a batch is never acked (and so
-    never lost) because the database was briefly unavailable."""
+    never lost) because the database was briefly unavailable. ``failed`` sees each failure."""
     delay = 0.5
     while True:
         try:
             return await asyncio.to_thread(work)
-        except Exception:
+        except Exception as error:
+            failed(error)
             if stopping():
                 # Faust acknowledges a taken batch when its loop is left, and commits on
                 # a graceful stop: leaving without a commit is the only way not to lose
@@ -122,6 +131,13 @@ async def until_done(work: Callable[[], Any], what: str, stopping: Callable[[], 
 def project(store: ReadModelStore, touchpoints: Sequence[Customer.TouchpointRecorded]) -> int:
     with store.connection() as conn:
         return store.apply(conn, touchpoints)
+
+
+def timed(histogram: Histogram, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)``, its duration observed in ``histogram`` (in the worker thread, so
+    the event loop's waiting is not counted)."""
+    with histogram.time():
+        return work(*args)
 
 
 ROLES = ("record", "project")
@@ -169,6 +185,7 @@ def create_app(
     *,
     database_url: str,
     roles: tuple[str, ...] = ROLES,
+    metrics: Metrics | None = None,
 ) -> faust.App:
     """Build the Faust app (a factory: nothing connects until a worker starts it).
 
@@ -212,6 +229,7 @@ def create_app(
     )
     app.topic(topics.alerts, key_serializer="raw", value_serializer="raw")
     batch, within = settings.stream_batch_size, settings.stream_batch_within_ms / 1000
+    metrics = metrics or Metrics()
 
     def batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
         # Many messages per database transaction; acked after the transaction commits.
@@ -244,8 +262,12 @@ def create_app(
                 started = time.perf_counter()
                 if valid:
                     outcomes = await until_done(
-                        partial(records.record, valid), "recording", lambda: app.should_stop
+                        partial(timed, metrics.record_batch_seconds, records.record, valid),
+                        "recording",
+                        lambda: app.should_stop,
+                        partial(metrics.database_error, "recorder"),
                     )
+                    metrics.count_touchpoints(outcomes)
                     for outcome, source in zip(outcomes, sources, strict=True):
                         if outcome.outcome is Outcome.CONFLICT:
                             log.warning(
@@ -293,7 +315,10 @@ def create_app(
 
                 started = time.perf_counter()
                 applied = await until_done(
-                    partial(project, store, touchpoints), "projecting", lambda: app.should_stop
+                    partial(timed, metrics.project_batch_seconds, project, store, touchpoints),
+                    "projecting",
+                    lambda: app.should_stop,
+                    partial(metrics.database_error, "projector"),
                 )
                 log.info(
                     "%s projected %d events (%d updates) in %.0f ms",

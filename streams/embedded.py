@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
 from infra.database import unavailable
+from infra.metrics import Metrics
 from projections.store import ReadModelStore
 from streams.projector import FOLLOWER, follow, head
 from streams.recorder import CustomerRecords
@@ -48,6 +49,7 @@ class EmbeddedDriver:
         project_batch_size: int,
         project_poll_s: float,
         queue_limit: int = 20_000,
+        metrics: Metrics | None = None,
     ) -> None:
         self.records = records
         self.store = store
@@ -58,6 +60,7 @@ class EmbeddedDriver:
         self.queue_limit = queue_limit
         self._queued = 0  # touchpoints submitted, not yet recorded or failed
         self._queued_lock = threading.Lock()
+        self.metrics = metrics or Metrics()
         self._inbox: queue.Queue[_Submission] = queue.Queue()
         self._recorded = threading.Event()
         self._stopping = threading.Event()
@@ -127,11 +130,13 @@ class EmbeddedDriver:
         """Record submissions in one transaction; if that fails, record each alone, so a
         failure fails only the request that caused it, not its neighbours in the batch."""
         try:
-            outcomes = self.records.record(
-                [tp for s in batch for tp in s.touchpoints],
-                units=[len(s.touchpoints) for s in batch],
-            )
+            with self.metrics.record_batch_seconds.time():
+                outcomes = self.records.record(
+                    [tp for s in batch for tp in s.touchpoints],
+                    units=[len(s.touchpoints) for s in batch],
+                )
         except Exception as error:
+            self.metrics.database_error("recorder", error)
             if unavailable(error):  # the database, not a request: fail fast, all of them
                 log.warning(
                     "recording %d requests failed: the database is unavailable (%s)",
@@ -153,6 +158,7 @@ class EmbeddedDriver:
             log.exception("recording a request of %d touchpoints failed", len(batch[0].touchpoints))
             self._settle(batch[0], error)
             return
+        self.metrics.count_touchpoints(outcomes)
         start = 0
         for submission in batch:
             end = start + len(submission.touchpoints)
@@ -174,15 +180,25 @@ class EmbeddedDriver:
             self._recorded.wait(self.project_poll_s)
             self._recorded.clear()
             try:
-                while follow(self.records, self.store, batch_size=self.project_batch_size).read:
+                while self._project_batch():
                     self.projector_error = None
             except Exception as error:
+                self.metrics.database_error("projector", error)
                 # Health shows this: the kind of failure, never its text (hosts, SQL).
                 self.projector_error = (
                     "the database is unavailable" if unavailable(error) else type(error).__name__
                 )
                 log.exception("projecting failed; retrying in 1 s")
                 time.sleep(1)
+
+    def _project_batch(self) -> int:
+        """Project the next batch; return how many notifications it read. Only batches
+        that read something are timed: an empty poll is not a batch."""
+        started = time.perf_counter()
+        read = follow(self.records, self.store, batch_size=self.project_batch_size).read
+        if read:
+            self.metrics.project_batch_seconds.observe(time.perf_counter() - started)
+        return read
 
     def lag(self) -> int:
         """Notifications recorded but not yet projected."""

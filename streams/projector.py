@@ -81,7 +81,9 @@ def replay(
     swap them in atomically. Live processing goes on meanwhile: the swap holds the live
     follower's position lock, catches the rebuild up to the log's head, and renames.
     ``on_progress`` sees the running totals after each batch."""
-    rebuild = ReadModelStore(live.pool, live.projections, generation=REBUILD)
+    rebuild = ReadModelStore(
+        live.pool, live.projections, generation=REBUILD, on_pool_wait=live.on_pool_wait
+    )
     rebuild.create_tables(fresh=True)
     total = Progress(0, 0, 0)
 
