@@ -171,6 +171,7 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
                             {
                                 "type": "array",
                                 "items": {"$ref": "#/components/schemas/TouchpointIn"},
+                                "minItems": 1,
                             },
                         ]
                     }
@@ -191,7 +192,9 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
     settings = platform.settings
     try:
         outcomes = await asyncio.wait_for(
-            asyncio.wrap_future(platform.driver.submit(touchpoints)),
+            # Shielded: a timeout answers 503 but must not cancel the submission, which
+            # the recorder may still make durable (a retry is then a duplicate).
+            asyncio.shield(asyncio.wrap_future(platform.driver.submit(touchpoints))),
             timeout=settings.database_timeout_seconds,
         )
     except Exception as error:  # not known to be durable: the client retries (idempotent)
@@ -338,6 +341,10 @@ def create_app(platform: Platform) -> FastAPI:
         schema = openapi()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(touchpoint_schemas(_REF_TEMPLATE))
+        body = schema["paths"]["/v1/touchpoints"]["post"]["requestBody"]["content"]
+        body["application/json"]["schema"]["oneOf"][1]["maxItems"] = (
+            platform.settings.ingest_max_batch
+        )
         return schema
 
     app.openapi = with_envelope  # type: ignore[method-assign]

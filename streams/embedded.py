@@ -168,6 +168,8 @@ class EmbeddedDriver:
     def _settle(self, submission: _Submission, result: list[Recorded] | BaseException) -> None:
         with self._queued_lock:
             self._queued -= len(submission.touchpoints)
+        if not submission.future.set_running_or_notify_cancel():
+            return  # its caller gave up (cancelled): nobody waits for the answer
         if isinstance(result, BaseException):
             submission.future.set_exception(result)
         else:
