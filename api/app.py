@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from api import views
 from api.analytics import router as analytics_router
-from api.deps import PlatformDep
+from api.deps import AsOf, PlatformDep
 from api.jobs import jobs
 from api.schemas import (
     CustomerOut,
@@ -46,11 +46,6 @@ class Refused(Exception):
         super().__init__(detail)
         self.status, self.detail, self.errors = status, detail, errors
 
-
-AsOf = Annotated[
-    datetime | None,
-    Query(description="evaluate time-dependent rules as of this instant (default: now)"),
-]
 
 router = APIRouter(prefix="/v1")
 

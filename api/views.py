@@ -29,7 +29,6 @@ def customer_view(
     state = platform.store.get("customer", customer_id)
     if state is None:
         return None
-    currency = platform.settings.currency
     status = loyalty_of(platform, customer_id, as_of or datetime.now(UTC))
     return {
         **{
@@ -45,15 +44,14 @@ def customer_view(
                 "spend_by_currency",
             )
         },
-        "currency": currency,
-        "total_spend": customer.total_spend(state, currency),
-        "orders": len(state["orders"]),
         "recent_touchpoints": list(reversed(state["recent_touchpoints"])),
         "open_complaints": customer.open_complaints(state),
         "complaints_total": len(state["complaints"]),
         "last_survey_answers": customer.last_survey_answers(state),
         "loyalty_status": status["status"],
         "loyalty": status,
+        # currency, total_spend (converted), unconverted and orders (every currency)
+        # come with the measures: they need the population's reporting currency.
         **customer_measures(platform, state, as_of),
     }
 

@@ -98,13 +98,18 @@ def warn_unconverted(reporting: str, unconverted: Mapping[str, Decimal]) -> None
 
 
 def order_history(
-    orders: Mapping[str, Any], *, until: str, rates: ExchangeRates, zone: tzinfo = UTC
+    orders: Mapping[str, Any],
+    *,
+    until: str | None = None,
+    rates: ExchangeRates,
+    zone: tzinfo = UTC,
 ) -> list[Purchase]:
-    """A customer document's orders at or before ``until`` (UTC ISO), in every currency,
-    in time order, each valued in the reporting currency on its own day (in ``zone``)."""
+    """A customer document's orders at or before ``until`` (UTC ISO; None: all), in
+    every currency, in time order, each valued in the reporting currency on its own day
+    (in ``zone``)."""
     found = []
     for o in orders.values():
-        if o["occurred_at"] > until:
+        if until is not None and o["occurred_at"] > until:
             continue
         at = datetime.fromisoformat(o["occurred_at"])
         amount = Decimal(o["amount"])

@@ -10,7 +10,6 @@ and domain/clv.py.
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from infra.bootstrap import Platform
+from tests.builders import envelope, new_id, purchase
 
 Item = dict[str, Any]
 
@@ -38,10 +38,6 @@ SEGMENTS = (
 )
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -52,27 +48,6 @@ def when(value: str) -> datetime:
 
 def ago(days: float, hours: float = 0) -> datetime:
     return AS_OF - timedelta(days=days, hours=hours)
-
-
-def envelope(customer_id: str, at: datetime, /, **fields: Any) -> Item:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": "visit",
-        "occurred_at": at.isoformat(),
-        "channel": "store",
-        "customer": {"id": customer_id},
-        **fields,
-    }
-
-
-def purchase(customer_id: str, amount: str, at: datetime, currency: str = "EUR") -> Item:
-    return envelope(
-        customer_id,
-        at,
-        type="purchase",
-        channel="web",
-        payload={"order_id": new_id("O"), "amount": amount, "currency": currency},
-    )
 
 
 def answer(
@@ -114,6 +89,13 @@ def step(
     if emotion is not None:
         fields["emotion"] = emotion
     return envelope(customer_id, at, **fields)
+
+
+def refusal(response: httpx.Response) -> str:
+    """The message of a refusal: every analytics error has FastAPI's validation shape."""
+    (error,) = response.json()["detail"]
+    message: str = error["msg"]
+    return message
 
 
 def dec(value: Any) -> Decimal:
@@ -205,11 +187,18 @@ def test_the_pyramid_of_100_buyers_is_1_4_15_80_with_exact_revenue_and_shares(
     assert pyramid["pareto"]["active_customers"] == 100
     assert dec(pyramid["pareto"]["top_20_percent_revenue_share"]) == Decimal("0.3584")
 
+    # No USD rate: the 10,000 USD are left out of the revenue, and the answer says so.
+    assert pyramid["unconverted"] == {"USD": "10000.00"}
     assert get(f"/v1/customers/{top}")["value_tier"] == {
         "tier": "vip",
         "value_in_window": "100.00",
         "window_days": 365,
+        "currency": "EUR",
+        "unconverted": {},
     }
+    usd_buyer = get(f"/v1/customers/{buyers[0]}")
+    assert usd_buyer["value_tier"]["unconverted"] == {"USD": "10000.00"}
+    assert (usd_buyer["orders"], usd_buyer["rfm"]["frequency"]) == (2, 2)
     assert get(f"/v1/customers/{buyers[95]}")["value_tier"]["tier"] == "major"
     assert get(f"/v1/customers/{buyers[94]}")["value_tier"]["tier"] == "ordinary"
     assert get(f"/v1/customers/{buyers[79]}")["value_tier"]["tier"] == "small"
@@ -347,10 +336,17 @@ def test_monthly_migration_counts_each_move_between_the_calendar_months(
 
     two = get("/v1/analytics/migration", period="month", periods=2)
     assert (two["period"], two["currency"]) == ("month", "EUR")
-    assert [(when(h["from_period_end"]), when(h["to_period_end"])) for h in two["history"]] == [
-        (datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)),
-        (datetime(2026, 6, 1, tzinfo=UTC), AS_OF),
+    may = {"name": "2026-05", "start": "2026-05-01T00:00:00Z"}
+    may |= {"end": "2026-06-01T00:00:00Z", "complete": True}
+    june = {"name": "2026-06", "start": "2026-06-01T00:00:00Z"}
+    june |= {"end": "2026-07-01T00:00:00Z", "complete": False}  # measured to as_of
+    april = {"name": "2026-04", "start": "2026-04-01T00:00:00Z"}
+    april |= {"end": "2026-05-01T00:00:00Z", "complete": True}
+    assert [(h["from_period"], h["to_period"]) for h in two["history"]] == [
+        (april, may),
+        (may, june),
     ]
+    assert (two["timezone"], two["unconverted"]) == ("UTC", {})
     first, second = two["history"]
     assert first["matrix"] == april_to_may
     assert (first["up"], first["down"]) == (2, 1)  # up: lapsing, grower; down: faded
@@ -377,15 +373,16 @@ def test_rfm_scores_by_quintile_with_ties_at_their_middle_rank_and_names_the_seg
         purchase(f, "70.00", ago(500)),  # outside the 365-day window
         envelope(visitor, ago(5)),  # never bought: no RFM
     )
-    # n = 6; score = 1 + floor(5 * r / 6), r = the tie group's mean 0-based position,
-    # worst first.
+    # score = 1 + floor(5 * r / n), r = the tie group's mean 0-based position, worst
+    # first. R against all n = 6 buyers; F and M against the n = 5 who bought in the
+    # window (f did not: F = M = 1).
     #   R (days, fewest best): f 500, e 300, d 200, c 30, b 10, a 1 -> 1, 1, 2, 3, 4, 5
-    #   F (count): f 0 | c 1, d 1 (positions 1-2, middle 1.5) | e 3 | b 4 | a 5
-    #              -> f 1, c 2, d 2, e 3, b 4, a 5
-    #   M (spend): f 0, d 10, c 50, e 90 | a 100, b 100 (positions 4-5, middle 4.5)
-    #              -> 1, 1, 2, 3, 4, 4
-    # Segments (R x F): a (5,5), b (4,4) champions; c (3,2) need_attention;
-    # d (2,2) hibernating; e (1,3) at_risk; f (1,1) lost.
+    #   F (count): c 1, d 1 (positions 0-1, middle 0.5) | e 3 | b 4 | a 5
+    #              -> c 1, d 1, e 3, b 4, a 5
+    #   M (spend): d 10, c 50, e 90 | a 100, b 100 (positions 3-4, middle 3.5)
+    #              -> 1, 2, 3, 4, 4
+    # Segments (R x F): a (5,5), b (4,4) champions; c (3,1) need_attention;
+    # d (2,1) hibernating; e (1,3) at_risk; f (1,1) lost.
     rfm = get("/v1/analytics/rfm")
     assert (rfm["customers"], rfm["window_days"]) == (6, 365)
     assert rfm["segments"] == {
@@ -400,8 +397,8 @@ def test_rfm_scores_by_quintile_with_ties_at_their_middle_rank_and_names_the_seg
     expected = {
         a: (1, 5, "100.00", 5, 5, 4, "champions"),
         b: (10, 4, "100.00", 4, 4, 4, "champions"),
-        c: (30, 1, "50.00", 3, 2, 2, "need_attention"),
-        d: (200, 1, "10.00", 2, 2, 1, "hibernating"),
+        c: (30, 1, "50.00", 3, 1, 2, "need_attention"),
+        d: (200, 1, "10.00", 2, 1, 1, "hibernating"),
         e: (300, 3, "90.00", 1, 3, 3, "at_risk"),
         f: (500, 0, "0", 1, 1, 1, "lost"),
     }
@@ -548,7 +545,7 @@ def test_satisfaction_summarises_nps_csat_and_ces_overall_by_channel_journey_and
 
     web = get("/v1/analytics/satisfaction", channel="web")
     assert web["filters"]["channel"] == "web"
-    assert "by_period" not in web
+    assert web["by_period"] is None
     assert sorted(web["by_channel"]) == ["web"]
     assert web["overall"] == summary["by_channel"]["web"]
 
@@ -1015,20 +1012,20 @@ def test_a_lifetime_value_fit_needs_enough_buyers_as_of_its_instant(
     assert client.get("/v1/analytics/clv/model").status_code == 404
     empty = client.post("/v1/analytics/clv/fit", json={"as_of": iso(AS_OF)})
     assert empty.status_code == 422, empty.text
-    assert empty.json()["detail"].startswith("as_of:")
+    assert refusal(empty).startswith("as_of:")
 
     # 12 buyers, none of whom came back: no repeat purchase to fit on.
     record(*(purchase(new_id("C"), "10.00", ago(100 + i)) for i in range(12)))
     once = client.post("/v1/analytics/clv/fit", json={"as_of": iso(AS_OF)})
     assert once.status_code == 422, once.text
-    assert once.json()["detail"].startswith("as_of:") and "12 customers" in once.json()["detail"]
+    assert refusal(once).startswith("as_of:") and "12 customers" in refusal(once)
 
     record(*clv_population())
     # As of 340 days before AS_OF only customers 0..6 (first purchase 360..342 days
     # before) had bought: 7 < 10.
     early = client.post("/v1/analytics/clv/fit", json={"as_of": iso(ago(340))})
     assert early.status_code == 422, early.text
-    detail = early.json()["detail"]
+    detail = refusal(early)
     assert detail.startswith("as_of:") and "7 customers" in detail, detail
     assert client.get("/v1/analytics/clv/model").status_code == 404
 
