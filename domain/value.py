@@ -305,7 +305,9 @@ def rfm(
     - a customer with no purchase in the window scores F = 1 and M = 1: nothing bought
       in the window is the bottom of both scales, never the middle (a tie group of
       silent customers would otherwise score 3 and read "at risk" or "potential
-      loyalist" instead of "lost" or "hibernating").
+      loyalist"); and is outside the R x F grid, segment ``lost`` whatever R says: R
+      ranks recency against everyone, so among customers all silent for years the
+      least silent would otherwise read "new".
     """
     _aware("as_of", as_of)
     if window <= timedelta(0):
@@ -341,7 +343,9 @@ def rfm(
             r=r[customer],
             f=f[customer],
             m=m[customer],
-            segment=rfm_segment(r[customer], f[customer], m[customer]),
+            segment=rfm_segment(r[customer], f[customer], m[customer])
+            if count
+            else RfmSegment.LOST,
         )
         for customer, (days, count, spend) in measures.items()
     }
