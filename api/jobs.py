@@ -38,14 +38,18 @@ class Periodic:
                 log.exception("%s failed; next try in %.0f s", self.name, self.every)
 
 
-def refit_clv(platform: Platform) -> None:
+def refit_clv(platform: Platform, as_of: datetime | None = None) -> None:
     """A new lifetime-value model version on all purchases up to now. A fit that cannot
     be made (too few repeat buyers, no convergence) is logged at WARNING and recorded
-    as the last fit's outcome (``analytics.last_fit_outcome``); the next period retries."""
+    as the last fit's outcome (``analytics.last_fit_outcome``); the next period retries.
+    ``as_of`` (default now) is the clock, injected by tests."""
     s = platform.settings
     try:
         analytics.fit_clv(
-            platform.store, as_of=datetime.now(UTC), unit=s.clv_time_unit, money=money(s)
+            platform.store,
+            as_of=as_of or datetime.now(UTC),
+            unit=s.clv_time_unit,
+            money=money(s),
         )
     except analytics.FitRefused as why:
         log.warning("lifetime-value refit failed: %s", why)
