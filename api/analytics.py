@@ -16,23 +16,37 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi import APIRouter, Body, Query
 
-from api.deps import PlatformDep
+from api.deps import AsOf, Channel, JourneyType, PlatformDep, Since, refused
+from api.schemas import (
+    ClvFitIn,
+    ClvModelOut,
+    EmotionCurvesOut,
+    ErrorOut,
+    KanoOut,
+    MigrationOut,
+    OpportunitiesOut,
+    PyramidOut,
+    RfmSegmentsOut,
+    SatisfactionOut,
+)
 from domain import clv, satisfaction, value
 from domain.metrics import nps_category
+from domain.money import unconverted_out
 from infra.bootstrap import Platform
 from infra.settings import Settings
-from projections import analytics
+from projections import analytics, customer
 from projections.base import utc_iso
 from projections.store import ReadModelStore
 
-AsOf = Annotated[datetime | None, Query(description="the instant measured (default: now)")]
-Since = Annotated[datetime | None, Query(description="only answers after this instant")]
 PeriodQ = Annotated[
     Literal["week", "month", "quarter"] | None,
     Query(description="also break down by calendar period"),
 ]
+
+# Every refusal of these endpoints has one shape (ErrorOut), FastAPI's own.
+ERRORS: dict[int | str, dict[str, Any]] = {422: {"model": ErrorOut}}
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
@@ -43,9 +57,20 @@ def cutoffs(settings: Settings) -> value.TierCutoffs:
     )
 
 
+def money(settings: Settings) -> analytics.Money:
+    """How this platform reports money: PEAKEND_CURRENCY (explicit when set in the
+    environment, not the default), PEAKEND_EXCHANGE_RATES, PEAKEND_REPORTING_TIMEZONE."""
+    return analytics.Money(
+        currency=settings.currency,
+        explicit="currency" in settings.model_fields_set,
+        rates=settings.exchange_rates,
+        zone=settings.reporting_zone,
+    )
+
+
 def _when(as_of: datetime | None) -> datetime:
-    if as_of is not None and as_of.tzinfo is None:
-        raise HTTPException(422, "as_of: give an offset, e.g. 2026-01-01T00:00:00Z")
+    if as_of is not None and as_of.tzinfo is None:  # AsOf refuses it; callers in code may not
+        raise ValueError("as_of: give an offset, e.g. 2026-01-01T00:00:00Z")
     return as_of or datetime.now(UTC)
 
 
@@ -67,9 +92,8 @@ class Population:
                 if cached and time.monotonic() - cached[0] < settings.population_cache_seconds:
                     return cached[1]
         moment = _when(as_of)
-        history, known = analytics.purchases(
-            platform.store, as_of=moment, currency=settings.currency
-        )
+        found = analytics.purchase_log(platform.store, as_of=moment, money=money(settings))
+        history, known = found.history, found.known
         tiers, values = analytics.tiers_as_of(
             history,
             as_of=moment,
@@ -82,8 +106,10 @@ class Population:
             "tiers": tiers,
             "values": values,
             "known": known,
+            "rates": found.rates,
+            "currency": found.currency,
             "retention": analytics.retention_rate(history, as_of=moment),
-            "rfm": value.rfm(
+            "rfm": analytics.rfm_of(
                 history, as_of=moment, window=timedelta(days=settings.rfm_window_days)
             ),
         }
@@ -106,7 +132,15 @@ def customer_measures(
     customer_id = state["customer_id"]
     population = POPULATION.of(platform, as_of)
     until = utc_iso(moment)
-    orders = analytics.orders_until(state["orders"], until=until, currency=settings.currency)
+    rates = population["rates"]
+    zone = settings.reporting_zone
+    # Every order counts (lifecycle, RFM, the model's frequency); money in the reporting
+    # currency, what has no rate listed apart.
+    orders = analytics.order_history(state["orders"], until=until, rates=rates, zone=zone)
+    value_window = timedelta(days=settings.value_window_days)
+    window_left_out = unconverted_out(
+        analytics.unconverted(analytics.in_window(orders, as_of=moment, window=value_window))
+    )
     latest = analytics.latest_answers(state, until=until)
     stage, rule = analytics.lifecycle(orders, latest, as_of=moment)
     rfm = population["rfm"].get(customer_id)
@@ -120,11 +154,20 @@ def customer_measures(
     due = [kept for at, kept, _ in state.get("promises", []) if at <= until]
     promises = {"made": len(due), "kept": sum(due)}
     declared = latest.get("category_spend")
-    share = (
-        value.share_of_wallet(
-            population["values"].get(customer_id, Decimal(0)), Decimal(declared["value"])
+    declared_value = (
+        rates.convert(
+            Decimal(declared["value"]),
+            declared.get("currency") or rates.reporting,
+            datetime.fromisoformat(declared["occurred_at"]).astimezone(zone).date(),
         )
-        if declared and declared.get("currency") == settings.currency
+        if declared
+        else None
+    )
+    # Only a share of like with like: the window's money all converted, and the
+    # declared total too.
+    share = (
+        value.share_of_wallet(population["values"].get(customer_id, Decimal(0)), declared_value)
+        if declared_value is not None and not window_left_out
         else None
     )
     delta = (
@@ -134,17 +177,35 @@ def customer_measures(
         if "perceived_quality" in latest and "expectation" in latest
         else None
     )
+    rfm_left_out = unconverted_out(
+        analytics.unconverted(
+            analytics.in_window(
+                orders, as_of=moment, window=timedelta(days=settings.rfm_window_days)
+            )
+        )
+    )
     return {
+        "currency": rates.reporting,
+        "total_spend": customer.total_spend(state, rates, zone),
+        "unconverted": unconverted_out(customer.unconverted_spend(state, rates, zone)),
+        "orders": len(state["orders"]),
         "measures_as_of": utc_iso(moment),
         "population_computed_at": population["computed_at"],
         "value_tier": {
             "tier": str(population["tiers"].get(customer_id, value.Tier.PROSPECT)),
             "value_in_window": population["values"].get(customer_id, Decimal(0)),
             "window_days": settings.value_window_days,
+            "currency": rates.reporting,
+            "unconverted": window_left_out,
         },
         "rfm": None
         if rfm is None
-        else {**asdict(rfm), "segment": str(rfm.segment), "window_days": settings.rfm_window_days},
+        else {
+            **asdict(rfm),
+            "segment": str(rfm.segment),
+            "window_days": settings.rfm_window_days,
+            "unconverted": rfm_left_out,
+        },
         "lifecycle": {"stage": str(stage), "rule": rule},
         "satisfaction": {
             "csat_latest": _level(latest.get("csat")),
@@ -162,7 +223,9 @@ def customer_measures(
             "share": share,
             "our_spend_in_window": population["values"].get(customer_id, Decimal(0)),
             "declared_category_spend": declared["value"] if declared else None,
+            "declared_currency": (declared.get("currency") if declared else None),
             "declared_at": declared["occurred_at"] if declared else None,
+            "unconverted": window_left_out,
         },
         "trust": {
             "promises_made": promises["made"],
@@ -170,6 +233,8 @@ def customer_measures(
             "reliability": satisfaction.promise_reliability(promises["made"], promises["kept"]),
         },
         "lifetime_value": {
+            "currency": rates.reporting,
+            "unconverted": unconverted_out(analytics.unconverted(orders)),
             "simple": _simple_clv(population, customer_id, settings),
             "model": analytics.customer_clv(
                 model,
@@ -211,7 +276,7 @@ def _level(answer: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-@router.get("/pyramid")
+@router.get("/pyramid", response_model=PyramidOut, responses=ERRORS)
 def get_pyramid(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     """Customers, revenue and share of revenue per tier over the trailing window
     (PEAKEND_VALUE_WINDOW_DAYS), and the 80/20 check."""
@@ -220,32 +285,33 @@ def get_pyramid(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
         platform.store,
         as_of=_when(as_of),
         window=timedelta(days=s.value_window_days),
-        currency=s.currency,
         cutoffs=cutoffs(s),
+        money=money(s),
     )
 
 
-@router.get("/migration")
+@router.get("/migration", response_model=MigrationOut, responses=ERRORS)
 def get_migration(
     platform: PlatformDep,
     as_of: AsOf = None,
     period: Literal["week", "month", "quarter"] = "month",
     periods: Annotated[int, Query(ge=1, le=24)] = 1,
 ) -> dict[str, Any]:
-    """Customers moved from each tier to each tier between consecutive periods (including
-    in and out of inactive), for the last ``periods`` transitions."""
+    """Customers moved from each tier to each tier between consecutive calendar periods
+    ([start, end) in PEAKEND_REPORTING_TIMEZONE; including in and out of inactive), for
+    the last ``periods`` transitions."""
     s = platform.settings
     return analytics.migration(
         platform.store,
         as_of=_when(as_of),
         period=period,
         periods=periods,
-        currency=s.currency,
         cutoffs=cutoffs(s),
+        money=money(s),
     )
 
 
-@router.get("/rfm")
+@router.get("/rfm", response_model=RfmSegmentsOut, responses=ERRORS)
 def get_rfm(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     """How many customers are in each RFM segment (quintiles against the population)."""
     s = platform.settings
@@ -253,17 +319,17 @@ def get_rfm(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
         platform.store,
         as_of=_when(as_of),
         window=timedelta(days=s.rfm_window_days),
-        currency=s.currency,
+        money=money(s),
     )
 
 
-@router.get("/satisfaction")
+@router.get("/satisfaction", response_model=SatisfactionOut, responses=ERRORS)
 def get_satisfaction(
     platform: PlatformDep,
     as_of: AsOf = None,
     since: Since = None,
-    channel: str | None = None,
-    journey_type: str | None = None,
+    channel: Channel = None,
+    journey_type: JourneyType = None,
     period: PeriodQ = None,
 ) -> dict[str, Any]:
     """NPS (promoters, passives, detractors), CSAT L1-L5 with the share of L5, and CES:
@@ -275,16 +341,17 @@ def get_satisfaction(
         channel=channel,
         journey_type=journey_type,
         period=period,
+        zone=platform.settings.reporting_zone,
     )
 
 
-@router.get("/kano")
+@router.get("/kano", response_model=KanoOut, responses=ERRORS)
 def get_kano(platform: PlatformDep, as_of: AsOf = None, since: Since = None) -> dict[str, Any]:
     """Per feature: evaluation-table counts, the category, CS+ and CS-."""
     return analytics.kano(platform.store, as_of=_when(as_of), since=since)
 
 
-@router.get("/opportunities")
+@router.get("/opportunities", response_model=OpportunitiesOut, responses=ERRORS)
 def get_opportunities(
     platform: PlatformDep, as_of: AsOf = None, since: Since = None
 ) -> dict[str, Any]:
@@ -292,9 +359,9 @@ def get_opportunities(
     return analytics.opportunities(platform.store, as_of=_when(as_of), since=since)
 
 
-@router.get("/emotion-curves")
+@router.get("/emotion-curves", response_model=EmotionCurvesOut, responses=ERRORS)
 def get_emotion_curves(
-    platform: PlatformDep, as_of: AsOf = None, journey_type: str | None = None
+    platform: PlatformDep, as_of: AsOf = None, journey_type: JourneyType = None
 ) -> dict[str, Any]:
     """Average emotion per journey step, new vs returning customers, and the moments of
     truth (steps most often a journey's peak or end; emotion that best predicts the
@@ -302,34 +369,31 @@ def get_emotion_curves(
     return analytics.emotion_curves(platform.store, as_of=_when(as_of), journey_type=journey_type)
 
 
-@router.post("/clv/fit", status_code=201)
+@router.post("/clv/fit", status_code=201, response_model=ClvModelOut, responses=ERRORS)
 def post_clv_fit(
     platform: PlatformDep,
-    body: Annotated[
-        dict[str, Any] | None, Body(examples=[{"as_of": "2026-01-01T00:00:00Z"}])
-    ] = None,
+    body: Annotated[ClvFitIn | None, Body(examples=[{"as_of": "2026-01-01T00:00:00Z"}])] = None,
 ) -> dict[str, Any]:
-    """Fit BG/NBD and Gamma-Gamma on purchases up to ``as_of`` (default now) and store a
-    new model version."""
-    raw = (body or {}).get("as_of")
-    try:
-        as_of = datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
-        raise HTTPException(422, "as_of: an ISO-8601 instant with offset") from None
+    """Fit BG/NBD (every buyer) and Gamma-Gamma (buyers with a positive mean repeat
+    spend) on purchases up to ``as_of`` (default now) and store a new model version. A
+    fit that cannot be made (too few buyers, no convergence) is a 422 saying why."""
+    as_of = body.as_of if body else None
     s = platform.settings
     try:
         return analytics.fit_clv(
-            platform.store, as_of=_when(as_of), currency=s.currency, unit=s.clv_time_unit
+            platform.store, as_of=_when(as_of), unit=s.clv_time_unit, money=money(s)
         )
-    except ValueError as error:
-        raise HTTPException(422, str(error)) from None
+    except analytics.FitRefused as why:
+        raise refused(422, ("body", "as_of"), str(why), "fit_refused") from None
 
 
-@router.get("/clv/model")
+@router.get("/clv/model", response_model=ClvModelOut, responses={404: {"model": ErrorOut}})
 def get_clv_model(platform: PlatformDep) -> dict[str, Any]:
     """The current lifetime-value model: parameters (r, alpha, a, b; p, q, gamma), time
     unit, as_of, customers, log-likelihood, when fitted."""
     model = analytics.current_clv_model(platform.store)
     if model is None:
-        raise HTTPException(404, "no model fitted yet: POST /v1/analytics/clv/fit")
+        raise refused(
+            404, ("clv_model",), "no model fitted yet: POST /v1/analytics/clv/fit", "not_found"
+        )
     return model

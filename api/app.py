@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from api import health, views
 from api.analytics import router as analytics_router
-from api.deps import PlatformDep
+from api.deps import AsOf, PlatformDep
 from api.errors import ErrorBoundary
 from api.jobs import jobs
 from api.metrics import install as install_metrics
@@ -63,11 +63,6 @@ class Refused(Exception):
         self.status, self.detail, self.errors = status, detail, errors
         self.headers = headers or {}
 
-
-AsOf = Annotated[
-    datetime | None,
-    Query(description="evaluate time-dependent rules as of this instant (default: now)"),
-]
 
 router = APIRouter(prefix="/v1")
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from api.analytics import money
 from api.segments import evaluate
 from infra.bootstrap import Platform
 from projections import analytics
@@ -37,18 +38,21 @@ class Periodic:
                 log.exception("%s failed; next try in %.0f s", self.name, self.every)
 
 
-def refit_clv(platform: Platform) -> None:
-    """A new lifetime-value model version on all purchases up to now (skipped, with a
-    log line, while there are too few repeat buyers)."""
+def refit_clv(platform: Platform, as_of: datetime | None = None) -> None:
+    """A new lifetime-value model version on all purchases up to now. A fit that cannot
+    be made (too few repeat buyers, no convergence) is logged at WARNING and recorded
+    as the last fit's outcome (``analytics.last_fit_outcome``); the next period retries.
+    ``as_of`` (default now) is the clock, injected by tests."""
+    s = platform.settings
     try:
         analytics.fit_clv(
             platform.store,
-            as_of=datetime.now(UTC),
-            currency=platform.settings.currency,
-            unit=platform.settings.clv_time_unit,
+            as_of=as_of or datetime.now(UTC),
+            unit=s.clv_time_unit,
+            money=money(s),
         )
-    except ValueError as why:
-        log.info("lifetime-value refit skipped: %s", why)
+    except analytics.FitRefused as why:
+        log.warning("lifetime-value refit failed: %s", why)
 
 
 def jobs(platform: Platform) -> list[Periodic]:

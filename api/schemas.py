@@ -254,3 +254,223 @@ class SegmentErrorOut(BaseModel):
     errors, so that a client reads one shape whoever refused the request."""
 
     detail: list[SegmentErrorItemOut]
+
+
+# -- analytics (/v1/analytics/*) -----------------------------------------------------------
+
+
+class ErrorItemOut(BaseModel):
+    """One reason an analytics request was refused (FastAPI's validation-error shape)."""
+
+    loc: list[str | int] = Field(description="where: e.g. [query, as_of] or [body, as_of]")
+    msg: str = Field(description="the parameter and the reason")
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer of the analytics endpoints."""
+
+    detail: list[ErrorItemOut]
+
+
+Unconverted = Field(
+    description="money left out of this answer's figures, per currency (no exchange rate "
+    "into the reporting currency on the purchase's day): exact decimal strings; empty when "
+    "nothing was left out"
+)
+
+
+class PyramidTierOut(BaseModel):
+    tier: str = Field(description="vip | major | ordinary | small | inactive | prospect")
+    customers: int
+    revenue: Decimal = Field(description="in the reporting currency, exact")
+    revenue_share: Decimal | None = Field(description="of all tiers' revenue, 4 decimals")
+
+
+class TierCutoffsOut(BaseModel):
+    vip: float
+    major: float
+    ordinary: float
+
+
+class ParetoOut(BaseModel):
+    active_customers: int
+    top_20_percent_revenue_share: Decimal | None
+
+
+class PyramidOut(BaseModel):
+    as_of: datetime
+    computed_at: datetime
+    window_days: int
+    currency: str = Field(description="the reporting currency of the revenue figures")
+    unconverted: dict[str, Decimal] = Unconverted
+    cutoffs: TierCutoffsOut
+    tiers: list[PyramidTierOut]
+    pareto: ParetoOut
+
+
+class PeriodOut(BaseModel):
+    name: str = Field(description="2026-W24, 2026-06 or 2026-Q2")
+    start: datetime = Field(description="first instant, midnight in the reporting time zone")
+    end: datetime = Field(description="the next period's start: not included")
+    complete: bool = Field(description="false for the current period, measured up to as_of")
+
+
+class MigrationStepOut(BaseModel):
+    from_period: PeriodOut
+    to_period: PeriodOut
+    matrix: dict[str, dict[str, int]] = Field(description="customers, from tier (row) to tier")
+    up: int
+    down: int
+
+
+class MigrationOut(BaseModel):
+    as_of: datetime
+    computed_at: datetime
+    period: str
+    timezone: str = Field(description="the reporting time zone of the calendar periods")
+    currency: str
+    unconverted: dict[str, Decimal] = Unconverted
+    history: list[MigrationStepOut]
+
+
+class RfmSegmentsOut(BaseModel):
+    as_of: datetime
+    computed_at: datetime
+    window_days: int
+    currency: str = Field(description="the reporting currency of M (monetary)")
+    unconverted: dict[str, Decimal] = Unconverted
+    customers: int
+    segments: dict[str, int]
+
+
+class NpsOut(BaseModel):
+    promoters: int
+    passives: int
+    detractors: int
+    responses: int
+    nps: float | None
+
+
+class CsatOut(BaseModel):
+    counts: dict[int, int] = Field(description="answers per level 1..5")
+    responses: int
+    mean: float | None
+    share_top: float | None
+    share_bottom: float | None
+
+
+class CesOut(BaseModel):
+    responses: int
+    mean: float | None
+
+
+class SatisfactionBlockOut(BaseModel):
+    nps: NpsOut
+    csat: CsatOut
+    ces: CesOut
+
+
+class SatisfactionFiltersOut(BaseModel):
+    since: datetime | None
+    channel: str | None
+    journey_type: str | None
+
+
+class SatisfactionOut(BaseModel):
+    as_of: datetime
+    computed_at: datetime
+    filters: SatisfactionFiltersOut
+    overall: SatisfactionBlockOut
+    by_channel: dict[str, SatisfactionBlockOut]
+    by_journey_type: dict[str, SatisfactionBlockOut]
+    by_period: dict[str, SatisfactionBlockOut] | None = Field(
+        default=None, description="keyed by each period's start instant; null unless asked"
+    )
+
+
+class KanoFeatureOut(BaseModel):
+    counts: dict[str, int]
+    category: str | None
+    better: float | None = Field(description="CS+ = (A+O)/(A+O+M+I)")
+    worse: float | None = Field(description="CS- = -(O+M)/(A+O+M+I)")
+
+
+class KanoOut(BaseModel):
+    as_of: datetime
+    computed_at: datetime
+    features: dict[str, KanoFeatureOut]
+
+
+class OpportunityOut(BaseModel):
+    attribute: str
+    importance: float
+    satisfaction: float
+    opportunity: float = Field(description="importance + max(importance - satisfaction, 0)")
+
+
+class OpportunitiesOut(BaseModel):
+    as_of: datetime
+    computed_at: datetime
+    ranked: list[OpportunityOut]
+    incomplete: list[str] = Field(description="attributes lacking importance or satisfaction")
+
+
+class StepEmotionOut(BaseModel):
+    step: str
+    mean_emotion: float | None
+    new_customers: float | None
+    returning_customers: float | None
+    responses: int
+
+
+class MomentOfTruthOut(BaseModel):
+    step: str
+    peak_share: float | None
+    end_share: float | None
+    predicts_peak_end: float | None
+
+
+class EmotionCurveOut(BaseModel):
+    journeys: int
+    steps: list[StepEmotionOut]
+    moments_of_truth: list[MomentOfTruthOut]
+
+
+class EmotionCurvesOut(BaseModel):
+    as_of: datetime
+    computed_at: datetime
+    journey_types: dict[str, EmotionCurveOut]
+
+
+class ClvFitIn(BaseModel):
+    as_of: datetime | None = Field(
+        default=None, description="fit on purchases up to this instant (default: now)"
+    )
+
+
+class GammaGammaCoverageOut(BaseModel):
+    customers: int = Field(description="repeat buyers the spend model was fitted on")
+    left_out: dict[str, int] = Field(
+        description="repeat buyers left out: zero_spend (mean repeat spend not positive), "
+        "unconverted (repeat spend not known in the reporting currency)"
+    )
+    note: str | None = Field(description="why there is no spend model, when there is none")
+
+
+class ClvModelOut(BaseModel):
+    version: int
+    fitted_at: datetime
+    parameters: dict[str, float] = Field(description="r, alpha, a, b; p, q, gamma when fitted")
+    time_unit: str
+    as_of: datetime
+    currency: str
+    customers: int = Field(description="customers the BG/NBD model was fitted on: everyone")
+    repeat_customers: int = Field(description="customers the Gamma-Gamma model was fitted on")
+    gamma_gamma: GammaGammaCoverageOut | None = Field(
+        default=None, description="who the spend model covers (absent in models before it)"
+    )
+    unconverted: dict[str, Decimal] = Field(
+        default_factory=dict, description="money of the purchases fitted, not converted"
+    )
+    log_likelihood: dict[str, float | None]

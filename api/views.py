@@ -30,7 +30,6 @@ def customer_view(
     state = platform.store.get("customer", customer_id)
     if state is None:
         return None
-    currency = platform.settings.currency
     status = loyalty_of(platform, customer_id, as_of or datetime.now(UTC))
     return {
         **{
@@ -46,9 +45,6 @@ def customer_view(
                 "spend_by_currency",
             )
         },
-        "currency": currency,
-        "total_spend": customer.total_spend(state, currency),
-        "orders": len(state["orders"]),
         "recent_touchpoints": list(reversed(state["recent_touchpoints"])),
         "open_complaints": customer.open_complaints(state),
         "complaints_total": len(state["complaints"]),
@@ -56,6 +52,8 @@ def customer_view(
         "loyalty_status": status["status"],
         "loyalty": status,
         "quarantined": [asdict(q) for q in platform.store.quarantines(customer_id)],
+        # currency, total_spend (converted), unconverted and orders (every currency)
+        # come with the measures: they need the population's reporting currency.
         **customer_measures(platform, state, as_of),
     }
 

@@ -79,7 +79,7 @@ class PurchaseSummary:
 
 
 def summarize(
-    purchases: Sequence[tuple[datetime, Decimal]],
+    purchases: Sequence[tuple[datetime, Decimal | None]],
     as_of: datetime,
     unit: TimeUnit = "week",
 ) -> PurchaseSummary | None:
@@ -90,25 +90,29 @@ def summarize(
     daily data. With days d_0 < d_1 < ... < d_x: x = number of days - 1,
     t_x = (d_x - d_0), T = (day of as_of - d_0), both in ``unit``; monetary is the mean
     of the amounts of d_1..d_x. Measuring t_x and T both in whole days keeps t_x <= T.
-    Only purchases at or before ``as_of`` count; None when there is none.
+    Only purchases at or before ``as_of`` count; None when there is none. An amount may
+    be None (not known in the reporting currency): the purchase still counts for x,
+    t_x and T, and monetary is None when any repeat day's spend is not known.
     """
     if unit not in DAYS_PER_UNIT:
         raise ValueError(f"unit must be one of {sorted(DAYS_PER_UNIT)}, got {unit!r}")
     _require_aware(as_of, "as_of")
-    spend_by_day: dict[date, Decimal] = {}
+    spend_by_day: dict[date, Decimal | None] = {}
     for when, amount in purchases:
         _require_aware(when, "purchases")
         if when <= as_of:
             day = when.astimezone(UTC).date()
-            spend_by_day[day] = spend_by_day.get(day, Decimal(0)) + amount
+            held = spend_by_day.get(day, Decimal(0))
+            spend_by_day[day] = None if held is None or amount is None else held + amount
     if not spend_by_day:
         return None
     days = sorted(spend_by_day)
     first, last = days[0], days[-1]
     frequency = len(days) - 1
+    repeat_spend = [v for day in days[1:] if (v := spend_by_day[day]) is not None]
     monetary = (
-        float(sum((spend_by_day[day] for day in days[1:]), Decimal(0)) / frequency)
-        if frequency
+        float(sum(repeat_spend, Decimal(0)) / frequency)
+        if frequency and len(repeat_spend) == frequency
         else None
     )
     per_unit = DAYS_PER_UNIT[unit]
@@ -343,9 +347,14 @@ def fit_gamma_gamma(summaries: Sequence[PurchaseSummary]) -> GammaGammaFit:
     if not repeat:
         raise ValueError("summaries: no customer has a repeat purchase to fit spend on")
     pairs = []
-    for s in repeat:
+    for index, s in enumerate(summaries):
+        if s.frequency == 0:
+            continue
         if s.monetary is None or not s.monetary > 0:
-            raise ValueError(f"summaries: spend per purchase must be positive, got {s}")
+            raise ValueError(
+                f"summaries[{index}]: the mean repeat spend must be positive, got "
+                f"{s.monetary}; leave customers without positive repeat spend out"
+            )
         pairs.append((s.frequency, s.monetary))
     x, m = np.array(pairs, dtype=float).T
 
@@ -372,8 +381,11 @@ def expected_spend(params: GammaGamma, x: int, m: float) -> float:
         raise ValueError(f"params.q must exceed 1 for a finite expected spend, got {params.q}")
     if x < 0:
         raise ValueError(f"x must not be negative, got {x}")
-    if x > 0 and m <= 0:
-        raise ValueError(f"m must be positive for a repeat customer, got {m}")
+    if x > 0 and m < 0:
+        # m = 0 (repeat purchases that cost nothing) is outside the model's support, yet
+        # the weighted mean below is still the right estimate: it leans on the
+        # population mean, as lifetimes computes it.
+        raise ValueError(f"m must not be negative for a repeat customer, got {m}")
     return (params.gamma + m * x) * params.p / (params.p * x + params.q - 1)
 
 
@@ -401,13 +413,19 @@ def customer_value(
     margin: float = 1.0,
 ) -> CustomerValue:
     """Expected purchases over ``horizon`` (BG/NBD eq. 10), P(alive), expected spend per
-    purchase (Gamma-Gamma; the population mean for a customer with no repeat purchase)
-    and expected value = expected purchases * expected spend * margin (Fader, Hardie &
-    Lee 2005, "RFM and CLV", without discounting). Spend and value are None without a
-    spend model."""
+    purchase (Gamma-Gamma; the population mean for a customer with no repeat purchase,
+    or whose repeat spend is not known in the reporting currency) and expected value =
+    expected purchases * expected spend * margin (Fader, Hardie & Lee 2005, "RFM and
+    CLV", without discounting). Spend and value are None without a spend model, or when
+    its q <= 1 (an infinite population mean)."""
     x, t_x, age = summary.frequency, summary.recency, summary.age
     purchases = expected_purchases(bg, horizon, x, t_x, age)
-    spend = None if gg is None else expected_spend(gg, x, summary.monetary or 0.0)
+    if gg is None or gg.q <= 1:
+        spend = None
+    elif summary.monetary is None:
+        spend = expected_spend(gg, 0, 0.0)
+    else:
+        spend = expected_spend(gg, x, summary.monetary)
     return CustomerValue(
         expected_purchases=purchases,
         p_alive=p_alive(bg, x, t_x, age),
@@ -434,6 +452,10 @@ def _require_history(x: float, t_x: float, T: float) -> None:  # noqa: N803
         raise ValueError(f"t_x must lie in [0, T], got t_x={t_x}, T={T}")
 
 
+class FitFailed(ArithmeticError):
+    """The maximum-likelihood fit did not converge (the message says how it stopped)."""
+
+
 # Bounds on log-parameters: e^-20..e^20 is far wider than any fitted value in the
 # literature, and keeps the likelihood finite where the optimiser probes.
 _LOG_BOUND = 20.0
@@ -455,5 +477,5 @@ def _minimise(
             options={"maxiter": 20_000, "xatol": 1e-8, "fatol": 1e-12},
         )
     if not (result.success and math.isfinite(result.fun)):
-        raise ArithmeticError(f"the likelihood could not be maximised: {result.message}")
+        raise FitFailed(f"the likelihood could not be maximised: {result.message}")
     return np.asarray(result.x, dtype=float), float(result.fun)

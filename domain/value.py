@@ -298,9 +298,16 @@ def rfm(
     - frequency: purchases in the window (as_of - window, as_of];
     - monetary: their total amount.
     Customers with no purchase up to ``as_of`` are left out. Scores are quintiles
-    (``quintile_scores``) against the customers kept: fewer days is better for R; more
-    purchases and more spend are better for F and M. Ties take the score of their
-    group's middle rank, so a measure on which everybody is equal scores 3 for everybody.
+    (``quintile_scores``), ties taking the score of their group's middle rank:
+    - R against every customer kept (fewer days is better), so R ranks recency however
+      long ago the last purchase was;
+    - F and M against the customers with a purchase in the window (more is better);
+    - a customer with no purchase in the window scores F = 1 and M = 1: nothing bought
+      in the window is the bottom of both scales, never the middle (a tie group of
+      silent customers would otherwise score 3 and read "at risk" or "potential
+      loyalist"); and is outside the R x F grid, segment ``lost`` whatever R says: R
+      ranks recency against everyone, so among customers all silent for years the
+      least silent would otherwise read "new".
     """
     _aware("as_of", as_of)
     if window <= timedelta(0):
@@ -321,8 +328,13 @@ def rfm(
     r = quintile_scores(
         {c: float(days) for c, (days, _, _) in measures.items()}, higher_is_better=False
     )
-    f = quintile_scores({c: float(count) for c, (_, count, _) in measures.items()})
-    m = quintile_scores({c: spend for c, (_, _, spend) in measures.items()})
+    bought = {c: measure for c, measure in measures.items() if measure[1] > 0}
+    f = dict.fromkeys(measures, 1) | quintile_scores(
+        {c: float(count) for c, (_, count, _) in bought.items()}
+    )
+    m = dict.fromkeys(measures, 1) | quintile_scores(
+        {c: spend for c, (_, _, spend) in bought.items()}
+    )
     return {
         customer: Rfm(
             recency_days=days,
@@ -331,7 +343,9 @@ def rfm(
             r=r[customer],
             f=f[customer],
             m=m[customer],
-            segment=rfm_segment(r[customer], f[customer], m[customer]),
+            segment=rfm_segment(r[customer], f[customer], m[customer])
+            if count
+            else RfmSegment.LOST,
         )
         for customer, (days, count, spend) in measures.items()
     }

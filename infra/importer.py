@@ -23,15 +23,22 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from api import analytics as analytics_api
 from domain.idempotency import Outcome, conflict_error
+from domain.money import add_unconverted, unconverted_out
 from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
 from infra.bootstrap import Platform
+from projections import analytics
+
+log = logging.getLogger(__name__)
 
 CONVERTERS: dict[str, Callable[[str], Any]] = {
     "str": str,
@@ -56,6 +63,12 @@ class ImportSummary:
     skipped: int = 0  # already imported by an earlier, interrupted run
     reject_file: str | None = None
     reasons: dict[str, int] = field(default_factory=dict)
+    # Money: the reporting currency, purchases per currency in the file, and the amounts
+    # that value measures will leave out for want of an exchange rate (PEAKEND_CURRENCY,
+    # PEAKEND_EXCHANGE_RATES): exact decimal strings per currency.
+    currency: str | None = None
+    purchases_by_currency: dict[str, int] = field(default_factory=dict)
+    unconverted: dict[str, str] = field(default_factory=dict)
 
 
 def _check_mapping(mapping: Mapping[str, Any]) -> None:
@@ -153,6 +166,7 @@ def import_file(
     batch: list[TouchpointIn] = []
     last_line = done
     skew = timedelta(seconds=platform.settings.max_future_skew_seconds)
+    money_seen: dict[tuple[str, datetime], Decimal] = {}
 
     sources: list[tuple[int, str]] = []  # the line of each touchpoint in ``batch``
 
@@ -182,15 +196,15 @@ def import_file(
             try:
                 if isinstance(parsed, Exception):
                     raise parsed
-                batch.append(
-                    parse_touchpoint(
-                        parsed,
-                        now=datetime.now(UTC),
-                        max_future_skew=skew,
-                        earliest=platform.settings.earliest_occurred_at,
-                    )
+                touchpoint = parse_touchpoint(
+                    parsed,
+                    now=datetime.now(UTC),
+                    max_future_skew=skew,
+                    earliest=platform.settings.earliest_occurred_at,
                 )
+                batch.append(touchpoint)
                 sources.append((number, original))
+                _count_money(money_seen, touchpoint)
             except InvalidTouchpoint as refusal:
                 _reject(
                     rejects, summary, number, original, [e.model_dump() for e in refusal.errors]
@@ -205,7 +219,40 @@ def import_file(
                 on_progress(number)
         flush()
         on_progress(last_line)
+    _summarise_money(platform, summary, money_seen)
     return summary
+
+
+def _count_money(seen: dict[tuple[str, datetime], Decimal], touchpoint: TouchpointIn) -> None:
+    if touchpoint.type == "purchase":
+        key = (str(touchpoint.payload["currency"]), touchpoint.occurred_at)
+        seen[key] = seen.get(key, Decimal(0)) + Decimal(str(touchpoint.payload["amount"]))
+
+
+def _summarise_money(
+    platform: Platform, summary: ImportSummary, seen: Mapping[tuple[str, datetime], Decimal]
+) -> None:
+    """Which currency the imported money reports in, and what has no exchange rate:
+    in the summary, and one WARNING per currency in the log."""
+    money = analytics_api.money(platform.settings)
+    currencies = {currency for currency, _ in seen} | analytics.currencies_seen(platform.store)
+    rates = money.exchange(currencies)
+    left_out: dict[str, Decimal] = {}
+    for (currency, at), amount in seen.items():
+        summary.purchases_by_currency[currency] = summary.purchases_by_currency.get(currency, 0) + 1
+        if rates.rate(currency, at.astimezone(money.zone).date()) is None:
+            add_unconverted(left_out, currency, amount)
+    summary.currency = rates.reporting
+    summary.unconverted = unconverted_out(left_out)
+    for currency, total in summary.unconverted.items():
+        log.warning(
+            "import %s: %s %s of purchases have no exchange rate into %s; value measures "
+            "leave them out until PEAKEND_EXCHANGE_RATES gives one",
+            summary.source,
+            total,
+            currency,
+            rates.reporting,
+        )
 
 
 def _reject(

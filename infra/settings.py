@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.money import ExchangeRates
 
 
 class Settings(BaseSettings):
@@ -93,6 +97,55 @@ class Settings(BaseSettings):
         if len(value) != 3 or not value.isalpha() or not value.isupper():
             raise ValueError("currency: an ISO 4217 code such as EUR")
         return value
+
+    # Exchange rates into the reporting currency, units of it per unit of the other
+    # currency, as JSON: one rate ({"USD": "0.92"}) or rates effective from a date until
+    # the next ({"USD": [["1990-01-01", "0.92"], ["2025-01-01", "0.95"]]}). A purchase in
+    # a currency without a rate that day is counted (orders, recency, frequency) but its
+    # money is left out, and every answer says how much (``unconverted``).
+    exchange_rates: dict[str, list[tuple[date, Decimal]]] = {}
+
+    @field_validator("exchange_rates", mode="before")
+    @classmethod
+    def _one_rate_is_a_schedule(cls, value: object) -> object:
+        # A single rate holds from the earliest date on.
+        if isinstance(value, dict):
+            return {
+                code: [(date.min, rate)] if isinstance(rate, str | int | float | Decimal) else rate
+                for code, rate in value.items()
+            }
+        return value
+
+    @field_validator("exchange_rates")
+    @classmethod
+    def _valid_rates(
+        cls, value: dict[str, list[tuple[date, Decimal]]]
+    ) -> dict[str, list[tuple[date, Decimal]]]:
+        for code, schedule in value.items():
+            if len(code) != 3 or not code.isalpha() or not code.isupper():
+                raise ValueError(f"exchange_rates: {code!r} is not an ISO 4217 code such as USD")
+            # ExchangeRates checks the rest (positive rates, increasing dates).
+            ExchangeRates(reporting="", rates={code: schedule})
+        return value
+
+    # Calendar periods (migration, satisfaction by period) start at midnight in this
+    # IANA time zone.
+    reporting_timezone: str = "UTC"
+
+    @field_validator("reporting_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"reporting_timezone: {value!r} is not an IANA time zone such as Europe/Paris"
+            ) from None
+        return value
+
+    @property
+    def reporting_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.reporting_timezone)
 
     @field_validator("journey_end_steps", "journey_inactivity_minutes")
     @classmethod

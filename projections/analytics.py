@@ -10,37 +10,148 @@ look like last quarter?") and imported history is judged as of its own time.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from domain import clv, satisfaction, value
 from domain.metrics import peak_end, pearson
+from domain.money import (
+    DEFAULT_CURRENCY,
+    ExchangeRates,
+    RateSchedule,
+    add_unconverted,
+    reporting_currency,
+    unconverted_out,
+)
 from projections.base import utc_iso
 from projections.store import ReadModelStore
 
+log = logging.getLogger(__name__)
+
 Period = Literal["week", "month", "quarter"]
-Purchases = dict[str, list[tuple[datetime, Decimal]]]
+
+
+class Purchase(NamedTuple):
+    """One distinct order: when, its value in the reporting currency (None: no exchange
+    rate that day, the money is left out of value measures), and the amount as bought."""
+
+    at: datetime
+    value: Decimal | None
+    amount: Decimal
+    currency: str
+
+
+Purchases = dict[str, list[Purchase]]
+
+
+@dataclass(frozen=True)
+class Money:
+    """How money is reported: the configured currency (``explicit`` when set on
+    purpose, not the default), exchange rates into it, and the time zone whose calendar
+    day picks a date-effective rate."""
+
+    currency: str = DEFAULT_CURRENCY
+    explicit: bool = False
+    rates: Mapping[str, RateSchedule] = field(default_factory=dict)
+    zone: tzinfo = UTC
+
+    def exchange(self, seen: Iterable[str]) -> ExchangeRates:
+        """The rates for a data set whose purchases are in the currencies ``seen``
+        (see ``domain.money.reporting_currency`` for the single-currency rule)."""
+        reporting = reporting_currency(
+            self.currency, explicit=self.explicit, has_rates=bool(self.rates), seen=set(seen)
+        )
+        return ExchangeRates(reporting=reporting, rates=self.rates)
+
+
+# Currencies already reported in the log as lacking a rate: one WARNING per currency and
+# process, not one per purchase or per request.
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_unconverted(reporting: str, unconverted: Mapping[str, Decimal]) -> None:
+    for currency in sorted(unconverted):
+        with _warned_lock:
+            if (reporting, currency) in _warned:
+                continue
+            _warned.add((reporting, currency))
+        log.warning(
+            "purchases in %s have no exchange rate into %s: their money is left out of "
+            "value measures (answers show it as unconverted); set PEAKEND_EXCHANGE_RATES, "
+            'e.g. {"%s": "0.92"}',
+            currency,
+            reporting,
+            currency,
+        )
 
 
 # -- inputs --------------------------------------------------------------------------
+
+
+def order_history(
+    orders: Mapping[str, Any],
+    *,
+    until: str | None = None,
+    rates: ExchangeRates,
+    zone: tzinfo = UTC,
+) -> list[Purchase]:
+    """A customer document's orders at or before ``until`` (UTC ISO; None: all), in
+    every currency, in time order, each valued in the reporting currency on its own day
+    (in ``zone``)."""
+    found = []
+    for o in orders.values():
+        if until is not None and o["occurred_at"] > until:
+            continue
+        at = datetime.fromisoformat(o["occurred_at"])
+        amount = Decimal(o["amount"])
+        found.append(
+            Purchase(
+                at, rates.convert(amount, o["currency"], _day(at, zone)), amount, o["currency"]
+            )
+        )
+    return sorted(found)
+
+
+def _day(at: datetime, zone: tzinfo) -> date:
+    return at.astimezone(zone).date()
 
 
 def orders_until(
     orders: Mapping[str, Any], *, until: str, currency: str
 ) -> list[tuple[datetime, Decimal]]:
     """A customer document's orders in ``currency`` at or before ``until``, as (time,
-    amount) in time order."""
+    amount) in time order. Only for money in one currency: order counts, recency and
+    lifecycle come from ``order_history``, which keeps every currency."""
     return sorted(
         (datetime.fromisoformat(o["occurred_at"]), Decimal(o["amount"]))
         for o in orders.values()
         if o["currency"] == currency and o["occurred_at"] <= until
     )
+
+
+def unconverted(purchases: Iterable[Purchase]) -> dict[str, Decimal]:
+    """Per currency, the amounts of the purchases that have no value in the reporting
+    currency (no rate that day)."""
+    totals: dict[str, Decimal] = {}
+    for p in purchases:
+        if p.value is None:
+            add_unconverted(totals, p.currency, p.amount)
+    return totals
+
+
+def valued(purchases: Iterable[Purchase]) -> list[tuple[datetime, Decimal]]:
+    """(time, value) of each purchase, an unconverted one at 0: it still happened (it
+    counts for frequency and recency), its money is reported apart."""
+    return [(p.at, p.value if p.value is not None else Decimal(0)) for p in purchases]
 
 
 def latest_answers(state: Mapping[str, Any], *, until: str) -> dict[str, dict[str, Any]]:
@@ -53,10 +164,14 @@ def latest_answers(state: Mapping[str, Any], *, until: str) -> dict[str, dict[st
 
 
 def lifecycle(
-    orders: list[tuple[datetime, Decimal]], latest: Mapping[str, Any], *, as_of: datetime
+    orders: Sequence[Purchase] | Sequence[tuple[datetime, Decimal]],
+    latest: Mapping[str, Any],
+    *,
+    as_of: datetime,
 ) -> tuple[value.LifecycleStage, str]:
-    """The lifecycle stage from the orders so far; a promoter is a last NPS of 9 or 10."""
-    times = [at for at, _ in orders]
+    """The lifecycle stage from the orders so far (in every currency: a stage is about
+    buying, not about money); a promoter is a last NPS of 9 or 10."""
+    times = [order[0] for order in orders]
     return value.lifecycle_stage(
         orders=len(times),
         last_order_at=times[-1] if times else None,
@@ -66,11 +181,35 @@ def lifecycle(
     )
 
 
-def purchases(
-    store: ReadModelStore, *, as_of: datetime, currency: str
-) -> tuple[Purchases, set[str]]:
-    """Each customer's orders in the reporting currency up to ``as_of`` (time, amount),
-    and every customer known by then (first seen at or before ``as_of``)."""
+@dataclass(frozen=True)
+class PurchaseLog:
+    """Every known customer's purchases up to an instant, valued in the reporting
+    currency."""
+
+    history: Purchases
+    known: set[str]
+    rates: ExchangeRates
+
+    @property
+    def currency(self) -> str:
+        return self.rates.reporting
+
+
+def currencies_seen(store: ReadModelStore) -> set[str]:
+    """Every currency any recorded purchase is in."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT o.value->>'currency' FROM {} c,"
+            " jsonb_each(c.state->'orders') AS o".format(store.table("customer").as_string(cur))
+        )
+        return {row[0] for row in cur.fetchall()}
+
+
+def purchase_log(store: ReadModelStore, *, as_of: datetime, money: Money) -> PurchaseLog:
+    """Each customer's orders up to ``as_of`` in every currency, valued in the reporting
+    currency, and every customer known by then (first seen at or before ``as_of``). The
+    reporting currency is decided on every purchase recorded (not only those up to
+    ``as_of``), so a back-test reports in the same currency as today."""
     until = utc_iso(as_of)
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute(
@@ -79,22 +218,66 @@ def purchases(
             )
         )
         rows = cur.fetchall()
+    seen = {o["currency"] for _, orders, _ in rows for o in orders.values()}
+    rates = money.exchange(seen)
     by_customer: Purchases = {}
     known: set[str] = set()
     for key, orders, first_seen in rows:
         if first_seen > until:
             continue
         known.add(key)
-        by_customer[key] = orders_until(orders, until=until, currency=currency)
-    return by_customer, known
+        by_customer[key] = order_history(orders, until=until, rates=rates, zone=money.zone)
+    left_out = unconverted(p for ps in by_customer.values() for p in ps)
+    warn_unconverted(rates.reporting, left_out)
+    return PurchaseLog(by_customer, known, rates)
+
+
+def purchases(
+    store: ReadModelStore,
+    *,
+    as_of: datetime,
+    currency: str = DEFAULT_CURRENCY,
+    money: Money | None = None,
+) -> tuple[Purchases, set[str]]:
+    """``purchase_log``'s history and known customers (``currency`` alone: the configured
+    currency, not explicit, no rates)."""
+    found = purchase_log(store, as_of=as_of, money=money or Money(currency=currency))
+    return found.history, found.known
+
+
+def _minus(moment: datetime, span: timedelta) -> datetime:
+    """moment - span, or the earliest instant when that is before year 1 (a long window
+    from an early instant means "everything")."""
+    try:
+        return moment - span
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def in_window(
+    purchases: Iterable[Purchase], *, as_of: datetime, window: timedelta
+) -> list[Purchase]:
+    """The purchases in the trailing window (as_of - window, as_of]."""
+    start = _minus(as_of, window)
+    return [p for p in purchases if start < p.at <= as_of]
 
 
 def window_values(history: Purchases, *, as_of: datetime, window: timedelta) -> dict[str, Decimal]:
-    """Spend per customer in the trailing window (as_of - window, as_of]."""
-    start = as_of - window
+    """Value per customer in the trailing window (as_of - window, as_of]; unconverted
+    purchases add nothing (see ``window_unconverted``)."""
     return {
-        c: sum((a for at, a in p if start < at <= as_of), Decimal(0)) for c, p in history.items()
+        c: sum((v for _, v in valued(in_window(p, as_of=as_of, window=window))), Decimal(0))
+        for c, p in history.items()
     }
+
+
+def window_unconverted(
+    history: Purchases, *, as_of: datetime, window: timedelta
+) -> dict[str, Decimal]:
+    """The money of the window's purchases left out of ``window_values``, per currency."""
+    return unconverted(
+        p for ps in history.values() for p in in_window(ps, as_of=as_of, window=window)
+    )
 
 
 def answers(
@@ -140,11 +323,11 @@ def retention_rate(
 ) -> Decimal | None:
     """r = customers who bought in the year before last and again in the last year /
     customers who bought in the year before last (None when there were none)."""
-    last, before = as_of - year, as_of - 2 * year
-    earlier = {c for c, p in history.items() if any(before < at <= last for at, _ in p)}
+    last, before = _minus(as_of, year), _minus(as_of, 2 * year)
+    earlier = {c for c, p in history.items() if any(before < o.at <= last for o in p)}
     if not earlier:
         return None
-    kept = {c for c in earlier if any(last < at <= as_of for at, _ in history[c])}
+    kept = {c for c in earlier if any(last < o.at <= as_of for o in history[c])}
     return Decimal(len(kept)) / Decimal(len(earlier))
 
 
@@ -164,20 +347,25 @@ def pyramid(
     *,
     as_of: datetime,
     window: timedelta,
-    currency: str,
+    currency: str = DEFAULT_CURRENCY,
     cutoffs: value.TierCutoffs,
+    money: Money | None = None,
 ) -> dict[str, Any]:
     """The customer pyramid over the trailing window, and the 80/20 check: the share of
-    revenue made by the top 20% of active customers."""
-    history, _ = purchases(store, as_of=as_of, currency=currency)
-    tiers, values = tiers_as_of(history, as_of=as_of, window=window, cutoffs=cutoffs)
+    revenue made by the top 20% of active customers. Money without an exchange rate is
+    left out of the revenue and listed in ``unconverted``."""
+    found = purchase_log(store, as_of=as_of, money=money or Money(currency=currency))
+    tiers, values = tiers_as_of(found.history, as_of=as_of, window=window, cutoffs=cutoffs)
     active = sorted((v for v in values.values() if v > 0), reverse=True)
     total = sum(active, Decimal(0))
     top = active[: math.ceil(len(active) * 0.2)]  # ceil, as the tiers count
     return {
         **_stamp(as_of),
         "window_days": window.days,
-        "currency": currency,
+        "currency": found.currency,
+        "unconverted": unconverted_out(
+            window_unconverted(found.history, as_of=as_of, window=window)
+        ),
         "cutoffs": asdict(cutoffs),
         "tiers": [
             {**asdict(row), "revenue_share": _share(row.revenue_share)}
@@ -197,23 +385,85 @@ def _share(share: Decimal | None) -> Decimal | None:
     return None if share is None else share.quantize(Decimal("0.0001"))
 
 
-def period_start(moment: datetime, period: Period) -> datetime:
-    """The start (UTC) of the calendar period that contains ``moment``."""
-    day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+def period_start(moment: datetime, period: Period, zone: tzinfo = UTC) -> datetime:
+    """The first instant of the calendar period (ISO week from Monday, month, quarter)
+    that contains ``moment``: midnight of its first day in ``zone``. Built from the
+    local calendar date, so a period starts at local midnight across DST changes."""
+    day = moment.astimezone(zone).date()
     if period == "week":
-        return day - timedelta(days=day.weekday())
-    month = day.replace(day=1)
-    if period == "month":
-        return month
-    return month.replace(month=3 * ((month.month - 1) // 3) + 1)
+        day -= timedelta(days=day.weekday())
+    elif period == "month":
+        day = day.replace(day=1)
+    else:
+        day = day.replace(month=3 * ((day.month - 1) // 3) + 1, day=1)
+    return datetime(day.year, day.month, day.day, tzinfo=zone)
+
+
+def next_period(start: datetime, period: Period) -> datetime:
+    """The start of the period after the one starting at ``start`` (local midnight)."""
+    if period == "week":
+        day = start.date() + timedelta(days=7)
+    else:
+        months = 1 if period == "month" else 3
+        year, month = divmod(start.month - 1 + months, 12)
+        day = date(start.year + year, month + 1, 1)
+    return datetime(day.year, day.month, day.day, tzinfo=start.tzinfo)
 
 
 def previous_period(start: datetime, period: Period) -> datetime:
+    """The start of the period before the one starting at ``start`` (local midnight)."""
     if period == "week":
-        return start - timedelta(days=7)
-    months = 1 if period == "month" else 3
-    year, month = divmod(start.month - 1 - months, 12)
-    return start.replace(year=start.year + year, month=month + 1)
+        day = start.date() - timedelta(days=7)
+    else:
+        months = 1 if period == "month" else 3
+        year, month = divmod(start.month - 1 - months, 12)
+        day = date(start.year + year, month + 1, 1)
+    return datetime(day.year, day.month, day.day, tzinfo=start.tzinfo)
+
+
+def period_name(start: datetime, period: Period) -> str:
+    """A period's name: ISO week ``2026-W24``, month ``2026-06``, quarter ``2026-Q2``."""
+    if period == "week":
+        year, week, _ = start.date().isocalendar()
+        return f"{year}-W{week:02d}"
+    if period == "month":
+        return f"{start.year}-{start.month:02d}"
+    return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
+
+
+def period_label(start: datetime, period: Period, *, as_of: datetime) -> dict[str, Any]:
+    """A period as answers show it: name, start and end (the next period's start, not
+    included) as ISO instants with the reporting zone's offset, and whether it is
+    complete as of ``as_of`` (the current period is measured up to ``as_of``)."""
+    end = next_period(start, period)
+    return {
+        "name": period_name(start, period),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "complete": end <= as_of,
+    }
+
+
+def period_tiers(
+    history: Purchases,
+    *,
+    start: datetime,
+    end: datetime,
+    as_of: datetime,
+    cutoffs: value.TierCutoffs,
+) -> dict[str, value.Tier]:
+    """Each customer's tier from their value in the half-open period [start, end),
+    measured up to ``as_of`` when the period is not over; inactive if they bought before
+    the period and not in it, prospect if they had not bought by its end."""
+
+    def counted(p: Purchase) -> bool:
+        return start <= p.at < end and p.at <= as_of
+
+    values = {
+        c: sum((v for _, v in valued(filter(counted, ps))), Decimal(0)) for c, ps in history.items()
+    }
+    buyers = {c for c, ps in history.items() if any(p.at < end and p.at <= as_of for p in ps)}
+    return value.value_tiers(values, buyers=buyers, cutoffs=cutoffs)
 
 
 def migration(
@@ -222,32 +472,41 @@ def migration(
     as_of: datetime,
     period: Period,
     periods: int,
-    currency: str,
+    currency: str = DEFAULT_CURRENCY,
     cutoffs: value.TierCutoffs,
+    money: Money | None = None,
 ) -> dict[str, Any]:
-    """Tier migration between consecutive periods, the last ``periods`` transitions up to
-    the period containing ``as_of``. A customer's tier at the end of a period comes from
-    their value within that period (the period is the pyramid's window there)."""
-    history, _ = purchases(store, as_of=as_of, currency=currency)
-    ends = [min(as_of, _next(period_start(as_of, period), period))]
-    start = period_start(as_of, period)
+    """Tier migration between consecutive calendar periods, the last ``periods``
+    transitions up to the period containing ``as_of``. Periods are half-open, [start,
+    end), in the reporting time zone: a purchase at midnight on the first day of a
+    period belongs to that period. A customer's tier in a period comes from their value
+    within it (the period is the pyramid's window there)."""
+    money = money or Money(currency=currency)
+    found = purchase_log(store, as_of=as_of, money=money)
+    history = found.history
+    starts = [period_start(as_of, period, money.zone)]
     for _ in range(periods):
-        ends.append(start)
-        start = previous_period(start, period)
-    ends.reverse()  # oldest first: ends[i] is the end of period i
+        starts.append(previous_period(starts[-1], period))
+    starts.reverse()  # oldest first
 
-    def tiers_at(end: datetime) -> dict[str, value.Tier]:
-        seen = {c: [(at, a) for at, a in p if at <= end] for c, p in history.items()}
-        window = end - period_start(end - timedelta(microseconds=1), period)
-        return tiers_as_of(seen, as_of=end, window=window, cutoffs=cutoffs)[0]
+    def tiers_in(start: datetime) -> dict[str, value.Tier]:
+        return period_tiers(
+            history, start=start, end=next_period(start, period), as_of=as_of, cutoffs=cutoffs
+        )
 
+    covered = [
+        p
+        for ps in history.values()
+        for p in ps
+        if starts[0] <= p.at < next_period(starts[-1], period)
+    ]
     matrices = []
-    for before, after in pairwise(ends):
-        matrix = value.migration_matrix(tiers_at(before), tiers_at(after))
+    for before, after in pairwise(starts):
+        matrix = value.migration_matrix(tiers_in(before), tiers_in(after))
         matrices.append(
             {
-                "from_period_end": utc_iso(before),
-                "to_period_end": utc_iso(after),
+                "from_period": period_label(before, period, as_of=as_of),
+                "to_period": period_label(after, period, as_of=as_of),
                 "matrix": {
                     str(row): {str(col): n for col, n in cols.items()}
                     for row, cols in matrix.items()
@@ -256,15 +515,14 @@ def migration(
                 "down": _moves(matrix, up=False),
             }
         )
-    return {**_stamp(as_of), "period": period, "currency": currency, "history": matrices}
-
-
-def _next(start: datetime, period: Period) -> datetime:
-    if period == "week":
-        return start + timedelta(days=7)
-    months = 1 if period == "month" else 3
-    year, month = divmod(start.month - 1 + months, 12)
-    return start.replace(year=start.year + year, month=month + 1)
+    return {
+        **_stamp(as_of),
+        "period": period,
+        "timezone": str(money.zone),
+        "currency": found.currency,
+        "unconverted": unconverted_out(unconverted(covered)),
+        "history": matrices,
+    }
 
 
 _RANK = {
@@ -288,23 +546,46 @@ def _moves(matrix: Mapping[value.Tier, Mapping[value.Tier, int]], *, up: bool) -
     )
 
 
+def rfm_of(history: Purchases, *, as_of: datetime, window: timedelta) -> dict[str, value.Rfm]:
+    """RFM of every customer (``value.rfm``): frequency counts every purchase, monetary
+    only the converted ones."""
+    return value.rfm({c: valued(p) for c, p in history.items()}, as_of=as_of, window=window)
+
+
 def rfm_population(
-    store: ReadModelStore, *, as_of: datetime, window: timedelta, currency: str
+    store: ReadModelStore,
+    *,
+    as_of: datetime,
+    window: timedelta,
+    currency: str = DEFAULT_CURRENCY,
+    money: Money | None = None,
 ) -> dict[str, value.Rfm]:
-    history, _ = purchases(store, as_of=as_of, currency=currency)
-    return value.rfm(history, as_of=as_of, window=window)
+    found = purchase_log(store, as_of=as_of, money=money or Money(currency=currency))
+    return rfm_of(found.history, as_of=as_of, window=window)
 
 
 def rfm_segments(
-    store: ReadModelStore, *, as_of: datetime, window: timedelta, currency: str
+    store: ReadModelStore,
+    *,
+    as_of: datetime,
+    window: timedelta,
+    currency: str = DEFAULT_CURRENCY,
+    money: Money | None = None,
 ) -> dict[str, Any]:
-    scored = rfm_population(store, as_of=as_of, window=window, currency=currency)
+    """Customers per RFM segment; the window's money without an exchange rate is left
+    out of M and listed in ``unconverted``."""
+    found = purchase_log(store, as_of=as_of, money=money or Money(currency=currency))
+    scored = rfm_of(found.history, as_of=as_of, window=window)
     counts: dict[str, int] = {str(s): 0 for s in value.RfmSegment}
     for result in scored.values():
         counts[str(result.segment)] += 1
     return {
         **_stamp(as_of),
         "window_days": window.days,
+        "currency": found.currency,
+        "unconverted": unconverted_out(
+            window_unconverted(found.history, as_of=as_of, window=window)
+        ),
         "customers": len(scored),
         "segments": counts,
     }
@@ -321,9 +602,11 @@ def satisfaction_summary(
     channel: str | None,
     journey_type: str | None,
     period: Period | None,
+    zone: tzinfo = UTC,
 ) -> dict[str, Any]:
     """NPS (promoters, passives, detractors), the CSAT distribution L1-L5 with the share
-    of L5, and CES: overall, by channel, by journey type and (with ``period``) by period."""
+    of L5, and CES: overall, by channel, by journey type and (with ``period``) by
+    calendar period in ``zone``, each named by its start instant (with the offset)."""
     rows = answers(
         store,
         as_of=as_of,
@@ -362,7 +645,9 @@ def satisfaction_summary(
     }
     if period:
         result["by_period"] = by(
-            lambda r: utc_iso(period_start(datetime.fromisoformat(r["occurred_at"]), period))
+            lambda r: period_start(
+                datetime.fromisoformat(r["occurred_at"]), period, zone
+            ).isoformat()
         )
     return result
 
@@ -523,52 +808,158 @@ def _curve(journeys: list[tuple[dict[str, Any], bool]], until: str) -> dict[str,
 
 # -- lifetime value models -------------------------------------------------------------
 
+# A fit needs this many buyers, and this many of them buying again on a later day.
+MIN_FIT_CUSTOMERS = 10
+MIN_FIT_REPEAT = 5
+
+
+class FitRefused(ValueError):
+    """A lifetime-value fit that cannot be made: the message names the condition and
+    what to do about it."""
+
 
 def create_model_table(store: ReadModelStore) -> None:
-    """The versioned lifetime-value models (created at start-up)."""
+    """The versioned lifetime-value models, and the outcome of every fit attempt (created
+    at start-up)."""
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute(
             "CREATE TABLE IF NOT EXISTS clv_model (version serial PRIMARY KEY,"
             " fitted_at timestamptz NOT NULL DEFAULT now(), model jsonb NOT NULL)"
         )
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS clv_fit_outcome (attempt bigserial PRIMARY KEY,"
+            " at timestamptz NOT NULL DEFAULT now(), ok boolean NOT NULL,"
+            " as_of timestamptz, message text, model_version integer)"
+        )
+
+
+def _record_outcome(
+    store: ReadModelStore, *, ok: bool, as_of: datetime, message: str | None, version: int | None
+) -> None:
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO clv_fit_outcome (ok, as_of, message, model_version)"
+            " VALUES (%s, %s, %s, %s)",
+            (ok, as_of, message, version),
+        )
+
+
+def last_fit_outcome(store: ReadModelStore) -> dict[str, Any] | None:
+    """The outcome of the latest lifetime-value fit attempt (asked for, or the periodic
+    refit), for health checks: ``{"status": "ok" | "failed", "at": when it ran,
+    "as_of": the instant fitted, "message": why it failed (None when ok),
+    "model_version": the version stored (None when failed)}``; None before any."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT ok, at, as_of, message, model_version FROM clv_fit_outcome"
+            " ORDER BY attempt DESC LIMIT 1"
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    ok, at, as_of, message, version = row
+    return {
+        "status": "ok" if ok else "failed",
+        "at": utc_iso(at),
+        "as_of": utc_iso(as_of) if as_of is not None else None,
+        "message": message,
+        "model_version": version,
+    }
 
 
 def fit_clv(
-    store: ReadModelStore, *, as_of: datetime, currency: str, unit: clv.TimeUnit = "week"
+    store: ReadModelStore,
+    *,
+    as_of: datetime,
+    currency: str = DEFAULT_CURRENCY,
+    unit: clv.TimeUnit = "week",
+    money: Money | None = None,
 ) -> dict[str, Any]:
-    """Fit BG/NBD and Gamma-Gamma on every customer's purchases up to ``as_of`` and store
-    the result as a new model version."""
-    history, _ = purchases(store, as_of=as_of, currency=currency)
-    summaries = [s for p in history.values() if (s := clv.summarize(p, as_of, unit)) is not None]
-    repeat = sum(1 for s in summaries if s.frequency > 0)
-    if len(summaries) < 10 or repeat < 5:
-        raise ValueError(
-            f"as_of: {len(summaries)} customers had bought by then, {repeat} "
-            "of them again on a later day; a fit needs at least 10 and 5"
-        )
-    bg = clv.fit_bg_nbd(summaries)
-    gg = clv.fit_gamma_gamma(summaries) if any(s.frequency > 0 for s in summaries) else None
-    model = {
-        "parameters": {**asdict(bg.params), **(asdict(gg.params) if gg else {})},
-        "time_unit": unit,
-        "as_of": utc_iso(as_of),
-        "currency": currency,
-        "customers": bg.customers,
-        "repeat_customers": gg.customers if gg else 0,
-        "log_likelihood": {
-            "bg_nbd": bg.log_likelihood,
-            "gamma_gamma": gg.log_likelihood if gg else None,
-        },
-    }
+    """Fit BG/NBD on every customer's purchases up to ``as_of`` (purchase counts and
+    times: no money needed) and Gamma-Gamma on the customers with a positive mean repeat
+    spend, as lifetimes does; store the result as a new model version. Every attempt's
+    outcome is recorded (``last_fit_outcome``). Raises ``FitRefused`` (a ValueError)
+    naming the condition when no fit can be made, including when the likelihood cannot
+    be maximised."""
+    try:
+        model = _fit(store, as_of=as_of, unit=unit, money=money or Money(currency=currency))
+    except FitRefused as why:
+        _record_outcome(store, ok=False, as_of=as_of, message=str(why), version=None)
+        raise
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO clv_model (model) VALUES (%s) RETURNING version, fitted_at",
             (json.dumps(model),),
         )
         row = cur.fetchone()
-        assert row is not None
+        if row is None:  # INSERT ... RETURNING always returns the row it inserted
+            raise RuntimeError("clv_model: the insert returned no version")
         version, fitted_at = row
-    return {"version": version, "fitted_at": fitted_at.isoformat(), **model}
+    _record_outcome(store, ok=True, as_of=as_of, message=None, version=version)
+    return {"version": version, "fitted_at": utc_iso(fitted_at), **model}
+
+
+def _fit(
+    store: ReadModelStore, *, as_of: datetime, unit: clv.TimeUnit, money: Money
+) -> dict[str, Any]:
+    found = purchase_log(store, as_of=as_of, money=money)
+    summaries = {
+        c: s
+        for c, p in sorted(found.history.items())
+        if (s := clv.summarize([(o.at, o.value) for o in p], as_of, unit)) is not None
+    }
+    repeat = sum(1 for s in summaries.values() if s.frequency > 0)
+    if len(summaries) < MIN_FIT_CUSTOMERS or repeat < MIN_FIT_REPEAT:
+        raise FitRefused(
+            f"as_of: by {utc_iso(as_of)} {len(summaries)} customers had bought, {repeat} of "
+            f"them again on a later day; a fit needs at least {MIN_FIT_CUSTOMERS} buyers "
+            f"and {MIN_FIT_REPEAT} repeat buyers: fit as of a later instant, or record "
+            "more purchase history"
+        )
+    try:
+        bg = clv.fit_bg_nbd(list(summaries.values()))
+    except (ArithmeticError, ValueError) as why:
+        raise FitRefused(
+            f"as_of: the BG/NBD fit on {len(summaries)} customers as of {utc_iso(as_of)} "
+            f"did not converge ({why}); fit as of another instant or with more history"
+        ) from None
+    repeaters = [s for s in summaries.values() if s.frequency > 0]
+    spenders = [s for s in repeaters if s.monetary is not None and s.monetary > 0]
+    left_out = {
+        "zero_spend": sum(1 for s in repeaters if s.monetary is not None and s.monetary <= 0),
+        "unconverted": sum(1 for s in repeaters if s.monetary is None),
+    }
+    gg: clv.GammaGammaFit | None = None
+    gamma_gamma_note: str | None = None
+    if len(spenders) < MIN_FIT_REPEAT:
+        gamma_gamma_note = (
+            f"not fitted: {len(spenders)} customers with a positive mean repeat spend, "
+            f"at least {MIN_FIT_REPEAT} needed; expected spend and value are null"
+        )
+    else:
+        try:
+            gg = clv.fit_gamma_gamma(spenders)
+        except (ArithmeticError, ValueError) as why:
+            # Spend is optional: a model of purchases alone is still worth storing.
+            gamma_gamma_note = f"not fitted: the fit did not converge ({why})"
+    return {
+        "parameters": {**asdict(bg.params), **(asdict(gg.params) if gg else {})},
+        "time_unit": unit,
+        "as_of": utc_iso(as_of),
+        "currency": found.currency,
+        "customers": bg.customers,
+        "repeat_customers": gg.customers if gg else 0,
+        "gamma_gamma": {
+            "customers": gg.customers if gg else 0,
+            "left_out": left_out,
+            "note": gamma_gamma_note,
+        },
+        "unconverted": unconverted_out(unconverted(p for ps in found.history.values() for p in ps)),
+        "log_likelihood": {
+            "bg_nbd": bg.log_likelihood,
+            "gamma_gamma": gg.log_likelihood if gg else None,
+        },
+    }
 
 
 def current_clv_model(store: ReadModelStore) -> dict[str, Any] | None:
@@ -578,12 +969,12 @@ def current_clv_model(store: ReadModelStore) -> dict[str, Any] | None:
     if row is None:
         return None
     version, fitted_at, model = row
-    return {"version": version, "fitted_at": fitted_at.isoformat(), **model}
+    return {"version": version, "fitted_at": utc_iso(fitted_at), **model}
 
 
 def customer_clv(
     model: Mapping[str, Any] | None,
-    history: list[tuple[datetime, Decimal]],
+    history: Sequence[Purchase],
     *,
     as_of: datetime,
     horizon: float,
@@ -593,7 +984,7 @@ def customer_clv(
     value, live from their (frequency, recency, age) and the current model."""
     if model is None:
         return None
-    summary = clv.summarize(history, as_of, model["time_unit"])
+    summary = clv.summarize([(p.at, p.value) for p in history], as_of, model["time_unit"])
     if summary is None:
         return None
     p = model["parameters"]

@@ -7,9 +7,11 @@ complaint with its handling steps, and the latest answer to each survey question
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
+from domain.money import ExchangeRates, add_unconverted
 from projections.base import Projection, State, Touchpoint, insert_by_time, utc_iso
 
 RECENT_TOUCHPOINTS = 20
@@ -173,10 +175,37 @@ def open_complaints(state: State) -> list[dict[str, Any]]:
     return sorted(complaints, key=lambda c: c["filed_at"])
 
 
-def total_spend(state: State, currency: str) -> Decimal:
-    """Total spend in the reporting currency (other currencies stay in spend_by_currency:
-    no exchange rate is invented)."""
-    return Decimal(state["spend_by_currency"].get(currency, "0.00"))
+def total_spend(state: State, currency: str | ExchangeRates, zone: tzinfo = UTC) -> Decimal:
+    """Total spend in the reporting currency.
+
+    Given exchange rates: sum over the distinct orders of amount x rate (the rate
+    effective on the order's day in ``zone``; ``domain.money.convert``), orders in a
+    currency without a rate that day left out (``unconverted_spend`` says how much).
+    Given a currency code only: the orders in that currency, no rate being invented.
+    """
+    if isinstance(currency, str):
+        return Decimal(state["spend_by_currency"].get(currency, "0.00"))
+    total = Decimal(0)
+    for order in state["orders"].values():
+        converted = currency.convert(
+            Decimal(order["amount"]), order["currency"], _order_day(order, zone)
+        )
+        if converted is not None:
+            total += converted
+    return total
+
+
+def unconverted_spend(state: State, rates: ExchangeRates, zone: tzinfo = UTC) -> dict[str, Decimal]:
+    """Per currency, the spend ``total_spend`` leaves out for want of an exchange rate."""
+    left_out: dict[str, Decimal] = {}
+    for order in state["orders"].values():
+        if rates.rate(order["currency"], _order_day(order, zone)) is None:
+            add_unconverted(left_out, order["currency"], Decimal(order["amount"]))
+    return left_out
+
+
+def _order_day(order: dict[str, Any], zone: tzinfo) -> date:
+    return datetime.fromisoformat(order["occurred_at"]).astimezone(zone).date()
 
 
 def last_survey_answers(state: State, limit: int = 20) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ and domain/clv.py.
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +19,8 @@ import httpx
 import pytest
 
 from infra.bootstrap import Platform
+from projections.analytics import last_fit_outcome
+from tests.builders import envelope, new_id, purchase
 
 Item = dict[str, Any]
 
@@ -38,10 +39,6 @@ SEGMENTS = (
 )
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -52,27 +49,6 @@ def when(value: str) -> datetime:
 
 def ago(days: float, hours: float = 0) -> datetime:
     return AS_OF - timedelta(days=days, hours=hours)
-
-
-def envelope(customer_id: str, at: datetime, /, **fields: Any) -> Item:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": "visit",
-        "occurred_at": at.isoformat(),
-        "channel": "store",
-        "customer": {"id": customer_id},
-        **fields,
-    }
-
-
-def purchase(customer_id: str, amount: str, at: datetime, currency: str = "EUR") -> Item:
-    return envelope(
-        customer_id,
-        at,
-        type="purchase",
-        channel="web",
-        payload={"order_id": new_id("O"), "amount": amount, "currency": currency},
-    )
 
 
 def answer(
@@ -114,6 +90,13 @@ def step(
     if emotion is not None:
         fields["emotion"] = emotion
     return envelope(customer_id, at, **fields)
+
+
+def refusal(response: httpx.Response) -> str:
+    """The message of a refusal: every analytics error has FastAPI's validation shape."""
+    (error,) = response.json()["detail"]
+    message: str = error["msg"]
+    return message
 
 
 def dec(value: Any) -> Decimal:
@@ -205,11 +188,18 @@ def test_the_pyramid_of_100_buyers_is_1_4_15_80_with_exact_revenue_and_shares(
     assert pyramid["pareto"]["active_customers"] == 100
     assert dec(pyramid["pareto"]["top_20_percent_revenue_share"]) == Decimal("0.3584")
 
+    # No USD rate: the 10,000 USD are left out of the revenue, and the answer says so.
+    assert pyramid["unconverted"] == {"USD": "10000.00"}
     assert get(f"/v1/customers/{top}")["value_tier"] == {
         "tier": "vip",
         "value_in_window": "100.00",
         "window_days": 365,
+        "currency": "EUR",
+        "unconverted": {},
     }
+    usd_buyer = get(f"/v1/customers/{buyers[0]}")
+    assert usd_buyer["value_tier"]["unconverted"] == {"USD": "10000.00"}
+    assert (usd_buyer["orders"], usd_buyer["rfm"]["frequency"]) == (2, 2)
     assert get(f"/v1/customers/{buyers[95]}")["value_tier"]["tier"] == "major"
     assert get(f"/v1/customers/{buyers[94]}")["value_tier"]["tier"] == "ordinary"
     assert get(f"/v1/customers/{buyers[79]}")["value_tier"]["tier"] == "small"
@@ -347,10 +337,17 @@ def test_monthly_migration_counts_each_move_between_the_calendar_months(
 
     two = get("/v1/analytics/migration", period="month", periods=2)
     assert (two["period"], two["currency"]) == ("month", "EUR")
-    assert [(when(h["from_period_end"]), when(h["to_period_end"])) for h in two["history"]] == [
-        (datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)),
-        (datetime(2026, 6, 1, tzinfo=UTC), AS_OF),
+    may = {"name": "2026-05", "start": "2026-05-01T00:00:00Z"}
+    may |= {"end": "2026-06-01T00:00:00Z", "complete": True}
+    june = {"name": "2026-06", "start": "2026-06-01T00:00:00Z"}
+    june |= {"end": "2026-07-01T00:00:00Z", "complete": False}  # measured to as_of
+    april = {"name": "2026-04", "start": "2026-04-01T00:00:00Z"}
+    april |= {"end": "2026-05-01T00:00:00Z", "complete": True}
+    assert [(h["from_period"], h["to_period"]) for h in two["history"]] == [
+        (april, may),
+        (may, june),
     ]
+    assert (two["timezone"], two["unconverted"]) == ("UTC", {})
     first, second = two["history"]
     assert first["matrix"] == april_to_may
     assert (first["up"], first["down"]) == (2, 1)  # up: lapsing, grower; down: faded
@@ -377,15 +374,16 @@ def test_rfm_scores_by_quintile_with_ties_at_their_middle_rank_and_names_the_seg
         purchase(f, "70.00", ago(500)),  # outside the 365-day window
         envelope(visitor, ago(5)),  # never bought: no RFM
     )
-    # n = 6; score = 1 + floor(5 * r / 6), r = the tie group's mean 0-based position,
-    # worst first.
+    # score = 1 + floor(5 * r / n), r = the tie group's mean 0-based position, worst
+    # first. R against all n = 6 buyers; F and M against the n = 5 who bought in the
+    # window (f did not: F = M = 1).
     #   R (days, fewest best): f 500, e 300, d 200, c 30, b 10, a 1 -> 1, 1, 2, 3, 4, 5
-    #   F (count): f 0 | c 1, d 1 (positions 1-2, middle 1.5) | e 3 | b 4 | a 5
-    #              -> f 1, c 2, d 2, e 3, b 4, a 5
-    #   M (spend): f 0, d 10, c 50, e 90 | a 100, b 100 (positions 4-5, middle 4.5)
-    #              -> 1, 1, 2, 3, 4, 4
-    # Segments (R x F): a (5,5), b (4,4) champions; c (3,2) need_attention;
-    # d (2,2) hibernating; e (1,3) at_risk; f (1,1) lost.
+    #   F (count): c 1, d 1 (positions 0-1, middle 0.5) | e 3 | b 4 | a 5
+    #              -> c 1, d 1, e 3, b 4, a 5
+    #   M (spend): d 10, c 50, e 90 | a 100, b 100 (positions 3-4, middle 3.5)
+    #              -> 1, 2, 3, 4, 4
+    # Segments (R x F): a (5,5), b (4,4) champions; c (3,1) need_attention;
+    # d (2,1) hibernating; e (1,3) at_risk; f (1,1) lost.
     rfm = get("/v1/analytics/rfm")
     assert (rfm["customers"], rfm["window_days"]) == (6, 365)
     assert rfm["segments"] == {
@@ -400,8 +398,8 @@ def test_rfm_scores_by_quintile_with_ties_at_their_middle_rank_and_names_the_seg
     expected = {
         a: (1, 5, "100.00", 5, 5, 4, "champions"),
         b: (10, 4, "100.00", 4, 4, 4, "champions"),
-        c: (30, 1, "50.00", 3, 2, 2, "need_attention"),
-        d: (200, 1, "10.00", 2, 2, 1, "hibernating"),
+        c: (30, 1, "50.00", 3, 1, 2, "need_attention"),
+        d: (200, 1, "10.00", 2, 1, 1, "hibernating"),
         e: (300, 3, "90.00", 1, 3, 3, "at_risk"),
         f: (500, 0, "0", 1, 1, 1, "lost"),
     }
@@ -548,7 +546,7 @@ def test_satisfaction_summarises_nps_csat_and_ces_overall_by_channel_journey_and
 
     web = get("/v1/analytics/satisfaction", channel="web")
     assert web["filters"]["channel"] == "web"
-    assert "by_period" not in web
+    assert web["by_period"] is None
     assert sorted(web["by_channel"]) == ["web"]
     assert web["overall"] == summary["by_channel"]["web"]
 
@@ -1015,20 +1013,20 @@ def test_a_lifetime_value_fit_needs_enough_buyers_as_of_its_instant(
     assert client.get("/v1/analytics/clv/model").status_code == 404
     empty = client.post("/v1/analytics/clv/fit", json={"as_of": iso(AS_OF)})
     assert empty.status_code == 422, empty.text
-    assert empty.json()["detail"].startswith("as_of:")
+    assert refusal(empty).startswith("as_of:")
 
     # 12 buyers, none of whom came back: no repeat purchase to fit on.
     record(*(purchase(new_id("C"), "10.00", ago(100 + i)) for i in range(12)))
     once = client.post("/v1/analytics/clv/fit", json={"as_of": iso(AS_OF)})
     assert once.status_code == 422, once.text
-    assert once.json()["detail"].startswith("as_of:") and "12 customers" in once.json()["detail"]
+    assert refusal(once).startswith("as_of:") and "12 customers" in refusal(once)
 
     record(*clv_population())
     # As of 340 days before AS_OF only customers 0..6 (first purchase 360..342 days
     # before) had bought: 7 < 10.
     early = client.post("/v1/analytics/clv/fit", json={"as_of": iso(ago(340))})
     assert early.status_code == 422, early.text
-    detail = early.json()["detail"]
+    detail = refusal(early)
     assert detail.startswith("as_of:") and "7 customers" in detail, detail
     assert client.get("/v1/analytics/clv/model").status_code == 404
 
@@ -1136,3 +1134,248 @@ def test_the_population_measured_now_belongs_to_the_platform_asked(
         # the platform's only buyer: a vip, with an RFM of one purchase
         assert found["value_tier"]["tier"] == "vip", (f"platform {n + 1}", found["value_tier"])
         assert found["rfm"] is not None and found["rfm"]["frequency"] == 1, found["rfm"]
+
+
+# -- money in the reporting currency (issue 8, E) ----------------------------------------
+
+
+def test_a_single_currency_data_set_reports_in_its_currency_without_configuration(
+    record: Callable[..., None], get: Callable[..., Any]
+) -> None:
+    """All USD, PEAKEND_CURRENCY not set: USD is the reporting currency (today every
+    measure read EUR and saw nothing: prospect, RFM null, revenue 0)."""
+    buyer, other = new_id("C"), new_id("C")
+    record(
+        *(purchase(buyer, "25.00", ago(days), currency="USD") for days in (200, 100, 50, 10)),
+        purchase(other, "5.50", ago(20), currency="USD"),
+    )
+    found = get(f"/v1/customers/{buyer}")
+    assert (found["currency"], dec(found["total_spend"]), found["orders"]) == (
+        "USD",
+        Decimal("100.00"),
+        4,
+    )
+    assert found["lifecycle"]["stage"] == "repeat", found["lifecycle"]
+    assert found["rfm"]["frequency"] == 4 and dec(found["rfm"]["monetary"]) == 100
+    assert found["value_tier"] == {
+        "tier": "vip",
+        "value_in_window": "100.00",
+        "window_days": 365,
+        "currency": "USD",
+        "unconverted": {},
+    }
+    pyramid = get("/v1/analytics/pyramid")
+    assert (pyramid["currency"], pyramid["unconverted"]) == ("USD", {})
+    assert sum(dec(row["revenue"]) for row in pyramid["tiers"]) == Decimal("105.50")
+
+
+def test_purchases_without_a_rate_count_and_their_money_is_listed_as_unconverted(
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+) -> None:
+    """PEAKEND_CURRENCY=EUR and no USD rate: the USD orders count (orders, recency,
+    frequency, lifecycle, the CLV model's purchases), their money is left out of every
+    value measure, and every such answer says how much."""
+    platform = make_platform(currency="EUR")
+    mixed = new_id("C")
+    items = [
+        purchase(mixed, "100.50", ago(40), currency="USD"),
+        purchase(mixed, "20.00", ago(30)),
+        purchase(mixed, "10.00", ago(10), currency="USD"),
+    ]
+    items += [purchase(new_id("C"), "10.00", ago(5)) for _ in range(3)]
+    with httpx.Client(base_url=serve(platform), timeout=60) as http:
+        assert http.post("/v1/touchpoints", json=items).status_code == 202
+        assert platform.driver.wait_until_projected()
+
+        def get(path: str, **params: Any) -> Any:
+            response = http.get(path, params={"as_of": iso(AS_OF), **params})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        found = get(f"/v1/customers/{mixed}")
+        assert (found["orders"], found["lifecycle"]["stage"]) == (3, "repeat")
+        assert (found["currency"], dec(found["total_spend"])) == ("EUR", Decimal("20.00"))
+        assert found["rfm"]["frequency"] == 3 and found["rfm"]["recency_days"] == 10
+        assert found["rfm"]["unconverted"] == {"USD": "110.50"}
+        assert found["value_tier"]["unconverted"] == {"USD": "110.50"}
+        assert found["lifetime_value"]["unconverted"] == {"USD": "110.50"}
+        assert get("/v1/analytics/pyramid")["unconverted"] == {"USD": "110.50"}
+        assert get("/v1/analytics/rfm")["unconverted"] == {"USD": "110.50"}
+        migration = get("/v1/analytics/migration", period="month", periods=2)
+        assert migration["unconverted"] == {"USD": "110.50"}
+
+
+def test_exchange_rates_value_each_purchase_at_the_rate_of_its_day(
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+) -> None:
+    platform = make_platform(
+        currency="EUR",
+        exchange_rates={"USD": [["2020-01-01", "0.90"], ["2026-06-01", "0.95"]]},
+    )
+    buyer = new_id("C")
+    with httpx.Client(base_url=serve(platform), timeout=60) as http:
+        items = [
+            purchase(buyer, "100.00", datetime(2026, 5, 31, 23, tzinfo=UTC), currency="USD"),
+            purchase(buyer, "100.00", datetime(2026, 6, 1, 1, tzinfo=UTC), currency="USD"),
+            purchase(buyer, "1.00", datetime(2026, 6, 2, tzinfo=UTC)),
+        ]
+        assert http.post("/v1/touchpoints", json=items).status_code == 202
+        assert platform.driver.wait_until_projected()
+        found = http.get(f"/v1/customers/{buyer}", params={"as_of": iso(AS_OF)}).json()
+    # 100 x 0.90 + 100 x 0.95 + 1.00 = 186.00 EUR, exactly
+    assert dec(found["total_spend"]) == Decimal("186.00")
+    assert dec(found["value_tier"]["value_in_window"]) == Decimal("186.00")
+    assert found["value_tier"]["unconverted"] == {}
+
+
+def test_a_zero_dollar_repeat_purchase_leaves_that_customer_out_of_gamma_gamma_only(
+    platform: Platform,
+    client: httpx.Client,
+    record: Callable[..., None],
+    get: Callable[..., Any],
+) -> None:
+    """CDNOW has a customer whose only repeat purchase cost $0.00; today the whole fit
+    failed with a 422 quoting an internal object."""
+    free = new_id("C")
+    record_scored_population(record)
+    record(purchase(free, "12.00", ago(300)), purchase(free, "0.00", ago(200)))
+    model = fit(client)
+    assert model["customers"] == 42  # BG/NBD: everyone
+    assert model["gamma_gamma"] == {
+        "customers": 33,
+        "left_out": {"zero_spend": 1, "unconverted": 0},
+        "note": None,
+    }
+    mine = get(f"/v1/customers/{free}")["lifetime_value"]["model"]
+    assert (mine["frequency"], mine["monetary"]) == (1, 0.0)
+    outcome = last_fit_outcome(platform.store)
+    assert outcome is not None
+    assert (outcome["status"], outcome["model_version"], outcome["message"]) == ("ok", 1, None)
+    assert mine["expected_spend"] > 0  # shrunk towards the population mean
+
+
+def test_a_fit_that_does_not_converge_is_a_422_recorded_as_the_last_outcome(
+    platform: Platform,
+    client: httpx.Client,
+    record: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On this population (the CLV population and a customer who came back once) the
+    optimiser stops without a maximum (a and b run off along the likelihood's ridge):
+    today an ArithmeticError, a 500; the periodic refit failed the same way."""
+    from api.jobs import refit_clv
+
+    assert last_fit_outcome(platform.store) is None
+    once = new_id("C")
+    record(*clv_population(), purchase(once, "12.00", ago(300)), purchase(once, "0.00", ago(200)))
+    response = client.post("/v1/analytics/clv/fit", json={"as_of": iso(AS_OF)})
+    assert response.status_code == 422, response.text
+    message = refusal(response)
+    assert message.startswith("as_of: the BG/NBD fit on 41 customers"), message
+    assert "did not converge" in message and "PurchaseSummary" not in message
+    failed = last_fit_outcome(platform.store)
+    assert failed is not None
+    assert (failed["status"], failed["model_version"], failed["message"]) == (
+        "failed",
+        None,
+        message,
+    )
+    assert when(failed["as_of"]) == AS_OF
+    with caplog.at_level("WARNING", logger="api.jobs"):
+        refit_clv(platform, as_of=AS_OF)
+    assert [r.levelname for r in caplog.records if r.name == "api.jobs"] == ["WARNING"]
+    assert client.get("/v1/analytics/clv/model").status_code == 404  # nothing stored
+
+
+# -- calendar periods in the reporting time zone --------------------------------------------
+
+
+def test_a_purchase_at_midnight_on_the_first_day_of_a_quarter_counts_in_that_quarter(
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+) -> None:
+    platform = make_platform(reporting_timezone="Europe/Paris")
+    at_midnight, before = new_id("C"), new_id("C")
+    items = [
+        # 1998-04-01T00:00 in Paris (UTC+2): the first instant of Q2 there
+        purchase(at_midnight, "10.00", datetime(1998, 3, 31, 22, tzinfo=UTC)),
+        purchase(before, "10.00", datetime(1998, 3, 31, 21, 59, 59, tzinfo=UTC)),
+    ]
+    with httpx.Client(base_url=serve(platform), timeout=60) as http:
+        assert http.post("/v1/touchpoints", json=items).status_code == 202
+        assert platform.driver.wait_until_projected()
+        answer = http.get(
+            "/v1/analytics/migration",
+            params={"as_of": "1998-06-30T00:00:00+02:00", "period": "quarter", "periods": 1},
+        )
+    assert answer.status_code == 200, answer.text
+    (step,) = answer.json()["history"]
+    assert answer.json()["timezone"] == "Europe/Paris"
+    assert step["from_period"] == {
+        "name": "1998-Q1",
+        "start": "1998-01-01T00:00:00+01:00",
+        "end": "1998-04-01T00:00:00+02:00",
+        "complete": True,
+    }
+    assert step["to_period"]["name"] == "1998-Q2"
+    assert step["matrix"]["prospect"]["vip"] == 1  # at_midnight: first bought in Q2
+    assert step["matrix"]["vip"]["inactive"] == 1  # before: bought in Q1 only
+
+
+# -- query parameters: refused with the parameter and the reason ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/v1/journeys/J-1", {"as_of": "2026-01-01T00:00:00"}, "as_of"),
+        ("/v1/customers/C-1/journeys", {"as_of": "2026-01-01T00:00:00"}, "as_of"),
+        ("/v1/customers/C-1", {"as_of": "0001-01-01T00:00:00Z"}, "as_of"),
+        ("/v1/analytics/pyramid", {"as_of": "0001-01-01T00:00:00Z"}, "as_of"),
+        ("/v1/analytics/migration", {"as_of": "0001-01-01T00:00:00Z"}, "as_of"),
+        ("/v1/analytics/migration", {"as_of": "0001-01-01T00:30:00+01:00"}, "as_of"),
+        ("/v1/analytics/rfm", {"as_of": "1899-12-31T23:59:59Z"}, "as_of"),
+        ("/v1/analytics/pyramid", {"as_of": "3000-01-01T00:00:00Z"}, "as_of"),
+        ("/v1/analytics/kano", {"since": "2026-01-01T00:00:00"}, "since"),
+        ("/v1/analytics/emotion-curves", {"journey_type": "\x00"}, "journey_type"),
+        ("/v1/analytics/satisfaction", {"channel": "we\x00b"}, "channel"),
+    ],
+)
+def test_a_wrong_query_parameter_is_a_422_naming_it(
+    client: httpx.Client, path: str, params: dict[str, str], field: str
+) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["query", field], error
+    assert f"{field}: " in error["msg"], error
+
+
+def test_the_range_of_as_of_is_open_from_1900_to_3000(
+    record: Callable[..., None], client: httpx.Client
+) -> None:
+    customer = new_id("C")
+    record(purchase(customer, "10.00", ago(1)))
+    for as_of in ("1900-01-01T00:00:00Z", "2999-12-31T23:59:59Z"):
+        for path in (f"/v1/customers/{customer}", "/v1/analytics/pyramid"):
+            response = client.get(path, params={"as_of": as_of})
+            assert response.status_code == 200, (path, as_of, response.text)
+        migration = client.get(
+            "/v1/analytics/migration", params={"as_of": as_of, "period": "quarter", "periods": 24}
+        )
+        assert migration.status_code == 200, (as_of, migration.text)
+
+
+def test_every_analytics_endpoint_declares_its_answer_and_its_errors(
+    client: httpx.Client,
+) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    analytics = {p: ops for p, ops in paths.items() if p.startswith("/v1/analytics")}
+    assert len(analytics) == 9
+    for path, operations in analytics.items():
+        for method, operation in operations.items():
+            ok = operation["responses"]["201" if method == "post" else "200"]
+            assert "$ref" in ok["content"]["application/json"]["schema"], (path, method)
+            error = operation["responses"].get("422") or operation["responses"]["404"]
+            assert error["content"]["application/json"]["schema"]["$ref"].endswith(
+                ("ErrorOut", "HTTPValidationError")
+            ), (path, method)

@@ -429,16 +429,69 @@ def test_rfm_measures_scores_and_segments_a_small_population() -> None:
 
     result = rfm(purchases, as_of=AS_OF, window=365 * DAY)
 
-    # n = 5, so score = 1 + rank (0-based, worst first)
-    # recency worst->best d 500, c 200, e 40, b 10, a 2
-    # frequency d 0, b 1, c 2, e 3, a 4; monetary d 0, c 40, e 180, a 250, b 500
+    # R against the 5 kept: score = 1 + rank (0-based, worst first):
+    #   recency worst->best d 500, c 200, e 40, b 10, a 2 -> 1, 2, 3, 4, 5
+    # F and M against the 4 who bought in the window (d did not: F = M = 1);
+    # n = 4: score = 1 + floor(5 * rank / 4) -> ranks 0..3 score 1, 2, 3, 4
+    #   frequency b 1, c 2, e 3, a 4; monetary c 40, e 180, a 250, b 500
     assert result == {
-        "a": Rfm(2, 4, Decimal(250), 5, 5, 4, RfmSegment.CHAMPIONS),
-        "b": Rfm(10, 1, Decimal(500), 4, 2, 5, RfmSegment.POTENTIAL_LOYALIST),
-        "c": Rfm(200, 2, Decimal(40), 2, 3, 2, RfmSegment.AT_RISK),
+        "a": Rfm(2, 4, Decimal(250), 5, 4, 3, RfmSegment.CHAMPIONS),
+        "b": Rfm(10, 1, Decimal(500), 4, 1, 4, RfmSegment.NEW),
+        "c": Rfm(200, 2, Decimal(40), 2, 2, 1, RfmSegment.HIBERNATING),
         "d": Rfm(500, 0, Decimal(0), 1, 1, 1, RfmSegment.LOST),
-        "e": Rfm(40, 3, Decimal(180), 3, 4, 3, RfmSegment.LOYAL),
+        "e": Rfm(40, 3, Decimal(180), 3, 3, 2, RfmSegment.NEED_ATTENTION),
     }
+
+
+def test_customers_silent_in_the_window_score_f_1_and_m_1_not_the_middle() -> None:
+    """Most of the population bought only long ago (CDNOW as of today): their zero
+    purchases in the window are the bottom of F and M, not a tie group scored 3."""
+    purchases = {f"s{i}": [(AS_OF - (400 + 10 * i) * DAY, Decimal(10))] for i in range(8)}
+    purchases["x"] = [(AS_OF - 5 * DAY, Decimal(30)), (AS_OF - 20 * DAY, Decimal(30))]
+    purchases["y"] = [(AS_OF - 50 * DAY, Decimal(100))]
+
+    result = rfm(purchases, as_of=AS_OF, window=365 * DAY)
+
+    # R against all 10, n = 10: score = 1 + floor(rank / 2), worst first:
+    #   s7 470 days, s6 460, ..., s0 400, y 50, x 5 -> s7 s6: 1; s5 s4: 2; s3 s2: 3;
+    #   s1 s0: 4; y x: 5
+    # F against x and y (n = 2: ranks 0, 1 score 1, 3): y 1 purchase -> 1, x 2 -> 3
+    # M: x 60 -> 1, y 100 -> 3; every silent customer F = M = 1
+    assert {c: (r.r, r.f, r.m) for c, r in result.items()} == {
+        "s7": (1, 1, 1),
+        "s6": (1, 1, 1),
+        "s5": (2, 1, 1),
+        "s4": (2, 1, 1),
+        "s3": (3, 1, 1),
+        "s2": (3, 1, 1),
+        "s1": (4, 1, 1),
+        "s0": (4, 1, 1),
+        "y": (5, 1, 3),
+        "x": (5, 3, 1),
+    }
+    # Silent in the window: outside the grid, lost whatever R (s1 and s0 have R = 4,
+    # which the grid would read as "new"); y (5, 1) is new, x (5, 3) potential loyalist.
+    assert {c: r.segment for c, r in result.items()} == {
+        **{f"s{i}": RfmSegment.LOST for i in range(8)},
+        "y": RfmSegment.NEW,
+        "x": RfmSegment.POTENTIAL_LOYALIST,
+    }
+
+
+def test_one_old_purchase_among_silent_customers_is_not_a_champion() -> None:
+    """As of 1998-06-30 in CDNOW: one purchase 300 days before, the others silent for
+    longer. The most recent of a silent population, but one purchase is no champion."""
+    purchases = {f"s{i}": [(AS_OF - (400 + i) * DAY, Decimal(10))] for i in range(20)}
+    purchases["old"] = [(AS_OF - 300 * DAY, Decimal(12))]
+
+    result = rfm(purchases, as_of=AS_OF, window=365 * DAY)
+
+    # R: "old" is the most recent of 21: 1 + floor(5 * 20 / 21) = 5. F and M: the only
+    # customer with a purchase in the window, n = 1: 1 + floor(0) = 1.
+    old = result["old"]
+    assert (old.recency_days, old.frequency, old.r, old.f, old.m) == (300, 1, 5, 1, 1)
+    assert old.segment is RfmSegment.NEW
+    assert all((r.f, r.m) == (1, 1) for c, r in result.items() if c != "old")
 
 
 def test_rfm_window_is_open_at_its_start_and_closed_at_as_of() -> None:
