@@ -9,6 +9,7 @@ from typing import Any
 
 from infra.bootstrap import Platform
 from infra.database import unavailable
+from projections import analytics
 
 # One probe at a time per platform: a probe stuck on a dead database is awaited again by
 # the next check instead of starting another thread behind it.
@@ -30,6 +31,7 @@ def _probe(platform: Platform) -> dict[str, Any]:
         "projection_lag": lag,
         "projector_error": platform.driver.projector_error,
         "quarantined_documents": quarantined,
+        "last_clv_fit": analytics.last_fit_outcome(platform.store),
     }
 
 
@@ -54,4 +56,5 @@ async def check(platform: Platform, *, timeout: float) -> dict[str, Any]:
         "projection_lag": None,
         "projector_error": platform.driver.projector_error,
         "quarantined_documents": None,
+        "last_clv_fit": None,
     }

@@ -183,6 +183,11 @@ class HealthOut(BaseModel):
         description="documents a reducer failed on, held until `peakend retry-quarantined` "
         "or a replay (status degraded; everything else goes on)",
     )
+    last_clv_fit: dict[str, Any] | None = Field(
+        default=None,
+        description="the latest lifetime-value fit attempt: status ok | failed, at, as_of, "
+        "message (why it failed), model_version; null before any",
+    )
 
 
 # Segments

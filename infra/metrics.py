@@ -241,22 +241,19 @@ class _ScrapeCollector(Collector):
 
 
 def quarantined_events(store: ReadModelStore) -> int:
-    """Unresolved quarantined events; 0 while the quarantine table does not exist yet."""
+    """Quarantined events (failed, or held behind a failure), not yet re-applied."""
     with store.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('rm_quarantine') IS NOT NULL")
-        row = cur.fetchone()
-        if not (row and row[0]):
-            return 0
         cur.execute("SELECT count(*) FROM rm_quarantine WHERE resolved_at IS NULL")
         row = cur.fetchone()
         return int(row[0]) if row else 0
 
 
 def last_clv_fit(store: ReadModelStore) -> ClvFit | None:
-    """The latest lifetime-value fit. The one place to switch to the fit-outcome record
-    once fits that fail are stored too: today only models that fitted are kept, so the
-    outcome is ``succeeded`` or there is none."""
-    model = analytics.current_clv_model(store)
-    if model is None:
+    """The latest lifetime-value fit attempt (asked for, or the periodic refit)."""
+    outcome = analytics.last_fit_outcome(store)
+    if outcome is None:
         return None
-    return ClvFit("succeeded", datetime.fromisoformat(model["fitted_at"]))
+    return ClvFit(
+        "succeeded" if outcome["status"] == "ok" else "failed",
+        datetime.fromisoformat(outcome["at"]),
+    )

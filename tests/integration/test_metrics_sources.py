@@ -3,7 +3,6 @@ lag, the quarantine and the last lifetime-value fit come from the store, never a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -36,34 +35,32 @@ def test_the_lag_gauge_counts_what_is_recorded_and_not_yet_projected(stopped: Pl
     assert value(after, "peakend_projection_lag") == 0
 
 
-def test_the_quarantine_gauge_counts_unresolved_events_once_the_table_exists(
-    stopped: Platform,
-) -> None:
+def test_the_quarantine_gauge_counts_unresolved_events(stopped: Platform) -> None:
     found = families(generate_latest(stopped.metrics.registry).decode())
-    assert value(found, "peakend_quarantined_events") == 0  # no quarantine table yet
+    assert value(found, "peakend_quarantined_events") == 0
     with stopped.store.connection() as conn, conn.cursor() as cur:
-        # The columns the metric relies on, as the quarantine's own table will have them.
+        stream = "00000000-0000-0000-0000-000000000001"
         cur.execute(
-            "CREATE TABLE rm_quarantine (projection text, key text, event_id text,"
-            " resolved_at timestamptz NULL)"
-        )
-        cur.execute(
-            "INSERT INTO rm_quarantine VALUES ('customer', 'C-1', 'tp-1', NULL),"
-            " ('journey', 'J-1', 'tp-1', NULL), ('customer', 'C-2', 'tp-2', now())"
+            "INSERT INTO rm_quarantine (projection, key, event_id, customer_id, originator_id,"
+            " originator_version, error, resolved_at) VALUES"
+            " ('customer', 'C-1', 'tp-1', 'C-1', %s, 2, 'ValueError: x', NULL),"
+            " ('customer', 'C-1', 'tp-3', 'C-1', %s, 3, NULL, NULL),"
+            " ('journey', 'J-2', 'tp-2', 'C-2', %s, 2, 'ValueError: y', now())",
+            (stream, stream, stream),
         )
     found = families(generate_latest(stopped.metrics.registry).decode())
     assert value(found, "peakend_quarantined_events") == 2
 
 
-def test_the_clv_gauges_show_the_latest_stored_fit(stopped: Platform) -> None:
+def test_the_clv_gauges_show_the_latest_fit_attempt(stopped: Platform) -> None:
     fitted_at = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
     with stopped.store.connection() as conn, conn.cursor() as cur:
-        # A stored model row (its content does not matter here, only that a fit ended).
         cur.execute(
-            "INSERT INTO clv_model (fitted_at, model) VALUES (%s, %s)",
-            (fitted_at, json.dumps({"parameters": {}})),
+            "INSERT INTO clv_fit_outcome (at, ok, as_of, message, model_version)"
+            " VALUES (%s, false, %s, 'did not converge', NULL)",
+            (fitted_at, fitted_at),
         )
     found = families(generate_latest(stopped.metrics.registry).decode())
-    assert value(found, "peakend_clv_last_fit", outcome="succeeded") == 1
-    assert value(found, "peakend_clv_last_fit", outcome="failed") == 0
+    assert value(found, "peakend_clv_last_fit", outcome="succeeded") == 0
+    assert value(found, "peakend_clv_last_fit", outcome="failed") == 1
     assert value(found, "peakend_clv_last_fit_timestamp_seconds") == fitted_at.timestamp()
