@@ -275,6 +275,8 @@ def test_healthz_is_ok_with_no_lag_once_projected(
         "database": "ok",
         "projection_lag": 0,
         "projector_error": None,
+        "quarantined_documents": 0,
+        "last_clv_fit": None,
     }
 
 
