@@ -81,7 +81,8 @@ class ColumnarRecorder(PostgresApplicationRecorder):
                     " occurred_at timestamptz NOT NULL)"
                 ).format(self.index),
                 SQL(
-                    "CREATE INDEX IF NOT EXISTS {} ON {} (originator_id, occurred_at, event_id)"
+                    "CREATE INDEX IF NOT EXISTS {} ON {}"
+                    ' (originator_id, occurred_at, event_id COLLATE "C")'
                 ).format(Identifier(f"{self.index_table}_timeline_idx"), self.index),
             ]
         )
@@ -368,7 +369,7 @@ class CustomerRecords(Application[UUID]):
             cursor.execute(
                 SQL(
                     "SELECT originator_version FROM {} WHERE originator_id = %s"
-                    " ORDER BY occurred_at {}, event_id {} LIMIT %s OFFSET %s"
+                    ' ORDER BY occurred_at {}, event_id COLLATE "C" {} LIMIT %s OFFSET %s'
                 ).format(recorder.index, direction, direction),
                 (stream, limit, offset),
             )
