@@ -228,7 +228,13 @@ def run_worker(args: argparse.Namespace) -> int:
             platform.store,
             database_url=platform.database_url,
             roles=roles,
+            metrics=platform.metrics,
         )
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            # The worker's own counts (batches, outcomes, errors) for Prometheus to scrape.
+            start_http_server(args.metrics_port, registry=platform.metrics.registry)
         # override_logging=False: Faust keeps our handlers (and the JSON format).
         worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False)
         worker.execute_from_commandline()  # returns only when the worker stops
@@ -407,6 +413,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="record, project, or both (the default): single-role workers "
         "form their own consumer group per role",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this worker's Prometheus metrics on this port (/metrics)",
     )
     worker.set_defaults(run=run_worker)
 

@@ -86,7 +86,7 @@ def platform(make_platform: Callable[..., Platform]) -> Platform:
     return make_platform()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -101,7 +101,7 @@ def serve() -> Iterator[Callable[[Platform], str]]:
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(platform: Platform) -> str:
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
         )

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from domain.customer import Customer
 from domain.touchpoints import parse_touchpoint
@@ -39,6 +41,7 @@ from infra.simulator import Simulator, SimulatorConfig
 from projections.store import ReadModelStore
 from streams.embedded import EmbeddedDriver
 from streams.recorder import CustomerRecords
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
@@ -360,7 +363,8 @@ def test_touchpoints_published_with_the_producer_client_project_as_in_embedded_m
 ) -> None:
     sent = envelopes(seed=11, n=3000)
     assert len({e["event_id"] for e in sent}) < len(sent)  # re-sends included
-    cluster.worker()
+    metrics_port = free_port()
+    cluster.worker("--metrics-port", str(metrics_port))
     producer = cluster.producer()
     try:
         send(producer, sent)
@@ -370,6 +374,19 @@ def test_touchpoints_published_with_the_producer_client_project_as_in_embedded_m
 
     cluster.converge(oracle)
     assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
+    # The worker serves its own counts: every touchpoint sent, recorded or a duplicate.
+    scraped = text_string_to_metric_families(
+        httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    )
+    outcomes = {
+        sample.labels["outcome"]: sample.value
+        for family in scraped
+        if family.name == "peakend_ingest_touchpoints"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert outcomes["recorded"] == sum(oracle.touchpoints.values())
+    assert outcomes["recorded"] + outcomes["duplicate"] == len(sent)
 
 
 def test_a_recorder_only_and_a_projector_only_worker_end_equal_to_embedded_mode(
