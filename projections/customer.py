@@ -8,7 +8,7 @@ complaint with its handling steps, and the latest answer to each survey question
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, tzinfo
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from domain.money import ExchangeRates, add_unconverted
@@ -175,6 +175,9 @@ def open_complaints(state: State) -> list[dict[str, Any]]:
     return sorted(complaints, key=lambda c: c["filed_at"])
 
 
+CENTS = Decimal("0.01")
+
+
 def total_spend(state: State, currency: str | ExchangeRates, zone: tzinfo = UTC) -> Decimal:
     """Total spend in the reporting currency.
 
@@ -182,6 +185,7 @@ def total_spend(state: State, currency: str | ExchangeRates, zone: tzinfo = UTC)
     effective on the order's day in ``zone``; ``domain.money.convert``), orders in a
     currency without a rate that day left out (``unconverted_spend`` says how much).
     Given a currency code only: the orders in that currency, no rate being invented.
+    Rounded half-even to cents: a total is money an answer shows ("0.00", never "0").
     """
     if isinstance(currency, str):
         return Decimal(state["spend_by_currency"].get(currency, "0.00"))
@@ -192,7 +196,7 @@ def total_spend(state: State, currency: str | ExchangeRates, zone: tzinfo = UTC)
         )
         if converted is not None:
             total += converted
-    return total
+    return total.quantize(CENTS, rounding=ROUND_HALF_EVEN)
 
 
 def unconverted_spend(state: State, rates: ExchangeRates, zone: tzinfo = UTC) -> dict[str, Decimal]:

@@ -166,6 +166,13 @@ class ReadModelStore:
         try:
             with conn:
                 yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            # The server went away: the idle connections went with it. Drop them now
+            # rather than fail one request for each of them once it is back.
+            discard_idle = getattr(self.pool, "discard_idle", None)
+            if discard_idle is not None:
+                discard_idle()
+            raise
         finally:
             self.pool.putconn(conn)
 

@@ -18,7 +18,7 @@ from infra.settings import Settings
 def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    chatty = {name: logging.getLogger(name).level for name in ("kafka", "aiokafka", "httpx")}
+    chatty = {name: logging.getLogger(name).level for name in ("kafka", "aiokafka.conn", "httpx")}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -72,9 +72,10 @@ def test_kafka_clients_log_connections_only_at_debug() -> None:
     stream = io.StringIO()
     configure_logging(Settings(), stream=stream)
     logging.getLogger("kafka.conn").info("<BrokerConnection ...>: connecting")
+    logging.getLogger("aiokafka.conn").info("connecting")
     logging.getLogger("aiokafka.consumer.group_coordinator").info("joined group")
     logging.getLogger("kafka.conn").warning("connection lost")
-    assert stream.getvalue().count("\n") == 1
+    assert stream.getvalue().count("\n") == 2  # the group join and the warning
     configure_logging(Settings(), level=logging.DEBUG, stream=stream)
     logging.getLogger("kafka.conn").info("connecting again")
     assert "connecting again" in stream.getvalue()
