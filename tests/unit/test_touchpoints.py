@@ -450,20 +450,7 @@ def test_optional_payload_fields_left_out_are_not_stored() -> None:
 
 
 def _category_spend(value: object, **extra: object) -> dict[str, object]:
-    return {
-        "event_id": "e-cs",
-        "type": "survey_answered",
-        "channel": "web",
-        "occurred_at": "2026-01-01T00:00:00Z",
-        "customer": {"id": "C1"},
-        "payload": {
-            "survey_id": "s",
-            "question_id": "wallet",
-            "metric": "category_spend",
-            "value": value,
-            **extra,
-        },
-    }
+    return survey_answer("C1", "category_spend", value, T0, question_id="wallet", **extra)
 
 
 @pytest.mark.parametrize(
