@@ -132,11 +132,12 @@ def test_a_database_outage_is_a_prompt_503_and_recovery_is_automatic(
 
     outage.cut()
     answers = {}
-    for name, call in {
+    calls: dict[str, Callable[[], httpx.Response]] = {
         "health": lambda: httpx.get(f"{url}/v1/healthz", timeout=30),
         "read": lambda: httpx.get(f"{url}/v1/customers/{customer}", timeout=30),
         "ingest": lambda: httpx.post(f"{url}/v1/touchpoints", json=envelope(customer), timeout=30),
-    }.items():
+    }
+    for name, call in calls.items():
         started = time.monotonic()
         answers[name] = (call(), time.monotonic() - started)
 

@@ -65,7 +65,7 @@ def test_text_is_the_default_format() -> None:
     logging.getLogger("peakend.test").warning("hello")
     assert stream.getvalue().rstrip().endswith("WARNING peakend.test hello")
     with pytest.raises(ValueError):
-        Settings(log_format="xml")  # type: ignore[arg-type]
+        Settings(log_format="xml")
 
 
 def test_kafka_clients_log_connections_only_at_debug() -> None:
