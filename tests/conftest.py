@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -72,8 +73,8 @@ def make_platform(fresh_database: Callable[[], str]) -> Iterator[Callable[..., P
     """Build embedded-mode platforms on fresh databases; closed after the test."""
     platforms: list[Platform] = []
 
-    def make(**overrides: object) -> Platform:
-        settings = Settings(database_url=fresh_database(), **overrides)  # type: ignore[arg-type]
+    def make(**overrides: Any) -> Platform:  # any Settings field, validated by Settings
+        settings = Settings(database_url=fresh_database(), **overrides)
         platform = bootstrap(settings)
         platforms.append(platform)
         return platform

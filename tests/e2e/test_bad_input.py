@@ -156,7 +156,7 @@ BAD_ITEMS: list[tuple[str, Callable[[str], Item], str, list[str]]] = [
     ("emotion-as-string", lambda c: envelope(c, emotion="2"), "emotion", ["integer"]),
     (
         "amount-as-float",
-        lambda c: purchase(c, 19.99),  # type: ignore[arg-type]
+        lambda c: purchase(c, 19.99),
         "payload.amount",
         ["not exact"],
     ),

@@ -40,7 +40,8 @@ def test_a_json_line_holds_time_level_logger_message_and_extra_fields() -> None:
     assert entry["message"] == "lag 7"
     assert entry["correlation_id"] == "c-1"
     at = datetime.fromisoformat(entry["time"])
-    assert at.utcoffset() is not None and at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    offset = at.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
     assert set(entry) == {"time", "level", "logger", "message", "correlation_id"}
 
 
