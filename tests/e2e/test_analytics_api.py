@@ -20,7 +20,8 @@ import pytest
 
 from infra.bootstrap import Platform
 from projections.analytics import last_fit_outcome
-from tests.builders import envelope, new_id, purchase
+from tests.builders import envelope, new_id, purchase, survey_answer
+from tests.conftest import embedded
 
 Item = dict[str, Any]
 
@@ -64,16 +65,11 @@ def answer(
 ) -> Item:
     """A survey answer; ``attribute``/``feature`` go to the payload, anything else
     (``journey``, ``additional``) to the envelope."""
-    payload = {
-        "survey_id": survey,
-        "question_id": question or f"Q-{metric}",
-        "metric": metric,
-        "value": value,
-    }
-    payload.update({k: fields.pop(k) for k in ("attribute", "feature") if k in fields})
-    return envelope(
-        customer_id, at, type="survey_answered", channel=channel, payload=payload, **fields
-    )
+    payload: Item = {k: fields.pop(k) for k in ("attribute", "feature") if k in fields}
+    if question:
+        payload["question_id"] = question
+    raw = survey_answer(customer_id, metric, value, at, survey_id=survey, **payload)
+    return raw | {"channel": channel, **fields}
 
 
 def delivery(customer_id: str, at: datetime, on_time: bool | None) -> Item:
@@ -118,7 +114,7 @@ def record(platform: Platform, client: httpx.Client) -> Callable[..., None]:
     def post(*items: Item) -> None:
         response = client.post("/v1/touchpoints", json=list(items))
         assert response.status_code == 202, response.text
-        assert platform.driver.wait_until_projected()
+        assert embedded(platform).wait_until_projected()
 
     return post
 
@@ -337,11 +333,11 @@ def test_monthly_migration_counts_each_move_between_the_calendar_months(
 
     two = get("/v1/analytics/migration", period="month", periods=2)
     assert (two["period"], two["currency"]) == ("month", "EUR")
-    may = {"name": "2026-05", "start": "2026-05-01T00:00:00Z"}
+    may: Item = {"name": "2026-05", "start": "2026-05-01T00:00:00Z"}
     may |= {"end": "2026-06-01T00:00:00Z", "complete": True}
-    june = {"name": "2026-06", "start": "2026-06-01T00:00:00Z"}
+    june: Item = {"name": "2026-06", "start": "2026-06-01T00:00:00Z"}
     june |= {"end": "2026-07-01T00:00:00Z", "complete": False}  # measured to as_of
-    april = {"name": "2026-04", "start": "2026-04-01T00:00:00Z"}
+    april: Item = {"name": "2026-04", "start": "2026-04-01T00:00:00Z"}
     april |= {"end": "2026-05-01T00:00:00Z", "complete": True}
     assert [(h["from_period"], h["to_period"]) for h in two["history"]] == [
         (april, may),
@@ -458,8 +454,8 @@ def test_satisfaction_summarises_nps_csat_and_ces_overall_by_channel_journey_and
 
     who = [new_id("C") for _ in range(4)]
     service, welcome = new_id("J"), new_id("J")
-    in_service = {"additional": {"journey_id": service}}  # named by the survey tool
-    in_welcome = {"journey": {"id": welcome, "type": "onboarding", "step": "survey"}}
+    in_service: Item = {"additional": {"journey_id": service}}  # named by the survey tool
+    in_welcome: Item = {"journey": {"id": welcome, "type": "onboarding", "step": "survey"}}
     record(
         step(who[0], service, "car_service", "arrival", on(4, 9), 1),
         # web
@@ -1129,7 +1125,7 @@ def test_the_population_measured_now_belongs_to_the_platform_asked(
                 "/v1/touchpoints", json=purchase(customer, "10.00", now - timedelta(days=1))
             )
             assert accepted.status_code == 202, accepted.text
-            assert platform.driver.wait_until_projected()
+            assert embedded(platform).wait_until_projected()
             found = http.get(f"/v1/customers/{customer}").json()
         # the platform's only buyer: a vip, with an RFM of one purchase
         assert found["value_tier"]["tier"] == "vip", (f"platform {n + 1}", found["value_tier"])
@@ -1185,7 +1181,7 @@ def test_purchases_without_a_rate_count_and_their_money_is_listed_as_unconverted
     items += [purchase(new_id("C"), "10.00", ago(5)) for _ in range(3)]
     with httpx.Client(base_url=serve(platform), timeout=60) as http:
         assert http.post("/v1/touchpoints", json=items).status_code == 202
-        assert platform.driver.wait_until_projected()
+        assert embedded(platform).wait_until_projected()
 
         def get(path: str, **params: Any) -> Any:
             response = http.get(path, params={"as_of": iso(AS_OF), **params})
@@ -1220,7 +1216,7 @@ def test_exchange_rates_value_each_purchase_at_the_rate_of_its_day(
             purchase(buyer, "1.00", datetime(2026, 6, 2, tzinfo=UTC)),
         ]
         assert http.post("/v1/touchpoints", json=items).status_code == 202
-        assert platform.driver.wait_until_projected()
+        assert embedded(platform).wait_until_projected()
         found = http.get(f"/v1/customers/{buyer}", params={"as_of": iso(AS_OF)}).json()
     # 100 x 0.90 + 100 x 0.95 + 1.00 = 186.00 EUR, exactly
     assert dec(found["total_spend"]) == Decimal("186.00")
@@ -1302,7 +1298,7 @@ def test_a_purchase_at_midnight_on_the_first_day_of_a_quarter_counts_in_that_qua
     ]
     with httpx.Client(base_url=serve(platform), timeout=60) as http:
         assert http.post("/v1/touchpoints", json=items).status_code == 202
-        assert platform.driver.wait_until_projected()
+        assert embedded(platform).wait_until_projected()
         answer = http.get(
             "/v1/analytics/migration",
             params={"as_of": "1998-06-30T00:00:00+02:00", "period": "quarter", "periods": 1},

@@ -16,6 +16,7 @@ import pytest
 from infra.bootstrap import Platform
 from streams.projector import head
 from tests.builders import envelope, nested, new_id, purchase, with_payload
+from tests.conftest import embedded
 
 Item = dict[str, Any]
 
@@ -43,7 +44,7 @@ def assert_nothing_recorded(
     platform: Platform, client: httpx.Client, head_before: int, *customers: str
 ) -> None:
     assert head(platform.records) == head_before
-    assert platform.driver.wait_until_projected()
+    assert embedded(platform).wait_until_projected()
     for customer in customers:
         assert platform.records.touchpoints_of(customer) == []
         assert client.get(f"/v1/customers/{customer}").status_code == 404
@@ -155,7 +156,7 @@ BAD_ITEMS: list[tuple[str, Callable[[str], Item], str, list[str]]] = [
     ("emotion-as-string", lambda c: envelope(c, emotion="2"), "emotion", ["integer"]),
     (
         "amount-as-float",
-        lambda c: purchase(c, 19.99),  # type: ignore[arg-type]
+        lambda c: purchase(c, 19.99),
         "payload.amount",
         ["not exact"],
     ),
@@ -321,7 +322,7 @@ def test_a_valid_duplicate_resend_is_accepted_as_a_duplicate_and_changes_nothing
         ],
     }
     assert head(platform.records) == before
-    assert platform.driver.wait_until_projected()
+    assert embedded(platform).wait_until_projected()
     found = client.get(f"/v1/customers/{customer}").json()
     assert found["touchpoints_total"] == 1
     assert found["total_spend"] == "12.34"
@@ -446,7 +447,7 @@ def test_no_accepted_touchpoint_stalls_the_projections_for_everyone(
     later = new_customer()
     accepted = client.post("/v1/touchpoints", json=envelope(later))
     assert accepted.status_code == 202, accepted.text
-    assert platform.driver.wait_until_projected(timeout=5), (
+    assert embedded(platform).wait_until_projected(timeout=5), (
         f"projection lag stays at {platform.driver.lag()}"
     )
     assert client.get(f"/v1/customers/{later}").status_code == 200
@@ -562,7 +563,7 @@ def test_an_envelope_at_the_nesting_limit_is_served_by_the_timeline(
 
     accepted = client.post("/v1/touchpoints", json=at_limit)
     assert accepted.status_code == 202, accepted.text
-    assert platform.driver.wait_until_projected()
+    assert embedded(platform).wait_until_projected()
     timeline = client.get(f"/v1/customers/{customer}/timeline")
     assert timeline.status_code == 200, timeline.text
     [item] = timeline.json()["items"]

@@ -20,6 +20,7 @@ import pytest
 from infra.bootstrap import Platform, bootstrap
 from infra.settings import Settings
 from tests.builders import envelope, new_id
+from tests.conftest import embedded
 
 
 class Outage:
@@ -109,7 +110,7 @@ def test_more_readers_than_connections_queue_and_all_get_answers(
     url = serve(platform)
     customer = new_id("C")
     assert httpx.post(f"{url}/v1/touchpoints", json=envelope(customer)).status_code == 202
-    assert platform.driver.wait_until_projected()  # type: ignore[attr-defined]
+    assert embedded(platform).wait_until_projected()
 
     def read(_: int) -> int:
         return httpx.get(f"{url}/v1/customers/{customer}", timeout=30).status_code
@@ -127,15 +128,16 @@ def test_a_database_outage_is_a_prompt_503_and_recovery_is_automatic(
     url = serve(platform)
     customer = new_id("C")
     assert httpx.post(f"{url}/v1/touchpoints", json=envelope(customer)).status_code == 202
-    assert platform.driver.wait_until_projected()  # type: ignore[attr-defined]
+    assert embedded(platform).wait_until_projected()
 
     outage.cut()
     answers = {}
-    for name, call in {
+    calls: dict[str, Callable[[], httpx.Response]] = {
         "health": lambda: httpx.get(f"{url}/v1/healthz", timeout=30),
         "read": lambda: httpx.get(f"{url}/v1/customers/{customer}", timeout=30),
         "ingest": lambda: httpx.post(f"{url}/v1/touchpoints", json=envelope(customer), timeout=30),
-    }.items():
+    }
+    for name, call in calls.items():
         started = time.monotonic()
         answers[name] = (call(), time.monotonic() - started)
 
@@ -160,7 +162,7 @@ def test_a_database_outage_is_a_prompt_503_and_recovery_is_automatic(
         assert posted.status_code == 503
         time.sleep(0.5)
     assert posted.status_code == 202
-    assert platform.driver.wait_until_projected(timeout=30)  # type: ignore[attr-defined]
+    assert embedded(platform).wait_until_projected(timeout=30)
     assert httpx.get(f"{url}/v1/customers/{customer}").status_code == 200
     assert httpx.get(f"{url}/v1/healthz").json()["status"] == "ok"
 
@@ -183,7 +185,7 @@ def test_two_api_processes_writing_one_customer_answer_every_request(
             statuses = Counter(pool.map(post, range(len(sent))))
 
         assert statuses == {202: len(sent)}
-        assert first.driver.wait_until_projected(timeout=30)  # type: ignore[attr-defined]
+        assert embedded(first).wait_until_projected(timeout=30)
         assert len(first.records.touchpoints_of(customer)) == len(sent)
         answer = httpx.get(f"{urls[0]}/v1/customers/{customer}").json()
         assert answer["touchpoints_total"] == len(sent)

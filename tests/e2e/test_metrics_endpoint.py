@@ -10,6 +10,7 @@ import httpx
 from infra.bootstrap import Platform
 from streams.embedded import EmbeddedDriver
 from tests.builders import envelope, new_id
+from tests.conftest import embedded
 from tests.metrics_text import families, value
 
 
@@ -29,7 +30,7 @@ def test_metrics_count_ingest_outcomes_batches_and_lag_after_real_requests(
         conflict = client.post("/v1/touchpoints", json={**fresh[0], "channel": "web"})
         assert conflict.status_code == 409
         assert isinstance(platform.driver, EmbeddedDriver)
-        assert platform.driver.wait_until_projected()
+        assert embedded(platform).wait_until_projected()
         assert client.get(f"/v1/customers/{customer}").status_code == 200
 
         scraped = client.get("/metrics")

@@ -12,53 +12,27 @@ import httpx
 import pytest
 
 from infra.bootstrap import Platform
+from tests import builders
+from tests.builders import envelope, new_id
+from tests.conftest import embedded
 
 Item = dict[str, Any]
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def envelope(customer_id: str, /, at: datetime = T0, **fields: Any) -> Item:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": "visit",
-        "occurred_at": at.isoformat(),
-        "channel": "store",
-        "customer": {"id": customer_id},
-        **fields,
-    }
-
-
+# Each kind of touchpoint arrives on its own channel: counts_by_channel is asserted.
 def purchase(customer_id: str, amount: str, at: datetime = T0, **fields: Any) -> Item:
-    return envelope(
-        customer_id,
-        at,
-        type="purchase",
-        channel="web",
-        payload={"order_id": new_id("O"), "amount": amount, "currency": "EUR"},
-        **fields,
-    )
+    return builders.purchase(customer_id, amount, at, channel="web", **fields)
 
 
 def nps(customer_id: str, value: int, at: datetime = T0) -> Item:
-    return envelope(
-        customer_id,
-        at,
-        type="survey_answered",
-        channel="email",
-        payload={"survey_id": "S1", "question_id": "Q-nps", "metric": "nps", "value": value},
-    )
+    return builders.survey_answer(customer_id, "nps", value, at) | {"channel": "email"}
 
 
 def complaint(customer_id: str, step: str, complaint_id: str, at: datetime) -> Item:
-    payload = {"complaint_id": complaint_id}
-    if step == "filed":
-        payload["category"] = "billing"
-    return envelope(customer_id, at, type=f"complaint_{step}", channel="phone", payload=payload)
+    answer = builders.complaint(customer_id, step, at, complaint_id=complaint_id)
+    return answer | {"channel": "phone"}
 
 
 def when(value: str) -> datetime:
@@ -80,7 +54,7 @@ def record(platform: Platform, client: httpx.Client) -> Callable[..., None]:
         for item in items:
             response = client.post("/v1/touchpoints", json=item)
             assert response.status_code == 202, response.text
-        assert platform.driver.wait_until_projected()
+        assert embedded(platform).wait_until_projected()
 
     return post
 
@@ -100,7 +74,7 @@ def record(platform: Platform, client: httpx.Client) -> Callable[..., None]:
 def test_an_unknown_id_answers_404(
     client: httpx.Client, record: Callable[..., None], path: str
 ) -> None:
-    record(envelope(new_id("C"), journey={"id": new_id("J"), "type": "visit", "step": "in"}))
+    record(envelope(new_id("C"), T0, journey={"id": new_id("J"), "type": "visit", "step": "in"}))
     unknown = new_id("X")
     response = client.get(path.format(id=unknown))
     assert response.status_code == 404, response.text
@@ -166,7 +140,7 @@ def test_a_timeline_offset_past_the_end_is_an_empty_last_page(
     client: httpx.Client, record: Callable[..., None]
 ) -> None:
     customer = new_id("C")
-    record(envelope(customer), envelope(customer, T0 + timedelta(minutes=1)))
+    record(envelope(customer, T0), envelope(customer, T0 + timedelta(minutes=1)))
     page = client.get(f"/v1/customers/{customer}/timeline", params={"offset": 10}).json()
     assert (page["total"], page["items"], page["next_offset"]) == (2, [], None)
 
@@ -194,7 +168,7 @@ def test_timeline_paging_out_of_range_answers_422_naming_the_parameter(
     client: httpx.Client, record: Callable[..., None], params: dict[str, Any]
 ) -> None:
     customer = new_id("C")
-    record(envelope(customer))
+    record(envelope(customer, T0))
     response = client.get(f"/v1/customers/{customer}/timeline", params=params)
     assert response.status_code == 422, response.text
     [name] = params
@@ -206,7 +180,7 @@ def test_timeline_limits_at_the_bounds_are_accepted(
     client: httpx.Client, record: Callable[..., None], limit: int
 ) -> None:
     customer = new_id("C")
-    record(envelope(customer), envelope(customer, T0 + timedelta(minutes=1)))
+    record(envelope(customer, T0), envelope(customer, T0 + timedelta(minutes=1)))
     page = client.get(f"/v1/customers/{customer}/timeline", params={"limit": limit}).json()
     assert page["limit"] == limit and len(page["items"]) == min(limit, 2)
 
@@ -254,7 +228,7 @@ def test_a_customer_without_journeys_has_an_empty_journey_list(
     client: httpx.Client, record: Callable[..., None]
 ) -> None:
     customer = new_id("C")
-    record(envelope(customer))
+    record(envelope(customer, T0))
     response = client.get(f"/v1/customers/{customer}/journeys")
     assert response.status_code == 200, response.text
     assert response.json() == []
@@ -266,8 +240,8 @@ def test_a_customer_without_journeys_has_an_empty_journey_list(
 def test_healthz_is_ok_with_no_lag_once_projected(
     platform: Platform, client: httpx.Client, record: Callable[..., None]
 ) -> None:
-    record(*(envelope(new_id("C")) for _ in range(3)))
-    assert platform.driver.wait_until_projected()
+    record(*(envelope(new_id("C"), T0) for _ in range(3)))
+    assert embedded(platform).wait_until_projected()
     response = client.get("/v1/healthz")
     assert response.status_code == 200, response.text
     assert response.json() == {
@@ -442,7 +416,7 @@ def test_total_spend_is_always_a_string_with_cents(
 ) -> None:
     customer = new_id("C")
     record(
-        envelope(customer),
+        envelope(customer, T0),
         *(purchase(customer, a, T0 + timedelta(minutes=i)) for i, a in enumerate(amounts)),
     )
     found = client.get(f"/v1/customers/{customer}").json()
@@ -451,7 +425,7 @@ def test_total_spend_is_always_a_string_with_cents(
 
 
 def test_a_customer_id_with_a_slash_is_refused_naming_the_field(client: httpx.Client) -> None:
-    response = client.post("/v1/touchpoints", json=envelope(f"DE/4711-{uuid.uuid4().hex[:8]}"))
+    response = client.post("/v1/touchpoints", json=envelope(f"DE/4711-{uuid.uuid4().hex[:8]}", T0))
     assert response.status_code == 422
     [error] = response.json()["errors"]
     assert error["field"] == "customer.id"
@@ -465,7 +439,7 @@ def test_an_accepted_customer_id_is_readable_whatever_its_characters(
     """Ingest accepts any text as a customer id; the read API must then serve it (or the
     ingest must refuse it)."""
     unique = f"{customer_id}-{uuid.uuid4().hex[:8]}"
-    record(envelope(unique))
+    record(envelope(unique, T0))
     path = "/v1/customers/" + quote(unique, safe="")
     for suffix in ("", "/timeline", "/journeys"):
         response = client.get(path + suffix)

@@ -14,6 +14,7 @@ from infra.bootstrap import Platform
 from projections import segment_store
 from streams.embedded import EmbeddedDriver
 from tests.builders import envelope, new_id, survey_answer
+from tests.conftest import embedded
 
 Recorder = Callable[..., None]
 
@@ -46,7 +47,7 @@ def record(live: Platform, client: httpx.Client) -> Recorder:
     def post(*items: dict[str, Any]) -> None:
         assert client.post("/v1/touchpoints", json=list(items)).status_code == 202
         assert isinstance(live.driver, EmbeddedDriver)
-        assert live.driver.wait_until_projected()
+        assert embedded(live).wait_until_projected()
 
     return post
 

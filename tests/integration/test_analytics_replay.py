@@ -12,6 +12,7 @@ from infra.bootstrap import Platform
 from infra.simulator import Simulator, SimulatorConfig, period
 from projections import analytics
 from streams.projector import replay
+from tests.conftest import embedded
 
 
 def measures(platform: Platform, as_of: Any) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def test_population_measures_replay_to_the_same_values(platform: Platform) -> No
     simulator = Simulator(SimulatorConfig(seed=9, customers=150, start=start, end=end))
     envelopes = simulator.touchpoints(4000)
     platform.records.record([parse_touchpoint(e) for e in envelopes])
-    assert platform.driver.wait_until_projected(60)  # type: ignore[attr-defined]
+    assert embedded(platform).wait_until_projected(60)
     live = measures(platform, end)
     assert live["pyramid"]["pareto"]["active_customers"] > 0
     assert live["satisfaction"]["overall"]["nps"]["responses"] > 0

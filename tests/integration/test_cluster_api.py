@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from infra.bootstrap import Platform, bootstrap
 from infra.broker import LocalBroker
 from infra.kafka import create_topics
 from infra.settings import Settings
+from tests.builders import envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,16 +68,6 @@ def cluster_platform(cluster_settings: Settings) -> Iterator[Platform]:
         yield platform
 
 
-def visit(customer: str) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": "visit",
-        "channel": "store",
-        "occurred_at": "2026-03-01T10:00:00+01:00",
-        "customer": {"id": customer},
-    }
-
-
 def eventually(check: Callable[[], bool], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -93,7 +83,7 @@ def test_http_ingest_in_cluster_mode_reaches_the_projections_through_kafka(
 ) -> None:
     base = serve(cluster_platform)
     customer = f"C-{uuid.uuid4().hex[:8]}"
-    batch = [visit(customer) for _ in range(3)]
+    batch = [envelope(customer) for _ in range(3)]
     with httpx.Client(base_url=base, timeout=30) as client:
         accepted = client.post("/v1/touchpoints", json=batch)
         assert accepted.status_code == 202, accepted.text
@@ -121,7 +111,7 @@ def test_invalid_input_in_cluster_mode_is_refused_before_kafka(
     serve: Callable[[Platform], str],
 ) -> None:
     base = serve(cluster_platform)
-    refused = httpx.post(f"{base}/v1/touchpoints", json={**visit("C-x"), "emotion": 7})
+    refused = httpx.post(f"{base}/v1/touchpoints", json={**envelope("C-x"), "emotion": 7})
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["field"] == "emotion"
 
@@ -142,10 +132,10 @@ def test_ingest_answers_503_when_kafka_stops_acknowledging(
         with bootstrap(settings, mode="cluster") as platform:
             base = serve(platform)
             assert (
-                httpx.post(f"{base}/v1/touchpoints", json=visit("C-1"), timeout=30).status_code
+                httpx.post(f"{base}/v1/touchpoints", json=envelope("C-1"), timeout=30).status_code
                 == 202
             )
             lonely.stop()
-            refused = httpx.post(f"{base}/v1/touchpoints", json=visit("C-2"), timeout=30)
+            refused = httpx.post(f"{base}/v1/touchpoints", json=envelope("C-2"), timeout=30)
     assert refused.status_code == 503
     assert "retry" in refused.json()["detail"]

@@ -165,15 +165,16 @@ def test_two_recorders_racing_on_the_same_event_ids_record_each_once(
 def test_the_touchpoint_index_is_rebuilt_from_the_event_store_alone(platform: Platform) -> None:
     batch = parsed(*(purchase(new_id("C"), "5.00") for _ in range(20)))
     platform.records.record(batch)
-    index = platform.records._columnar().index
+    recorder = platform.records._columnar()
+    index = recorder.index
 
     def rows() -> list[Any]:
-        with platform.records.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cur:
             cur.execute(f"SELECT * FROM {index.as_string(conn)} ORDER BY event_id")
             return list(cur.fetchall())
 
     before = rows()
-    with platform.records.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+    with recorder.datastore.get_connection() as conn, conn.cursor() as cur:
         cur.execute(f"DELETE FROM {index.as_string(conn)}")
 
     assert platform.records.index_touchpoints() == 20

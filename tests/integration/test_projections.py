@@ -16,26 +16,20 @@ from domain.touchpoints import TouchpointIn, parse_touchpoint
 from infra.bootstrap import Platform
 from projections.store import ReadModelStore
 from streams.projector import FOLLOWER, follow, head, replay
+from tests.builders import complaint, envelope, purchase, survey_answer
+from tests.conftest import embedded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 def touchpoint(customer: str, minute: int, **fields: Any) -> TouchpointIn:
-    return parse_touchpoint(
-        {
-            "event_id": fields.pop("event_id", str(uuid.uuid4())),
-            "type": "visit",
-            "occurred_at": (T0 + timedelta(minutes=minute)).isoformat(),
-            "channel": "store",
-            "customer": {"id": customer},
-            **fields,
-        }
-    )
+    """``customer``'s visit ``minute`` minutes after T0, parsed; ``fields`` replace."""
+    return parse_touchpoint(envelope(customer, T0 + timedelta(minutes=minute), **fields))
 
 
 def record(platform: Platform, touchpoints: list[TouchpointIn]) -> None:
     platform.driver.submit(touchpoints).result(timeout=30)
-    assert platform.driver.wait_until_projected()
+    assert embedded(platform).wait_until_projected()
 
 
 def snapshot(store: ReadModelStore) -> dict[str, dict[str, Any]]:
@@ -49,7 +43,7 @@ def test_a_duplicate_event_id_counts_once(platform: Platform) -> None:
     record(platform, [first])
     outcome = platform.driver.submit([first, first]).result(timeout=30)
     assert [o.duplicate for o in outcome] == [True, True]
-    assert platform.driver.wait_until_projected()
+    assert embedded(platform).wait_until_projected()
     customer = platform.store.get("customer", "C1")
     assert customer is not None
     assert customer["touchpoints_total"] == 1
@@ -124,7 +118,7 @@ def test_replay_while_ingest_goes_on_ends_equal_to_live(platform: Platform) -> N
     finally:
         stop.set()
         writer.join()
-    assert platform.driver.wait_until_projected()
+    assert embedded(platform).wait_until_projected()
     live = snapshot(platform.store)
     replay(platform.records, platform.store, batch_size=500)
     assert snapshot(platform.store) == live
@@ -150,40 +144,36 @@ def touchpoint_sequences(draw: st.DrawFn) -> list[dict[str, Any]]:
                 ["visit", "purchase", "survey", "complaint_filed", "complaint_resolved"]
             )
         )
-        base: dict[str, Any] = {
+        # Drawn in the order the examples were first drawn in (the gate profile replays them).
+        at = T0 + timedelta(minutes=draw(st.integers(0, 600)))
+        fields: dict[str, Any] = {
             "event_id": f"e{len(events)}",  # distinct: the same id is the same event
-            "occurred_at": (T0 + timedelta(minutes=draw(st.integers(0, 600)))).isoformat(),
             "channel": draw(st.sampled_from(["web", "store", "call_center"])),
-            "customer": {"id": draw(st.sampled_from(CUSTOMERS))},
-            "type": kind,
         }
+        customer = draw(st.sampled_from(CUSTOMERS))
         if draw(st.booleans()):
-            journey_id = f"{base['customer']['id']}-{draw(st.sampled_from(JOURNEYS))}"
-            base["journey"] = {
-                "id": journey_id,
+            fields["journey"] = {
+                "id": f"{customer}-{draw(st.sampled_from(JOURNEYS))}",
                 "type": "visit_flow",
                 "step": draw(st.sampled_from(["arrival", "waiting", "farewell"])),
             }
-            base["emotion"] = draw(st.integers(-3, 3))
+            fields["emotion"] = draw(st.integers(-3, 3))
         if kind == "purchase":
             cents = draw(st.integers(0, 100_000))
-            base["payload"] = {
-                "order_id": f"O{draw(st.integers(0, 5))}",
-                "amount": f"{cents // 100}.{cents % 100:02d}",
-                "currency": "EUR",
-            }
+            order_id = f"O{draw(st.integers(0, 5))}"
+            amount = f"{cents // 100}.{cents % 100:02d}"
+            base = purchase(customer, amount, at, order_id=order_id)
         elif kind == "survey":
-            base["type"] = "survey_answered"
             metric = draw(st.sampled_from(["nps", "csat"]))
-            high = 10 if metric == "nps" else 5
-            base["payload"] = {
-                "survey_id": "S",
-                "question_id": metric,
-                "metric": metric,
-                "value": draw(st.integers(1, high)),
-            }
+            value = draw(st.integers(1, 10 if metric == "nps" else 5))
+            base = survey_answer(customer, metric, value, at, survey_id="S", question_id=metric)
         elif kind.startswith("complaint"):
-            base["payload"] = {"complaint_id": f"K{draw(st.integers(0, 2))}", "category": "billing"}
+            step = kind.removeprefix("complaint_")
+            complaint_id = f"K{draw(st.integers(0, 2))}"
+            base = complaint(customer, step, at, complaint_id=complaint_id, category="billing")
+        else:
+            base = envelope(customer, at, type=kind)
+        base.update(fields)
         events.append(base)
     return events
 

@@ -60,9 +60,10 @@ def test_a_failing_reducer_quarantines_one_document_and_the_others_go_on(
         pass
 
     store = platform.store
-    assert store.get("fragile", healthy) is not None
-    assert len(store.get("fragile", healthy)["event_ids"]) == 2  # type: ignore[index]
-    assert store.get("customer", victim)["touchpoints_total"] == 2  # type: ignore[index]
+    fragile, customer = store.get("fragile", healthy), store.get("customer", victim)
+    assert fragile is not None and customer is not None
+    assert len(fragile["event_ids"]) == 2
+    assert customer["touchpoints_total"] == 2
     assert store.get("fragile", victim) is None  # its first event failed
     quarantine = store.quarantine_of("fragile", victim)
     assert quarantine is not None
@@ -86,9 +87,9 @@ def test_a_failing_reducer_quarantines_one_document_and_the_others_go_on(
     }
     # The follower does not apply them a second time.
     assert follow(platform.records, store, batch_size=100).applied == 0
-    assert store.get("fragile", victim)["event_ids"] == sorted(  # type: ignore[index]
-        [bad["event_id"], later["event_id"]]
-    )
+    released = store.get("fragile", victim)
+    assert released is not None
+    assert released["event_ids"] == sorted([bad["event_id"], later["event_id"]])
 
 
 def test_a_replay_with_a_broken_reducer_completes_and_after_the_fix_clears_it(

@@ -14,20 +14,15 @@ from hypothesis import strategies as st
 
 from domain.customer import Customer, customer_aggregate_id, resolve_customer_id
 from domain.touchpoints import parse_touchpoint
+from tests import builders
+from tests.builders import Envelope
 
 OPAQUE_ID = re.compile(r"^cus_[0-9a-f]{32}$")
 
 
-def envelope(event_id: str, **overrides: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "event_id": event_id,
-        "type": "visit",
-        "occurred_at": "2024-05-01T10:00:00+02:00",
-        "channel": "store",
-        "customer": {"id": "C1"},
-    }
-    raw.update(overrides)
-    return raw
+def envelope(event_id: str, **fields: Any) -> Envelope:
+    """C1's visit ``event_id``, stamped with an offset (08:00 UTC); ``fields`` replace."""
+    return builders.envelope("C1", "2024-05-01T10:00:00+02:00", event_id=event_id, **fields)
 
 
 def recorded(customer: Customer) -> list[Customer.TouchpointRecorded]:

@@ -21,6 +21,8 @@ from domain.customer import Customer
 from domain.touchpoints import parse_touchpoint
 from projections import customer, journeys, loyalty
 from projections.base import State, Touchpoint, insert_by_time, utc_iso
+from tests import builders
+from tests.builders import Envelope
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 DAY = 24 * 60  # minutes
@@ -35,17 +37,13 @@ def iso(minute: int) -> str:
     return utc_iso(when(minute))
 
 
-def touchpoint(event_id: str, minute: int, kind: str = "visit", **fields: Any) -> dict[str, Any]:
+# Thin wrappers of tests/builders: every envelope here is customer C1's, ``minute``
+# minutes after T0, with the event id the test names.
+
+
+def touchpoint(event_id: str, minute: int, kind: str = "visit", **fields: Any) -> Envelope:
     """A raw envelope for customer C1, ``minute`` minutes after T0."""
-    raw: dict[str, Any] = {
-        "event_id": event_id,
-        "type": kind,
-        "occurred_at": when(minute).isoformat(),
-        "channel": "store",
-        "customer": {"id": "C1"},
-    }
-    raw.update(fields)
-    return raw
+    return builders.envelope("C1", when(minute), event_id=event_id, type=kind, **fields)
 
 
 def step(name: str, journey_id: str = "J1") -> dict[str, str]:
@@ -54,9 +52,11 @@ def step(name: str, journey_id: str = "J1") -> dict[str, str]:
 
 def purchase(
     event_id: str, minute: int, order_id: str, amount: str, currency: str = "EUR", **fields: Any
-) -> dict[str, Any]:
-    payload = {"order_id": order_id, "amount": amount, "currency": currency}
-    return touchpoint(event_id, minute, "purchase", payload=payload, **fields)
+) -> Envelope:
+    at = when(minute)
+    return builders.purchase(
+        "C1", amount, at, currency=currency, order_id=order_id, event_id=event_id, **fields
+    )
 
 
 def complaint(
@@ -68,15 +68,11 @@ def complaint(
     channel: str = "store",
     journey: dict[str, str] | None = None,
     **payload: Any,
-) -> dict[str, Any]:
-    return touchpoint(
-        event_id,
-        minute,
-        kind,
-        channel=channel,
-        journey=journey,
-        payload={"complaint_id": complaint_id, **payload},
-    )
+) -> Envelope:
+    """A complaint step ``kind`` (``complaint_filed`` adds its category, billing)."""
+    step_name = kind.removeprefix("complaint_")
+    raw = builders.complaint("C1", step_name, when(minute), complaint_id=complaint_id, **payload)
+    return raw | {"event_id": event_id, "channel": channel, "journey": journey}
 
 
 def filed(
@@ -87,7 +83,7 @@ def filed(
     channel: str = "store",
     journey: dict[str, str] | None = None,
     **payload: Any,
-) -> dict[str, Any]:
+) -> Envelope:
     return complaint(
         event_id,
         minute,
@@ -95,7 +91,6 @@ def filed(
         complaint_id,
         channel=channel,
         journey=journey,
-        category="billing",
         **payload,
     )
 
@@ -109,11 +104,12 @@ def answer(
     *,
     feature: str | None = None,
     **fields: Any,
-) -> dict[str, Any]:
-    payload = {"survey_id": "S1", "question_id": question_id, "metric": metric, "value": value}
-    if feature is not None:
-        payload["feature"] = feature
-    return touchpoint(event_id, minute, "survey_answered", payload=payload, **fields)
+) -> Envelope:
+    extra = {} if feature is None else {"feature": feature}
+    raw = builders.survey_answer(
+        "C1", metric, value, when(minute), question_id=question_id, **extra
+    )
+    return raw | {"event_id": event_id, **fields}
 
 
 def recorded(*raws: dict[str, Any]) -> list[Touchpoint]:
@@ -993,10 +989,10 @@ def journey_of_one_customer(draw: st.DrawFn, max_size: int = 25) -> list[dict[st
     return raws
 
 
-def arrivals(draw: st.DrawFn, raws: list[dict[str, Any]]) -> tuple[list[Touchpoint], ...]:
+def arrivals(data: st.DataObject, raws: list[dict[str, Any]]) -> tuple[list[Touchpoint], ...]:
     """The same touchpoints recorded in event-time order and in a drawn arrival order."""
     by_time = sorted(raws, key=lambda raw: raw["occurred_at"])
-    shuffled = draw(st.permutations(raws))
+    shuffled = data.draw(st.permutations(raws))
     return recorded(*by_time), recorded(*shuffled)
 
 
@@ -1008,7 +1004,7 @@ PROPERTY = settings(max_examples=150, deadline=None)
 def test_journey_state_does_not_depend_on_arrival_order(
     raws: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    by_time, arrived = arrivals(data.draw, raws)
+    by_time, arrived = arrivals(data, raws)
 
     expected = fold_checking_purity(journeys.reduce, by_time)
 
@@ -1023,7 +1019,7 @@ def test_journey_state_does_not_depend_on_arrival_order(
 def test_customer_state_does_not_depend_on_arrival_order(
     raws: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    by_time, arrived = arrivals(data.draw, raws)
+    by_time, arrived = arrivals(data, raws)
 
     assert fold_checking_purity(customer.reduce, arrived) == fold_checking_purity(
         customer.reduce, by_time
@@ -1064,7 +1060,7 @@ def timeline(state: State) -> dict[str, Any]:
 def test_customer_timeline_does_not_depend_on_arrival_order(
     raws: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    by_time, arrived = arrivals(data.draw, raws)
+    by_time, arrived = arrivals(data, raws)
 
     assert timeline(fold(customer.reduce, arrived)) == timeline(fold(customer.reduce, by_time))
 
@@ -1074,7 +1070,7 @@ def test_customer_timeline_does_not_depend_on_arrival_order(
 def test_loyalty_state_does_not_depend_on_arrival_order(
     raws: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    by_time, arrived = arrivals(data.draw, raws)
+    by_time, arrived = arrivals(data, raws)
 
     assert fold_checking_purity(loyalty.reduce, arrived) == fold_checking_purity(
         loyalty.reduce, by_time

@@ -450,20 +450,7 @@ def test_optional_payload_fields_left_out_are_not_stored() -> None:
 
 
 def _category_spend(value: object, **extra: object) -> dict[str, object]:
-    return {
-        "event_id": "e-cs",
-        "type": "survey_answered",
-        "channel": "web",
-        "occurred_at": "2026-01-01T00:00:00Z",
-        "customer": {"id": "C1"},
-        "payload": {
-            "survey_id": "s",
-            "question_id": "wallet",
-            "metric": "category_spend",
-            "value": value,
-            **extra,
-        },
-    }
+    return survey_answer("C1", "category_spend", value, T0, question_id="wallet", **extra)
 
 
 @pytest.mark.parametrize(
@@ -506,7 +493,7 @@ def test_journey_without_step_is_refused() -> None:
 
 
 def test_amount_that_is_a_list_is_refused() -> None:
-    error = only_refusal(purchase(None, [19, 99]))  # type: ignore[arg-type]
+    error = only_refusal(purchase(None, [19, 99]))
 
     assert error.field == "payload.amount"
     assert "not an amount" in error.message
@@ -814,7 +801,8 @@ def test_ids_are_normalised_to_nfc() -> None:
 
     touchpoint = parse_touchpoint(raw)
 
-    assert touchpoint.customer.id == touchpoint.journey.id == "Caf\u00e9"  # type: ignore[union-attr]
+    assert touchpoint.journey is not None
+    assert touchpoint.customer.id == touchpoint.journey.id == "Caf\u00e9"
     assert touchpoint.event_id == "tp-Caf\u00e9"
     assert touchpoint.customer.email == "caf\u00e9@example.com"
 
