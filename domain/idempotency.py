@@ -48,7 +48,7 @@ def content(
     return {
         "event_id": touchpoint.event_id,
         "type": touchpoint.type,
-        "occurred_at": touchpoint.occurred_at.astimezone(UTC).isoformat(),
+        "occurred_at": _instant(touchpoint.occurred_at),
         "channel": touchpoint.channel,
         "customer": dict(identifiers),
         "journey": dict(journey) if journey is not None else None,
@@ -56,6 +56,15 @@ def content(
         "payload": touchpoint.payload,
         "additional": touchpoint.additional,
     }
+
+
+def _instant(moment: datetime) -> str:
+    """The instant in UTC; as given when UTC cannot hold it (year 1 with an offset east
+    of Greenwich: envelopes refuse it now, but older stores may hold one)."""
+    try:
+        return moment.astimezone(UTC).isoformat()
+    except OverflowError:
+        return moment.isoformat()
 
 
 def fingerprint(of: Content) -> bytes:

@@ -32,6 +32,7 @@ from projections.base import Projection, State, Touchpoint
 
 log = logging.getLogger(__name__)
 
+UNDECODABLE = "(undecodable)"
 LIVE = ""
 REBUILD = "__rebuild"
 
@@ -331,6 +332,33 @@ class ReadModelStore:
                 for key, e, error in rows
             ],
         )
+
+    def quarantine_undecodable(
+        self,
+        conn: psycopg2.extensions.connection,
+        stream: UUID | str,
+        version: int,
+        error: Exception,
+    ) -> None:
+        """Set aside a stored event that cannot be decoded into a domain event, under the
+        pseudo-projection ``(undecodable)`` keyed by its stream: visible in health and
+        metrics, never retried by ``retry_quarantined`` (a replay after the fix is)."""
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (projection, key, event_id, customer_id, originator_id,"
+                    " originator_version, error) VALUES (%s, %s, %s, '', %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING"
+                ).format(self.quarantine),
+                (
+                    UNDECODABLE,
+                    str(stream),
+                    f"{stream}@{version}",
+                    str(stream),
+                    version,
+                    _describe(error),
+                ),
+            )
 
     def quarantine_of(self, projection: str, key: str) -> Quarantine | None:
         """Why a document is quarantined (None: it is not): the failed event and error,

@@ -54,11 +54,17 @@ def follow(
     )
     if not notifications:
         return Progress(position, 0, 0)
-    events = [
-        records.mapper.to_domain_event(n)
-        for n in notifications
-        if n.topic.endswith(TOUCHPOINT_TOPIC_SUFFIX)
-    ]
+    events = []
+    for notification in notifications:
+        if not notification.topic.endswith(TOUCHPOINT_TOPIC_SUFFIX):
+            continue
+        try:
+            events.append(records.mapper.to_domain_event(notification))
+        except Exception as error:  # a stored event this code cannot read: set it aside
+            log.exception("notification %d cannot be decoded; quarantined", notification.id)
+            store.quarantine_undecodable(
+                conn, notification.originator_id, notification.originator_version, error
+            )
     applied = store.apply(conn, [e for e in events if isinstance(e, Customer.TouchpointRecorded)])
     position = notifications[-1].id
     store.set_position(conn, FOLLOWER, position)

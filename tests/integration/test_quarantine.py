@@ -5,9 +5,11 @@ replay re-applies the held events once the reducer is fixed."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
+from psycopg.sql import SQL
 
 from domain.touchpoints import parse_touchpoint
 from infra.bootstrap import Platform, bootstrap
@@ -135,3 +137,28 @@ def test_a_quarantined_document_shows_in_its_answer_and_in_health(
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
     assert health.json()["quarantined_documents"] == 1
+
+
+def test_an_event_older_code_let_in_quarantines_its_documents_and_the_rest_goes_on(
+    fragile_platform: Platform,
+) -> None:
+    """A store written before the envelope refused it holds a touchpoint at 0001-01-01
+    00:30+01:00, whose UTC instant is before year 1: today's envelope refuses it, but
+    it is in the event store, and projecting, the index and replay must get past it."""
+    platform = fragile_platform
+    victim, healthy = new_id("C"), new_id("C")
+    ancient = parse_touchpoint(envelope(victim)).model_copy(
+        update={"occurred_at": datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))}
+    )
+    platform.records.record([ancient, parse_touchpoint(envelope(healthy))])
+
+    while follow(platform.records, platform.store, batch_size=100).read:
+        pass
+    replay(platform.records, platform.store, batch_size=100)
+
+    assert platform.store.get("customer", healthy) is not None
+    assert {q.projection for q in platform.store.quarantines(victim)} >= {"customer"}
+    index = platform.records._columnar().index
+    with platform.records._columnar().datastore.get_connection() as conn, conn.cursor() as cur:
+        cur.execute(SQL("DELETE FROM {}").format(index))
+    assert platform.records.index_touchpoints() == 2  # the index rebuilds past it too
