@@ -215,6 +215,12 @@ class Service:
         if len(chunks) < 2:
             return None
         latest = chunks[-1].split(" for group ")[0]
+        # aiokafka's own form (our log format), or Faust's table (Faust's formatter).
+        plain = re.findall(
+            rf"TopicPartition\(topic='{re.escape(topic)}', partition=(\d+)\)", latest
+        )
+        if plain:
+            return {int(p) for p in plain}
         row = re.search(rf"\| {re.escape(topic)}\s*\| \{{([^}}]*)\}}", latest)
         return parse_partitions(row.group(1)) if row else set()
 
