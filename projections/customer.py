@@ -8,13 +8,14 @@ complaint with its handling steps, and the latest answer to each survey question
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, tzinfo
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from domain.money import ExchangeRates, add_unconverted
 from projections.base import Projection, State, Touchpoint, insert_by_time, utc_iso
 
 RECENT_TOUCHPOINTS = 20
+CENTS = Decimal("0.01")
 COMPLAINT_STEPS = {
     "complaint_filed": "filed_at",
     "complaint_acknowledged": "acknowledged_at",
@@ -179,8 +180,10 @@ def total_spend(state: State, currency: str | ExchangeRates, zone: tzinfo = UTC)
     """Total spend in the reporting currency.
 
     Given exchange rates: sum over the distinct orders of amount x rate (the rate
-    effective on the order's day in ``zone``; ``domain.money.convert``), orders in a
-    currency without a rate that day left out (``unconverted_spend`` says how much).
+    effective on the order's day in ``zone``; ``domain.money.convert``), summed exactly
+    and then rounded once to cents (half to even), as the API has always shown it;
+    orders in a currency without a rate that day left out (``unconverted_spend`` says
+    how much).
     Given a currency code only: the orders in that currency, no rate being invented.
     """
     if isinstance(currency, str):
@@ -192,7 +195,7 @@ def total_spend(state: State, currency: str | ExchangeRates, zone: tzinfo = UTC)
         )
         if converted is not None:
             total += converted
-    return total
+    return total.quantize(CENTS, rounding=ROUND_HALF_EVEN)
 
 
 def unconverted_spend(state: State, rates: ExchangeRates, zone: tzinfo = UTC) -> dict[str, Decimal]:
