@@ -112,6 +112,11 @@ class CustomerOut(BaseModel):
     currency: str = Field(description="the reporting currency of total_spend")
     total_spend: Decimal = Field(description="exact, serialised as a string")
     spend_by_currency: dict[str, Decimal]
+    unconverted: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description="spend left out of total_spend for want of an exchange rate, per "
+        "currency; empty when everything converted",
+    )
     orders: int = Field(description="distinct orders")
     recent_touchpoints: list[dict[str, Any]] = Field(
         description="the latest 20, newest first, all channels"

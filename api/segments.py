@@ -81,7 +81,10 @@ def segment_documents(platform: Platform, as_of: datetime) -> dict[str, dict[str
     for customer_id, state in platform.store.dump("customer").items():
         if state["first_seen"] > until:
             continue
-        orders = analytics.orders_until(state["orders"], until=until, currency=s.currency)
+        # Every order counts, whatever its currency (as on the customer's page).
+        orders = analytics.order_history(
+            state["orders"], until=until, rates=population["rates"], zone=s.reporting_zone
+        )
         answered = analytics.latest_answers(state, until=until)
         latest = {metric: answer["value"] for metric, answer in answered.items()}
         stage, _ = analytics.lifecycle(orders, answered, as_of=as_of)
@@ -101,7 +104,9 @@ def segment_documents(platform: Platform, as_of: datetime) -> dict[str, dict[str
             "touchpoints_total": state["touchpoints_total"],
             "counts_by_type": state["counts_by_type"],
             "counts_by_channel": state["counts_by_channel"],
-            "total_spend": float(customer.total_spend(state, s.currency)),
+            "total_spend": float(
+                customer.total_spend(state, population["rates"], s.reporting_zone)
+            ),
             "orders": len(orders),
             "open_complaints": len(customer.open_complaints(state)),
             "value_tier": str(population["tiers"].get(customer_id, value.Tier.PROSPECT)),

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from api import analytics as analytics_api
 from api.app import create_app
 from infra.bootstrap import Platform, bootstrap
 from infra.logs import configure_logging
@@ -84,6 +85,7 @@ def seed_history(
             as_of=end,
             currency=platform.settings.currency,
             unit=platform.settings.clv_time_unit,
+            money=analytics_api.money(platform.settings),
         )
     except ValueError as why:
         log.warning("no lifetime-value model for the demo: %s", why)
@@ -348,6 +350,17 @@ def run_import(args: argparse.Namespace) -> int:
         f"{summary.duplicates} already recorded, {summary.skipped} skipped (done before), "
         f"{summary.rejected} rejected"
     )
+    if summary.purchases_by_currency:
+        print(
+            f"money in {summary.currency}; purchases by currency: "
+            + ", ".join(f"{c} {n}" for c, n in sorted(summary.purchases_by_currency.items()))
+        )
+    if summary.unconverted:
+        print(
+            "no exchange rate (PEAKEND_EXCHANGE_RATES) for: "
+            + ", ".join(f"{c} {amount}" for c, amount in sorted(summary.unconverted.items()))
+            + ": value measures leave this money out"
+        )
     if summary.rejected:
         top = ", ".join(
             f"{field} ({n})"

@@ -204,7 +204,7 @@ def import_file(
                 )
                 batch.append(touchpoint)
                 sources.append((number, original))
-                _count_money(money_seen, touchpoint)
+                _count_money(summary, money_seen, touchpoint)
             except InvalidTouchpoint as refusal:
                 _reject(
                     rejects, summary, number, original, [e.model_dump() for e in refusal.errors]
@@ -223,9 +223,13 @@ def import_file(
     return summary
 
 
-def _count_money(seen: dict[tuple[str, datetime], Decimal], touchpoint: TouchpointIn) -> None:
+def _count_money(
+    summary: ImportSummary, seen: dict[tuple[str, datetime], Decimal], touchpoint: TouchpointIn
+) -> None:
     if touchpoint.type == "purchase":
-        key = (str(touchpoint.payload["currency"]), touchpoint.occurred_at)
+        currency = str(touchpoint.payload["currency"])
+        summary.purchases_by_currency[currency] = summary.purchases_by_currency.get(currency, 0) + 1
+        key = (currency, touchpoint.occurred_at)
         seen[key] = seen.get(key, Decimal(0)) + Decimal(str(touchpoint.payload["amount"]))
 
 
@@ -239,7 +243,6 @@ def _summarise_money(
     rates = money.exchange(currencies)
     left_out: dict[str, Decimal] = {}
     for (currency, at), amount in seen.items():
-        summary.purchases_by_currency[currency] = summary.purchases_by_currency.get(currency, 0) + 1
         if rates.rate(currency, at.astimezone(money.zone).date()) is None:
             add_unconverted(left_out, currency, amount)
     summary.currency = rates.reporting

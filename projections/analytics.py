@@ -125,19 +125,6 @@ def _day(at: datetime, zone: tzinfo) -> date:
     return at.astimezone(zone).date()
 
 
-def orders_until(
-    orders: Mapping[str, Any], *, until: str, currency: str
-) -> list[tuple[datetime, Decimal]]:
-    """A customer document's orders in ``currency`` at or before ``until``, as (time,
-    amount) in time order. Only for money in one currency: order counts, recency and
-    lifecycle come from ``order_history``, which keeps every currency."""
-    return sorted(
-        (datetime.fromisoformat(o["occurred_at"]), Decimal(o["amount"]))
-        for o in orders.values()
-        if o["currency"] == currency and o["occurred_at"] <= until
-    )
-
-
 def unconverted(purchases: Iterable[Purchase]) -> dict[str, Decimal]:
     """Per currency, the amounts of the purchases that have no value in the reporting
     currency (no rate that day)."""

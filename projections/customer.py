@@ -15,6 +15,7 @@ from domain.money import ExchangeRates, add_unconverted
 from projections.base import Projection, State, Touchpoint, insert_by_time, utc_iso
 
 RECENT_TOUCHPOINTS = 20
+CENTS = Decimal("0.01")
 COMPLAINT_STEPS = {
     "complaint_filed": "filed_at",
     "complaint_acknowledged": "acknowledged_at",
@@ -175,17 +176,15 @@ def open_complaints(state: State) -> list[dict[str, Any]]:
     return sorted(complaints, key=lambda c: c["filed_at"])
 
 
-CENTS = Decimal("0.01")
-
-
 def total_spend(state: State, currency: str | ExchangeRates, zone: tzinfo = UTC) -> Decimal:
     """Total spend in the reporting currency.
 
     Given exchange rates: sum over the distinct orders of amount x rate (the rate
-    effective on the order's day in ``zone``; ``domain.money.convert``), orders in a
-    currency without a rate that day left out (``unconverted_spend`` says how much).
+    effective on the order's day in ``zone``; ``domain.money.convert``), summed exactly
+    and then rounded once to cents (half to even), as the API has always shown it;
+    orders in a currency without a rate that day left out (``unconverted_spend`` says
+    how much).
     Given a currency code only: the orders in that currency, no rate being invented.
-    Rounded half-even to cents: a total is money an answer shows ("0.00", never "0").
     """
     if isinstance(currency, str):
         return Decimal(state["spend_by_currency"].get(currency, "0.00"))

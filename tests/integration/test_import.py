@@ -125,3 +125,26 @@ def test_the_import_command_prints_a_summary_and_fails_when_lines_were_rejected(
     assert main(["import", str(source), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "31 lines, 30 recorded" in out and "1 rejected" in out
+
+
+def test_an_import_says_which_money_has_no_exchange_rate_once_per_currency(
+    make_platform: Callable[..., Platform], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.builders import purchase
+
+    platform = make_platform(currency="EUR", exchange_rates={"GBP": "1.15"})
+    lines = [
+        json.dumps(purchase(None, "100.50", currency="USD")),
+        json.dumps(purchase(None, "0.50", currency="USD")),
+        json.dumps(purchase(None, "10.00", currency="GBP")),
+        json.dumps(purchase(None, "3.00", currency="JPY")),
+        json.dumps(purchase(None, "7.00")),
+    ]
+    source = write_jsonl(tmp_path / "money.jsonl", lines)
+    with caplog.at_level("WARNING", logger="infra.importer"):
+        summary = import_file(platform, source)
+    assert summary.currency == "EUR"
+    assert summary.purchases_by_currency == {"USD": 2, "GBP": 1, "JPY": 1, "EUR": 1}
+    assert summary.unconverted == {"JPY": "3.00", "USD": "101.00"}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "infra.importer"]
+    assert len(warnings) == 2 and "101.00 USD" in warnings[1] and "3.00 JPY" in warnings[0]

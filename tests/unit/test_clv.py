@@ -648,3 +648,45 @@ def test_customer_value_from_a_purchase_history() -> None:
     assert value["expected_purchases"] == pytest.approx(
         paper_expected_purchases(0.25, 4.0, 0.8, 2.5, 52.0, 2, 3.0, 5.0)
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Money not known in the reporting currency, zero spend, a fit that does not converge
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_purchase_without_a_known_amount_counts_but_leaves_monetary_unknown() -> None:
+    as_of = datetime(2024, 1, 15, tzinfo=UTC)
+    days = [datetime(2024, 1, d, 12, tzinfo=UTC) for d in (1, 4, 8)]
+    # x = 2 repeat days (4th, 8th), t_x = 7 days, T = 14 days; the 8th's amount unknown
+    summary = summarize(
+        [(days[0], Decimal(5)), (days[1], Decimal(7)), (days[2], None)], as_of, "day"
+    )
+    assert summary == PurchaseSummary(frequency=2, recency=7.0, age=14.0, monetary=None)
+    # unknown only on the first day (not a repeat purchase): monetary is known
+    known = summarize([(days[0], None), (days[1], Decimal(7)), (days[2], Decimal(9))], as_of, "day")
+    assert known == PurchaseSummary(frequency=2, recency=7.0, age=14.0, monetary=8.0)
+
+
+def test_a_repeat_buyer_whose_repeat_purchases_cost_nothing_still_gets_a_value() -> None:
+    # (gamma + 0 * x) p / (p x + q - 1) = 15 * 6 / (6 + 4 - 1) = 90 / 9 = 10
+    assert expected_spend(TRUE_GG, 1, 0.0) == pytest.approx(10.0)
+    zero = PurchaseSummary(frequency=1, recency=2.0, age=10.0, monetary=0.0)
+    assert customer_value(TRUE_BG, TRUE_GG, zero, horizon=52.0)["expected_spend"] == (
+        pytest.approx(10.0)
+    )
+    # spend unknown in the reporting currency: the population mean, 90 / 3 = 30
+    unknown = PurchaseSummary(frequency=1, recency=2.0, age=10.0, monetary=None)
+    assert customer_value(TRUE_BG, TRUE_GG, unknown, horizon=52.0)["expected_spend"] == (
+        pytest.approx(30.0)
+    )
+
+
+def test_a_spend_refusal_names_the_customer_position_not_an_object() -> None:
+    summaries = [
+        PurchaseSummary(frequency=2, recency=1.0, age=3.0, monetary=5.0),
+        PurchaseSummary(frequency=1, recency=1.0, age=3.0, monetary=0.0),
+    ]
+    with pytest.raises(ValueError, match=r"^summaries\[1\]: the mean repeat spend") as refused:
+        fit_gamma_gamma(summaries)
+    assert "PurchaseSummary" not in str(refused.value)
