@@ -13,7 +13,7 @@ import domain.segments
 from infra.bootstrap import Platform
 from projections import segment_store
 from streams.embedded import EmbeddedDriver
-from tests.builders import envelope, new_id, survey_answer
+from tests.builders import envelope, new_id, purchase, survey_answer
 from tests.conftest import embedded
 
 Recorder = Callable[..., None]
@@ -213,3 +213,28 @@ def test_every_segment_endpoint_publishes_its_answers(client: httpx.Client) -> N
         assert "422" in responses, (path, method)
         if "{name}" in path:
             assert "404" in responses, (path, method)
+
+
+def test_orders_in_any_currency_count_in_a_segment_rule(
+    client: httpx.Client, record: Recorder
+) -> None:
+    """The reporting currency is EUR by default: USD purchases still count as orders
+    (and their lifecycle), as on the customer's page."""
+    buyer = new_id("C")
+    record(
+        purchase(buyer, "10.00", _yesterday() - timedelta(days=3), currency="USD"),
+        purchase(buyer, "12.00", _yesterday(), currency="EUR"),
+        visit(new_id("C")),  # two currencies in the store: EUR stays the reporting one
+    )
+    rule = {
+        "all": [
+            {"field": "orders", "op": "gte", "value": 2},
+            {"field": "lifecycle", "op": "eq", "value": "repeat"},
+        ]
+    }
+    assert client.post("/v1/segments", json={"name": "repeat", "rule": rule}).status_code in (
+        200,
+        201,
+    )
+    members = client.get("/v1/segments/repeat/members").json()["members"]
+    assert [m["customer_id"] for m in members] == [buyer]
