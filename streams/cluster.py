@@ -238,6 +238,17 @@ def create_app(
 
     if "record" in roles:
 
+        async def refuse(event: EventT[bytes], reason: str, errors: list[dict[str, str]]) -> None:
+            message = event.message
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                reason,
+            )
+            await dead_letters_topic.send(key=message.key, value=dead_letter(event, reason, errors))
+
         @app.agent(touchpoints_topic)
         async def record_touchpoints(stream: faust.StreamT[bytes]) -> None:
             async for events in batches(stream):
@@ -246,16 +257,7 @@ def create_app(
                 for event in events:
                     touchpoint, reason, errors = triage(event.message.value, settings)
                     if touchpoint is None:
-                        log.warning(
-                            "dead-lettered %s[%d]@%d: %s",
-                            event.message.topic,
-                            event.message.partition,
-                            event.message.offset,
-                            reason,
-                        )
-                        await dead_letters_topic.send(
-                            key=event.message.key, value=dead_letter(event, reason, errors)
-                        )
+                        await refuse(event, reason, errors)
                     else:
                         valid.append(touchpoint)
                         sources.append(event)
@@ -270,16 +272,7 @@ def create_app(
                     metrics.count_touchpoints(outcomes)
                     for outcome, source in zip(outcomes, sources, strict=True):
                         if outcome.outcome is Outcome.CONFLICT:
-                            log.warning(
-                                "dead-lettered %s[%d]@%d: conflict on event id",
-                                source.message.topic,
-                                source.message.partition,
-                                source.message.offset,
-                            )
-                            await dead_letters_topic.send(
-                                key=source.message.key,
-                                value=dead_letter(source, "conflict", [conflict_error(outcome)]),
-                            )
+                            await refuse(source, "conflict", [conflict_error(outcome)])
                 partitions = sorted({e.message.partition for e in events})
                 log.info(
                     "%s recorded %d touchpoints from partitions %s in %.0f ms",
