@@ -570,3 +570,26 @@ def test_an_envelope_at_the_nesting_limit_is_served_by_the_timeline(
     assert item["event_id"] == at_limit["event_id"]
     assert item["additional"] == nested(31, leaf="deepest")
     assert client.get(f"/v1/customers/{customer}").status_code == 200
+
+
+def test_an_event_id_resent_with_other_content_is_a_409_naming_the_fields_and_nothing_changes(
+    platform: Platform, client: httpx.Client
+) -> None:
+    customer = new_customer()
+    item = purchase(customer, "12.34")
+    assert client.post("/v1/touchpoints", json=item).status_code == 202
+    before = head(platform.records)
+    changed = {
+        **item,
+        "customer": {"id": new_customer()},
+        "payload": {**item["payload"], "amount": "99.00"},
+    }
+    fine = purchase(customer, "1.00")
+
+    answer = client.post("/v1/touchpoints", json=[fine, changed])
+
+    assert answer.status_code == 409, answer.text
+    (error,) = answer.json()["errors"]
+    assert (error["index"], error["event_id"], error["field"]) == (1, item["event_id"], "event_id")
+    assert "customer.id" in error["message"] and "payload.amount" in error["message"]
+    assert head(platform.records) == before  # neither item of the request was recorded
