@@ -283,7 +283,7 @@ def get_journey(journey_id: str, platform: PlatformDep, as_of: AsOf = None) -> d
     state = platform.store.get("journey", journey_id)
     if state is None:
         raise HTTPException(404, f"no journey {journey_id!r}")
-    return views.journey_view(platform, state, as_of or datetime.now(UTC))
+    return views.journey_answer(platform, state, as_of or datetime.now(UTC))
 
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})

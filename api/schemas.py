@@ -60,6 +60,15 @@ class CurvePointOut(BaseModel):
     emotion: int
 
 
+class QuarantineOut(BaseModel):
+    projection: str
+    key: str
+    event_id: str = Field(description="the event its reducer failed on")
+    error: str
+    since: datetime
+    events: int = Field(description="held events, the failed one included")
+
+
 class JourneyOut(BaseModel):
     journey_id: str
     journey_type: str
@@ -79,6 +88,11 @@ class JourneyOut(BaseModel):
     closed: bool
     closed_by: str | None = Field(description="end_step or inactivity")
     closed_at: datetime | None
+    quarantined: list[QuarantineOut] = Field(
+        default_factory=list,
+        description="set on GET /v1/journeys/{id} when its reducer failed on an event: "
+        "the journey stops at it until `peakend retry-quarantined` or a replay",
+    )
 
 
 class LoyaltyOut(BaseModel):
@@ -90,15 +104,6 @@ class LoyaltyOut(BaseModel):
     window_days: int
     thresholds: dict[str, int]
     as_of: datetime
-
-
-class QuarantineOut(BaseModel):
-    projection: str
-    key: str
-    event_id: str = Field(description="the event its reducer failed on")
-    error: str
-    since: datetime
-    events: int = Field(description="held events, the failed one included")
 
 
 class CustomerOut(BaseModel):

@@ -4,6 +4,7 @@ replay re-applies the held events once the reducer is fixed."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -14,6 +15,7 @@ from psycopg.sql import SQL
 from domain.touchpoints import parse_touchpoint
 from infra.bootstrap import Platform, bootstrap
 from infra.settings import Settings
+from projections import journeys
 from projections.base import Projection, State, Touchpoint
 from projections.registry import PROJECTIONS
 from streams.projector import follow, replay, retry_quarantined
@@ -32,6 +34,16 @@ def _count(state: State | None, event: Touchpoint) -> State:
 FRAGILE = Projection(name="fragile", key=lambda e: e.customer_id, reduce=_count)
 
 
+def _fragile_journey(state: State | None, event: Touchpoint) -> State:
+    if event.event_id in POISON:
+        raise ValueError(f"cannot place {event.event_id}")
+    return journeys.PROJECTION.reduce(state, event)
+
+
+# The registry's journey projection, failing on the chosen events.
+FRAGILE_JOURNEYS = dataclasses.replace(journeys.PROJECTION, reduce=_fragile_journey)
+
+
 @pytest.fixture
 def fragile_platform(fresh_database: Callable[[], str]) -> Iterator[Platform]:
     """A platform whose projections include one that fails on chosen events; nothing
@@ -39,7 +51,11 @@ def fragile_platform(fresh_database: Callable[[], str]) -> Iterator[Platform]:
     platform = bootstrap(
         Settings(database_url=fresh_database()),
         start=False,
-        projections=(*PROJECTIONS, FRAGILE),
+        projections=(
+            *(p for p in PROJECTIONS if p.name != journeys.PROJECTION.name),
+            FRAGILE_JOURNEYS,
+            FRAGILE,
+        ),
     )
     POISON.clear()
     yield platform
@@ -162,3 +178,23 @@ def test_an_event_older_code_let_in_quarantines_its_documents_and_the_rest_goes_
     with platform.records._columnar().datastore.get_connection() as conn, conn.cursor() as cur:
         cur.execute(SQL("DELETE FROM {}").format(index))
     assert platform.records.index_touchpoints() == 2  # the index rebuilds past it too
+
+
+def test_a_quarantined_journey_shows_in_its_answer(
+    fragile_platform: Platform, serve: Callable[[Platform], str]
+) -> None:
+    platform = fragile_platform
+    customer, journey = new_id("C"), new_id("J")
+    step = {"id": journey, "type": "car_service", "step": "arrival"}
+    first = envelope(customer, journey=step, emotion=1)
+    bad = envelope(customer, "2024-05-01T08:10:00Z", journey={**step, "step": "waiting"})
+    POISON.add(bad["event_id"])
+    platform.records.record([parse_touchpoint(first), parse_touchpoint(bad)])
+    follow(platform.records, platform.store, batch_size=100)
+
+    answer = httpx.get(f"{serve(platform)}/v1/journeys/{journey}", timeout=10)
+
+    assert answer.status_code == 200, answer.text
+    assert [t["event_id"] for t in answer.json()["touchpoints"]] == [first["event_id"]]
+    (quarantined,) = answer.json()["quarantined"]
+    assert (quarantined["projection"], quarantined["event_id"]) == ("journey", bad["event_id"])
