@@ -688,6 +688,11 @@ class Simulator:
         self._rng = rng = random.Random(config.seed)
         self._customers = tuple(_population(rng, config))
         self._historical = config.start is not None and config.end is not None
+        if self._historical:
+            # The same customers as live mode with this seed, but touchpoints of their own:
+            # a demo's history and its live traffic must never share an event id (one
+            # event id names one touchpoint: a reuse with other content is a conflict).
+            rng.seed(f"{config.seed}:history")
         if config.start is not None and config.end is not None:
             if config.end > now:
                 raise ValueError("end: a historical period lies in the past")

@@ -26,6 +26,7 @@ from infra.simulator import (
     SendStats,
     Simulator,
     SimulatorConfig,
+    period,
     send_http,
 )
 
@@ -666,3 +667,13 @@ def test_send_http_ends_with_a_historical_stream(
     config, envelopes = whole_short_period
     stats = send(accepting([]), Simulator(config, clock=fixed_clock), batch_size=500)
     assert stats.sent == stats.accepted == len(envelopes)
+
+
+def test_history_and_live_traffic_from_one_seed_share_customers_not_event_ids() -> None:
+    start, end = period(30)
+    history = Simulator(SimulatorConfig(seed=3, customers=50, start=start, end=end))
+    live = Simulator(SimulatorConfig(seed=3, customers=50))
+    assert [c.id for c in history.customers] == [c.id for c in live.customers]
+    assert not {e["event_id"] for e in history.touchpoints(500)} & {
+        e["event_id"] for e in live.touchpoints(500)
+    }
