@@ -14,7 +14,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.touchpoints import IDENTIFIER_KINDS, TouchpointIn
+from domain.touchpoints import IDENTIFIER_KINDS, Touchpoint
 
 # Fixed namespace: changing it would re-key every stream in every store.
 CUSTOMER_NAMESPACE = uuid.UUID("6f1d8a52-5c2e-4a7e-9a43-7e0b7a1c2d11")
@@ -49,11 +49,28 @@ class Customer(Aggregate):
     the order of arrival, each event carries its own ``occurred_at``.
     """
 
+    # Events are versioned (eventsourcing's ``class_version``): a stored event is never
+    # rewritten; one stored under an older version is brought up to date as it is read,
+    # by the event class's ``upcast_vN_vN+1`` static methods, applied in turn by the
+    # mapper. Version 1 is the schema before versions were declared (the mapper reads a
+    # state without ``class_version`` as version 1); tests/fixtures holds such events.
+
     class Registered(Aggregate.Created):
+        # Unchanged since the first stored events; declared so that the next change
+        # starts from a stated version with its upcaster, not from an implicit one.
+        class_version = 1
+
         customer_id: str
 
     class TouchpointRecorded(Aggregate.Event):
-        """A touchpoint was recorded for this customer (envelope v1, payload validated)."""
+        """A touchpoint was recorded for this customer (payload validated).
+
+        v2 (was v1): ``envelope_schema``, the version of the envelope the touchpoint
+        came in, is recorded, so that a later envelope version can change the meaning
+        or shape of a field and every stored touchpoint still says which it was told in.
+        """
+
+        class_version = 2
 
         customer_id: str
         event_id: str
@@ -65,6 +82,12 @@ class Customer(Aggregate):
         emotion: int | None
         payload: dict[str, Any]
         additional: dict[str, Any]
+        envelope_schema: int
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # Every v1 event came in envelope schema 1: the only one ingest accepted then.
+            state["envelope_schema"] = 1
 
         def apply(self, aggregate: Customer) -> None:
             aggregate.touchpoint_ids.add(self.event_id)
@@ -79,10 +102,11 @@ class Customer(Aggregate):
             cls.Registered, id=customer_aggregate_id(customer_id), customer_id=customer_id
         )
 
-    def record_touchpoint(self, touchpoint: TouchpointIn) -> bool:
+    def record_touchpoint(self, touchpoint: Touchpoint) -> bool:
         """Record a touchpoint; return False (and record nothing) if it is a duplicate."""
         if touchpoint.event_id in self.touchpoint_ids:
             return False
+        # Copies: the event must not change if the caller's value is mutated afterwards.
         self.trigger_event(
             self.TouchpointRecorded,
             customer_id=self.customer_id,
@@ -90,10 +114,11 @@ class Customer(Aggregate):
             type=touchpoint.type,
             occurred_at=touchpoint.occurred_at,
             channel=touchpoint.channel,
-            identifiers=touchpoint.customer.present(),
-            journey=touchpoint.journey.model_dump() if touchpoint.journey else None,
+            identifiers=dict(touchpoint.identifiers),
+            journey=dict(touchpoint.journey) if touchpoint.journey is not None else None,
             emotion=touchpoint.emotion,
             payload=dict(touchpoint.payload),
             additional=dict(touchpoint.additional),
+            envelope_schema=touchpoint.envelope_schema,
         )
         return True

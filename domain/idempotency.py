@@ -44,7 +44,12 @@ def content(
     identifiers: Mapping[str, str],
     journey: Mapping[str, str] | None,
 ) -> Content:
-    """The content of a touchpoint, as compared between two sendings of one event id."""
+    """The content of a touchpoint, as compared between two sendings of one event id:
+    of a wire envelope's, a ``Touchpoint``'s or a recorded event's fields alike.
+
+    The envelope's schema version is not part of it: the touchpoint index holds the
+    fingerprints of touchpoints recorded before events carried it, and they must stay
+    comparable with every re-send."""
     return {
         "event_id": touchpoint.event_id,
         "type": touchpoint.type,

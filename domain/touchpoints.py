@@ -24,6 +24,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -639,6 +640,42 @@ class TouchpointIn(_Strict):
                 + ", ".join(KNOWN_TYPES)
             )
         return value
+
+
+@dataclass(frozen=True)
+class Touchpoint:
+    """One contact, as the domain records it: the validated envelope's values, with the
+    customer's identifiers normalised and present by kind, and the ``schema`` version
+    of the envelope it came in (a later envelope version may say the same thing in
+    other words; whoever reads the record then knows which words it was told in)."""
+
+    event_id: str
+    type: str
+    occurred_at: datetime
+    channel: str
+    identifiers: dict[str, str]
+    journey: dict[str, str] | None
+    emotion: int | None
+    payload: dict[str, Any]
+    additional: dict[str, Any]
+    envelope_schema: int
+
+
+def touchpoint_of(envelope: TouchpointIn) -> Touchpoint:
+    """The domain value of a validated envelope: the one place the wire becomes the
+    domain, so the aggregate never sees the wire DTO."""
+    return Touchpoint(
+        event_id=envelope.event_id,
+        type=envelope.type,
+        occurred_at=envelope.occurred_at,
+        channel=envelope.channel,
+        identifiers=envelope.customer.present(),
+        journey=envelope.journey.model_dump() if envelope.journey else None,
+        emotion=envelope.emotion,
+        payload=dict(envelope.payload),
+        additional=dict(envelope.additional),
+        envelope_schema=envelope.schema_,
+    )
 
 
 class FieldError(BaseModel):

@@ -31,7 +31,7 @@ from domain.idempotency import (
     differing_fields,
     fingerprint,
 )
-from domain.touchpoints import TouchpointIn
+from domain.touchpoints import Touchpoint, TouchpointIn, touchpoint_of
 
 log = logging.getLogger(__name__)
 
@@ -155,16 +155,17 @@ class CustomerRecords(Application[UUID]):
 
     def _judge(
         self,
-        touchpoints: Sequence[TouchpointIn],
+        envelopes: Sequence[TouchpointIn],
         sizes: Sequence[int],
         customers: dict[UUID, Customer],
     ) -> tuple[list[Recorded], list[_Indexed]]:
         """Judge each touchpoint against the store and the batch so far, unit by unit,
         and apply the new ones to their (loaded) customers; nothing is saved here."""
+        touchpoints = [touchpoint_of(envelope) for envelope in envelopes]
         contents = [_content_of(tp) for tp in touchpoints]
         prints = [fingerprint(c) for c in contents]
         known = self._known({tp.event_id for tp in touchpoints})
-        resolved = [resolve_customer_id(tp.customer.present()) for tp in touchpoints]
+        resolved = [resolve_customer_id(tp.identifiers) for tp in touchpoints]
         batch_first: dict[str, int] = {}  # event id -> the index that records it
         against: dict[int, int] = {}  # a repeat in the batch -> the index it repeats
         verdicts: list[tuple[Outcome, str]] = []
@@ -218,7 +219,7 @@ class CustomerRecords(Application[UUID]):
 
     def _differing(
         self,
-        touchpoints: Sequence[TouchpointIn],
+        touchpoints: Sequence[Touchpoint],
         contents: Sequence[Content],
         verdicts: Sequence[tuple[Outcome, str]],
         known: dict[str, _Known],
@@ -433,12 +434,8 @@ def _event_time_order(event: Customer.TouchpointRecorded) -> tuple[datetime, str
     return event.occurred_at, event.event_id
 
 
-def _content_of(touchpoint: TouchpointIn) -> Content:
-    return content(
-        touchpoint,
-        identifiers=touchpoint.customer.present(),
-        journey=touchpoint.journey.model_dump() if touchpoint.journey else None,
-    )
+def _content_of(touchpoint: Touchpoint) -> Content:
+    return content(touchpoint, identifiers=touchpoint.identifiers, journey=touchpoint.journey)
 
 
 def _recorded_content(event: Customer.TouchpointRecorded) -> Content:

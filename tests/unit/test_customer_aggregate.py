@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.customer import Customer, customer_aggregate_id, resolve_customer_id
-from domain.touchpoints import parse_touchpoint
+from domain.touchpoints import Touchpoint, parse_touchpoint, touchpoint_of
 from tests import builders
 from tests.builders import Envelope
 
@@ -23,6 +23,11 @@ OPAQUE_ID = re.compile(r"^cus_[0-9a-f]{32}$")
 def envelope(event_id: str, **fields: Any) -> Envelope:
     """C1's visit ``event_id``, stamped with an offset (08:00 UTC); ``fields`` replace."""
     return builders.envelope("C1", "2024-05-01T10:00:00+02:00", event_id=event_id, **fields)
+
+
+def touchpoint(raw: Envelope) -> Touchpoint:
+    """The domain value of a raw envelope, validated as ingest does."""
+    return touchpoint_of(parse_touchpoint(raw))
 
 
 def recorded(customer: Customer) -> list[Customer.TouchpointRecorded]:
@@ -131,7 +136,7 @@ def test_registering_a_customer_starts_its_stream() -> None:
 
 def test_recorded_event_carries_the_validated_envelope() -> None:
     customer = Customer.register("C1")
-    touchpoint = parse_touchpoint(
+    purchase = touchpoint(
         envelope(
             "tp-1",
             type="purchase",
@@ -144,7 +149,7 @@ def test_recorded_event_carries_the_validated_envelope() -> None:
         )
     )
 
-    assert customer.record_touchpoint(touchpoint) is True
+    assert customer.record_touchpoint(purchase) is True
 
     (event,) = recorded(customer)
     assert event.originator_id == customer.id
@@ -160,12 +165,13 @@ def test_recorded_event_carries_the_validated_envelope() -> None:
     assert event.emotion == -1
     assert event.payload == {"order_id": "O1", "amount": "19.90", "currency": "EUR", "items": []}
     assert event.additional == {"campaign": "spring"}
+    assert event.envelope_schema == 1
 
 
 def test_touchpoint_outside_a_journey_and_unscored_records_none_for_both() -> None:
     customer = Customer.register("C1")
 
-    customer.record_touchpoint(parse_touchpoint(envelope("tp-1")))
+    customer.record_touchpoint(touchpoint(envelope("tp-1")))
 
     (event,) = recorded(customer)
     assert (event.journey, event.emotion) == (None, None)
@@ -173,10 +179,10 @@ def test_touchpoint_outside_a_journey_and_unscored_records_none_for_both() -> No
 
 def test_duplicate_event_id_records_nothing() -> None:
     customer = Customer.register("C1")
-    touchpoint = parse_touchpoint(envelope("tp-1"))
+    visit = touchpoint(envelope("tp-1"))
 
-    assert customer.record_touchpoint(touchpoint) is True
-    assert customer.record_touchpoint(touchpoint) is False
+    assert customer.record_touchpoint(visit) is True
+    assert customer.record_touchpoint(visit) is False
 
     assert customer.version == 2
     assert [e.event_id for e in recorded(customer)] == ["tp-1"]
@@ -184,9 +190,9 @@ def test_duplicate_event_id_records_nothing() -> None:
 
 def test_duplicate_is_recognised_by_event_id_even_if_its_content_differs() -> None:
     customer = Customer.register("C1")
-    customer.record_touchpoint(parse_touchpoint(envelope("tp-1", emotion=3)))
+    customer.record_touchpoint(touchpoint(envelope("tp-1", emotion=3)))
 
-    redelivered = parse_touchpoint(envelope("tp-1", emotion=-3, channel="phone"))
+    redelivered = touchpoint(envelope("tp-1", emotion=-3, channel="phone"))
 
     assert customer.record_touchpoint(redelivered) is False
     (event,) = recorded(customer)
@@ -195,18 +201,18 @@ def test_duplicate_is_recognised_by_event_id_even_if_its_content_differs() -> No
 
 def test_duplicate_is_recognised_after_the_events_were_collected() -> None:
     customer = Customer.register("C1")
-    customer.record_touchpoint(parse_touchpoint(envelope("tp-1")))
+    customer.record_touchpoint(touchpoint(envelope("tp-1")))
     customer.collect_events()
 
-    assert customer.record_touchpoint(parse_touchpoint(envelope("tp-1"))) is False
+    assert customer.record_touchpoint(touchpoint(envelope("tp-1"))) is False
     assert customer.collect_events() == []
     assert customer.version == 2
 
 
 def test_customer_rebuilt_from_its_events_still_drops_duplicates() -> None:
     original = Customer.register("C1")
-    original.record_touchpoint(parse_touchpoint(envelope("tp-1")))
-    original.record_touchpoint(parse_touchpoint(envelope("tp-2")))
+    original.record_touchpoint(touchpoint(envelope("tp-1")))
+    original.record_touchpoint(touchpoint(envelope("tp-2")))
 
     rebuilt: Customer | None = None
     for event in original.collect_events():
@@ -215,18 +221,14 @@ def test_customer_rebuilt_from_its_events_still_drops_duplicates() -> None:
     assert isinstance(rebuilt, Customer)
     assert rebuilt.version == 3
     assert rebuilt.touchpoint_ids == {"tp-1", "tp-2"}
-    assert rebuilt.record_touchpoint(parse_touchpoint(envelope("tp-2"))) is False
-    assert rebuilt.record_touchpoint(parse_touchpoint(envelope("tp-3"))) is True
+    assert rebuilt.record_touchpoint(touchpoint(envelope("tp-2"))) is False
+    assert rebuilt.record_touchpoint(touchpoint(envelope("tp-3"))) is True
 
 
 def test_stream_keeps_arrival_order_and_each_event_keeps_its_event_time() -> None:
     customer = Customer.register("C1")
-    customer.record_touchpoint(
-        parse_touchpoint(envelope("late", occurred_at="2024-05-02T09:00:00Z"))
-    )
-    customer.record_touchpoint(
-        parse_touchpoint(envelope("early", occurred_at="2024-05-01T09:00:00Z"))
-    )
+    customer.record_touchpoint(touchpoint(envelope("late", occurred_at="2024-05-02T09:00:00Z")))
+    customer.record_touchpoint(touchpoint(envelope("early", occurred_at="2024-05-01T09:00:00Z")))
 
     events = recorded(customer)
 
@@ -241,7 +243,7 @@ def test_recording_with_duplicates_yields_one_event_per_distinct_event_id(
     customer = Customer.register("C1")
 
     accepted = [
-        customer.record_touchpoint(parse_touchpoint(envelope(event_id, emotion=n % 7 - 3)))
+        customer.record_touchpoint(touchpoint(envelope(event_id, emotion=n % 7 - 3)))
         for n, event_id in enumerate(event_ids)
     ]
 

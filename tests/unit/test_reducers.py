@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.customer import Customer
-from domain.touchpoints import parse_touchpoint
+from domain.touchpoints import parse_touchpoint, touchpoint_of
 from projections import customer, journeys, loyalty
 from projections.base import State, Touchpoint, insert_by_time, utc_iso
 from tests import builders
@@ -116,7 +116,7 @@ def recorded(*raws: dict[str, Any]) -> list[Touchpoint]:
     """The TouchpointRecorded events of C1, in the order the envelopes are given."""
     aggregate = Customer.register("C1")
     for raw in raws:
-        assert aggregate.record_touchpoint(parse_touchpoint(raw))
+        assert aggregate.record_touchpoint(touchpoint_of(parse_touchpoint(raw)))
     return [e for e in aggregate.collect_events() if isinstance(e, Customer.TouchpointRecorded)]
 
 
