@@ -16,7 +16,7 @@ from typing import Any
 from domain.customer import Customer
 
 State = dict[str, Any]
-Touchpoint = Customer.TouchpointRecorded
+RecordedTouchpoint = Customer.TouchpointRecorded
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,8 @@ class Projection:
     is None for a document's first event. ``indexed`` fields get a database index."""
 
     name: str
-    key: Callable[[Touchpoint], str | None]
-    reduce: Callable[[State | None, Touchpoint], State]
+    key: Callable[[RecordedTouchpoint], str | None]
+    reduce: Callable[[State | None, RecordedTouchpoint], State]
     indexed: tuple[str, ...] = ()  # top-level state fields that queries look documents up by
 
 

@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from domain.money import ExchangeRates, add_unconverted
-from projections.base import Projection, State, Touchpoint, insert_by_time, utc_iso
+from projections.base import Projection, RecordedTouchpoint, State, insert_by_time, utc_iso
 
 RECENT_TOUCHPOINTS = 20
 CENTS = Decimal("0.01")
@@ -36,7 +36,9 @@ def _with_identifiers(known: dict[str, list[str]], seen: dict[str, str]) -> dict
     return merged
 
 
-def _complaint_step(complaints: dict[str, Any], event: Touchpoint, at: str) -> dict[str, Any]:
+def _complaint_step(
+    complaints: dict[str, Any], event: RecordedTouchpoint, at: str
+) -> dict[str, Any]:
     """Each handling step keeps the earliest time it happened; details (category,
     severity, compensation) come from the latest step, by event time, that states them,
     so the result does not depend on arrival order."""
@@ -55,7 +57,7 @@ def _complaint_step(complaints: dict[str, Any], event: Touchpoint, at: str) -> d
     return {**complaints, complaint_id: complaint}
 
 
-def _survey_answer(answers: dict[str, Any], event: Touchpoint, at: str) -> dict[str, Any]:
+def _survey_answer(answers: dict[str, Any], event: RecordedTouchpoint, at: str) -> dict[str, Any]:
     payload = event.payload
     slot = f"{payload['survey_id']}:{payload['question_id']}"
     held = answers.get(slot)
@@ -65,7 +67,7 @@ def _survey_answer(answers: dict[str, Any], event: Touchpoint, at: str) -> dict[
     return {**answers, slot: answer}
 
 
-def _with_order(orders: dict[str, Any], event: Touchpoint, at: str) -> dict[str, Any]:
+def _with_order(orders: dict[str, Any], event: RecordedTouchpoint, at: str) -> dict[str, Any]:
     """An order counts once: re-sent under another event id, the earliest report (by event
     time) of the order stands."""
     order_id = event.payload["order_id"]
@@ -105,7 +107,7 @@ def traits(state: State) -> dict[str, Any]:
     return {key: held["value"] for key, held in state.get("traits", {}).items()}
 
 
-def reduce(state: State | None, event: Touchpoint) -> State:
+def reduce(state: State | None, event: RecordedTouchpoint) -> State:
     """Fold one recorded touchpoint into the customer's document."""
     at = utc_iso(event.occurred_at)
     current: State = state or {

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from domain.metrics import peak_end
-from projections.base import Projection, State, Touchpoint, insert_by_time, utc_iso
+from projections.base import Projection, RecordedTouchpoint, State, insert_by_time, utc_iso
 
 
-def reduce(state: State | None, event: Touchpoint) -> State:
+def reduce(state: State | None, event: RecordedTouchpoint) -> State:
     """Place the touchpoint in its journey by event time and re-derive the curve."""
     if event.journey is None:
         raise ValueError("journey: only touchpoints of a journey are folded into one")
@@ -63,7 +63,7 @@ def reduce(state: State | None, event: Touchpoint) -> State:
     }
 
 
-def _key(event: Touchpoint) -> str | None:
+def _key(event: RecordedTouchpoint) -> str | None:
     return event.journey["id"] if event.journey else None
 
 

@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from domain.metrics import attitude_is_high, loyalty_status
-from projections.base import Projection, State, Touchpoint, insert_by_time, utc_iso
+from projections.base import Projection, RecordedTouchpoint, State, insert_by_time, utc_iso
 
 ATTITUDE_METRICS = ("nps", "csat")
 
 
-def reduce(state: State | None, event: Touchpoint) -> State:
+def reduce(state: State | None, event: RecordedTouchpoint) -> State:
     current: State = state or {"customer_id": event.customer_id, "answers": [], "orders": {}}
     at = utc_iso(event.occurred_at)
     if event.type == "purchase":
@@ -35,7 +35,7 @@ def reduce(state: State | None, event: Touchpoint) -> State:
     return current
 
 
-def _key(event: Touchpoint) -> str | None:
+def _key(event: RecordedTouchpoint) -> str | None:
     relevant = event.type == "purchase" or (
         event.type == "survey_answered" and event.payload["metric"] in ATTITUDE_METRICS
     )

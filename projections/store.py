@@ -28,7 +28,7 @@ import psycopg2.extras
 import psycopg2.pool
 from psycopg2 import sql
 
-from projections.base import Projection, State, Touchpoint
+from projections.base import Projection, RecordedTouchpoint, State
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,9 @@ class ReadModelStore:
 
     # -- writing --------------------------------------------------------------------
 
-    def apply(self, conn: psycopg2.extensions.connection, events: Sequence[Touchpoint]) -> int:
+    def apply(
+        self, conn: psycopg2.extensions.connection, events: Sequence[RecordedTouchpoint]
+    ) -> int:
         """Apply events (each stream's in version order) to every projection, in the
         caller's transaction: one read and one write statement per projection.
         Returns how many (projection, event) applications took effect.
@@ -246,7 +248,7 @@ class ReadModelStore:
                     key: (state, applied) for key, state, applied in cur.fetchall()
                 }
                 held = self._quarantined_keys(cur, projection.name, keys)
-                quarantined: list[tuple[str, Touchpoint, str | None]] = []
+                quarantined: list[tuple[str, RecordedTouchpoint, str | None]] = []
                 changed: set[str] = set()
                 for key, event in keyed:
                     state, applied = docs.get(key, (None, {}))
@@ -309,7 +311,7 @@ class ReadModelStore:
         return {row[0] for row in cur.fetchall()}
 
     def _quarantine(
-        self, cur: Any, projection: str, rows: Sequence[tuple[str, Touchpoint, str | None]]
+        self, cur: Any, projection: str, rows: Sequence[tuple[str, RecordedTouchpoint, str | None]]
     ) -> None:
         psycopg2.extras.execute_values(
             cur,
@@ -435,7 +437,7 @@ class ReadModelStore:
         conn: psycopg2.extensions.connection,
         projection: Projection,
         key: str,
-        events: Sequence[Touchpoint],
+        events: Sequence[RecordedTouchpoint],
     ) -> str | None:
         """Re-apply a quarantined document's held events in the caller's transaction;
         on success mark them resolved and return None, else record and return the error

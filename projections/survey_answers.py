@@ -8,10 +8,10 @@ read time (the journey projection knows it).
 
 from __future__ import annotations
 
-from projections.base import Projection, State, Touchpoint, utc_iso
+from projections.base import Projection, RecordedTouchpoint, State, utc_iso
 
 
-def reduce(state: State | None, event: Touchpoint) -> State:
+def reduce(state: State | None, event: RecordedTouchpoint) -> State:
     journey_id = (event.journey or {}).get("id") or event.additional.get("journey_id")
     return {
         "event_id": event.event_id,
@@ -26,7 +26,7 @@ def reduce(state: State | None, event: Touchpoint) -> State:
     }
 
 
-def _key(event: Touchpoint) -> str | None:
+def _key(event: RecordedTouchpoint) -> str | None:
     return event.event_id if event.type == "survey_answered" else None
 
 

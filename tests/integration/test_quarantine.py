@@ -16,7 +16,7 @@ from domain.touchpoints import parse_touchpoint
 from infra.bootstrap import Platform, bootstrap
 from infra.settings import Settings
 from projections import journeys
-from projections.base import Projection, State, Touchpoint
+from projections.base import Projection, RecordedTouchpoint, State
 from projections.registry import PROJECTIONS
 from streams.projector import follow, replay, retry_quarantined
 from tests.builders import envelope, new_id
@@ -24,7 +24,7 @@ from tests.builders import envelope, new_id
 POISON: set[str] = set()  # event ids the fragile reducer fails on, until it is "fixed"
 
 
-def _count(state: State | None, event: Touchpoint) -> State:
+def _count(state: State | None, event: RecordedTouchpoint) -> State:
     if event.event_id in POISON:
         raise ValueError(f"cannot count {event.event_id}")
     seen = (state or {}).get("event_ids", [])
@@ -34,7 +34,7 @@ def _count(state: State | None, event: Touchpoint) -> State:
 FRAGILE = Projection(name="fragile", key=lambda e: e.customer_id, reduce=_count)
 
 
-def _fragile_journey(state: State | None, event: Touchpoint) -> State:
+def _fragile_journey(state: State | None, event: RecordedTouchpoint) -> State:
     if event.event_id in POISON:
         raise ValueError(f"cannot place {event.event_id}")
     return journeys.PROJECTION.reduce(state, event)

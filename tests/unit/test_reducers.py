@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from domain.customer import Customer
 from domain.touchpoints import parse_touchpoint, touchpoint_of
 from projections import customer, journeys, loyalty
-from projections.base import State, Touchpoint, insert_by_time, utc_iso
+from projections.base import RecordedTouchpoint, State, insert_by_time, utc_iso
 from tests import builders
 from tests.builders import Envelope
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 DAY = 24 * 60  # minutes
-Reducer = Callable[[State | None, Touchpoint], State]
+Reducer = Callable[[State | None, RecordedTouchpoint], State]
 
 
 def when(minute: int) -> datetime:
@@ -112,7 +112,7 @@ def answer(
     return raw | {"event_id": event_id, **fields}
 
 
-def recorded(*raws: dict[str, Any]) -> list[Touchpoint]:
+def recorded(*raws: dict[str, Any]) -> list[RecordedTouchpoint]:
     """The TouchpointRecorded events of C1, in the order the envelopes are given."""
     aggregate = Customer.register("C1")
     for raw in raws:
@@ -120,14 +120,16 @@ def recorded(*raws: dict[str, Any]) -> list[Touchpoint]:
     return [e for e in aggregate.collect_events() if isinstance(e, Customer.TouchpointRecorded)]
 
 
-def fold(reduce: Reducer, events: Sequence[Touchpoint], state: State | None = None) -> State:
+def fold(
+    reduce: Reducer, events: Sequence[RecordedTouchpoint], state: State | None = None
+) -> State:
     for event in events:
         state = reduce(state, event)
     assert state is not None
     return state
 
 
-def fold_checking_purity(reduce: Reducer, events: Sequence[Touchpoint]) -> State:
+def fold_checking_purity(reduce: Reducer, events: Sequence[RecordedTouchpoint]) -> State:
     """Fold, then check that no state handed to ``reduce`` (nor any event) changed since,
     even through structure shared with a later state."""
     given_states: list[tuple[State, State]] = []
@@ -864,7 +866,7 @@ def test_answers_at_the_same_instant_decide_loyalty_the_same_in_any_arrival_orde
 # ---------------------------------------------------------------------------------------
 
 
-def every_kind_of_touchpoint() -> list[Touchpoint]:
+def every_kind_of_touchpoint() -> list[RecordedTouchpoint]:
     return recorded(
         touchpoint(
             "tp-01", 0, journey=step("arrival"), emotion=1, customer={"id": "C1", "email": "a@x.io"}
@@ -989,7 +991,9 @@ def journey_of_one_customer(draw: st.DrawFn, max_size: int = 25) -> list[dict[st
     return raws
 
 
-def arrivals(data: st.DataObject, raws: list[dict[str, Any]]) -> tuple[list[Touchpoint], ...]:
+def arrivals(
+    data: st.DataObject, raws: list[dict[str, Any]]
+) -> tuple[list[RecordedTouchpoint], ...]:
     """The same touchpoints recorded in event-time order and in a drawn arrival order."""
     by_time = sorted(raws, key=lambda raw: raw["occurred_at"])
     shuffled = data.draw(st.permutations(raws))
