@@ -39,9 +39,11 @@ async def check(platform: Platform, *, timeout: float) -> dict[str, Any]:
     """The report, within ``timeout`` seconds. ``status``: ok; degraded (documents are
     quarantined, everything else goes on); unavailable (the database does not answer,
     or projecting fails)."""
+    for finished in [k for k, p in _probes.items() if p.done()]:
+        del _probes[finished]  # only a stuck probe is kept, to be awaited again
     key = id(platform)
     probe = _probes.get(key)
-    if probe is None or probe.done():
+    if probe is None:
         probe = asyncio.ensure_future(asyncio.to_thread(_probe, platform))
         _probes[key] = probe
     try:
