@@ -26,12 +26,14 @@ from api.errors import ErrorBoundary
 from api.jobs import jobs
 from api.metrics import install as install_metrics
 from api.schemas import (
+    BoundaryErrorOut,
     CustomerOut,
     HealthOut,
     IngestAccepted,
     IngestRefused,
     ItemError,
     JourneyOut,
+    NotFoundOut,
     RecordedOut,
     TimelineOut,
 )
@@ -67,6 +69,17 @@ class Refused(Exception):
 router = APIRouter(prefix="/v1")
 log = logging.getLogger(__name__)
 HEALTH_BUDGET_S = 0.8
+MAX_OFFSET = 1_000_000_000  # PostgreSQL takes a bigint: far past any timeline, never past it
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": NotFoundOut, "description": "no such customer or journey"}
+}
+BOUNDARY_ANSWERS: dict[int | str, dict[str, Any]] = {
+    500: {"model": BoundaryErrorOut, "description": "unexpected: quote the correlation id"},
+    503: {
+        "model": BoundaryErrorOut,
+        "description": "the database is unavailable or at capacity: retry after Retry-After",
+    },
+}
 
 _REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -233,7 +246,7 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
     )
 
 
-@router.get("/customers/{customer_id}", response_model=CustomerOut)
+@router.get("/customers/{customer_id}", response_model=CustomerOut, responses=NOT_FOUND)
 def get_customer(customer_id: str, platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     view = views.customer_view(platform, customer_id, as_of)
     if view is None:
@@ -241,12 +254,12 @@ def get_customer(customer_id: str, platform: PlatformDep, as_of: AsOf = None) ->
     return view
 
 
-@router.get("/customers/{customer_id}/timeline", response_model=TimelineOut)
+@router.get("/customers/{customer_id}/timeline", response_model=TimelineOut, responses=NOT_FOUND)
 def get_timeline(
     customer_id: str,
     platform: PlatformDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
 ) -> dict[str, Any]:
     """Every touchpoint of the customer, read from the event store (the system of record),
@@ -266,7 +279,9 @@ def get_timeline(
     }
 
 
-@router.get("/customers/{customer_id}/journeys", response_model=list[JourneyOut])
+@router.get(
+    "/customers/{customer_id}/journeys", response_model=list[JourneyOut], responses=NOT_FOUND
+)
 def get_customer_journeys(
     customer_id: str, platform: PlatformDep, as_of: AsOf = None
 ) -> list[dict[str, Any]]:
@@ -278,7 +293,7 @@ def get_customer_journeys(
     return [views.journey_view(platform, state, now) for state in states]
 
 
-@router.get("/journeys/{journey_id}", response_model=JourneyOut)
+@router.get("/journeys/{journey_id}", response_model=JourneyOut, responses=NOT_FOUND)
 def get_journey(journey_id: str, platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     state = platform.store.get("journey", journey_id)
     if state is None:
@@ -314,9 +329,9 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     app.add_middleware(ErrorBoundary, retry_after=platform.settings.retry_after_seconds)
-    app.include_router(router)
-    app.include_router(analytics_router)
-    app.include_router(segments_router)
+    # What any route may answer besides its own: the error boundary's answers.
+    for routes in (router, analytics_router, segments_router):
+        app.include_router(routes, responses=BOUNDARY_ANSWERS)
     install_metrics(app, platform.metrics)
 
     @app.exception_handler(Refused)

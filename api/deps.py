@@ -24,6 +24,17 @@ EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 
+# The same bounds as a pattern, so the published schema says what is enforced: an offset
+# is required, and the local date lies in years 1901-2998 (any offset then keeps the
+# instant inside [EARLIEST, LATEST)).
+INSTANT_PATTERN = (
+    r"^(190[1-9]|19[1-9][0-9]|2[0-8][0-9]{2}|29[0-8][0-9]|299[0-8])"
+    r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+
+
 def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
@@ -34,7 +45,7 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 def plausible_instant(name: str) -> Any:
     """A validator of an instant named ``name``: timezone-aware and within
-    [EARLIEST, LATEST)."""
+    [EARLIEST, LATEST), given back in UTC."""
 
     def check(moment: datetime | None) -> datetime | None:
         if moment is None:
@@ -49,7 +60,9 @@ def plausible_instant(name: str) -> Any:
             raise ValueError(
                 f"{name}: {moment.isoformat()} is outside {EARLIEST:%Y-%m-%d} .. {LATEST:%Y-%m-%d}"
             )
-        return moment
+        # In UTC from here on: PostgreSQL refuses offsets beyond +-15:59 that ISO 8601
+        # (and Python) allow, such as +17:09.
+        return moment.astimezone(UTC)
 
     return AfterValidator(check)
 
@@ -76,13 +89,17 @@ AsOf = Annotated[
     datetime | None,
     Query(
         description="the instant measured, ISO 8601 with an offset, from 1900-01-01 to "
-        "3000-01-01 (default: now)"
+        "3000-01-01 (default: now)",
+        json_schema_extra={"pattern": INSTANT_PATTERN},
     ),
     plausible_instant("as_of"),
 ]
 Since = Annotated[
     datetime | None,
-    Query(description="only what happened after this instant (ISO 8601 with an offset)"),
+    Query(
+        description="only what happened after this instant (ISO 8601 with an offset)",
+        json_schema_extra={"pattern": INSTANT_PATTERN},
+    ),
     plausible_instant("since"),
 ]
 

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
+
+from api.deps import INSTANT_PATTERN, plausible_instant
+
+
+class NotFoundOut(BaseModel):
+    detail: str = Field(description="what was not found")
+
+
+class BoundaryErrorOut(BaseModel):
+    """A 500 or 503 from the error boundary: nothing internal, the id it was logged under."""
+
+    detail: str
+    correlation_id: str
 
 
 class RecordedOut(BaseModel):
@@ -459,9 +472,15 @@ class EmotionCurvesOut(BaseModel):
 
 
 class ClvFitIn(BaseModel):
-    as_of: datetime | None = Field(
-        default=None, description="fit on purchases up to this instant (default: now)"
-    )
+    as_of: Annotated[
+        datetime | None,
+        Field(
+            description="fit on purchases up to this instant, ISO 8601 with an offset, from "
+            "1900-01-01 to 3000-01-01 (default: now)",
+            json_schema_extra={"pattern": INSTANT_PATTERN},
+        ),
+        plausible_instant("as_of"),
+    ] = None
 
 
 class GammaGammaCoverageOut(BaseModel):

@@ -97,8 +97,20 @@ URL_ID_PATTERN = (
     rf"^(?!\s*\.{{1,2}}\s*$)[^/\u0000{_INVISIBLE_CLASS}]*"
     rf"[^/\s\u0000{_INVISIBLE_CLASS}][^/\u0000{_INVISIBLE_CLASS}]*$"
 )
-_EMAIL_PART = rf"[^@\s\u0000{_INVISIBLE_CLASS}]+"
+# Whitespace spelled out as well as \s: Python's \s and ECMAScript's (JSON Schema's)
+# differ (U+001C-U+001F and U+0085 are only Python's, U+FEFF only ECMAScript's), so the
+# published pattern and the parser's refuse the same addresses.
+_EMAIL_PART = rf"[^@\s\u001c-\u001f\u0085\ufeff\u0000{_INVISIBLE_CLASS}]+"
 EMAIL_PATTERN = rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$"
+_EMAIL = re.compile(EMAIL_PATTERN)
+
+
+def _email_syntax(address: str) -> str:
+    if not _EMAIL.fullmatch(address):
+        raise ValueError("not an e-mail address: expected name@domain.example, no spaces")
+    return address
+
+
 PHONE_PATTERN = r"^\+?(?:[ ()\-.]*[0-9]){6,20}[ ()\-.]*$"
 AMOUNT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
 # The format occurred_at and every other instant is read in (RFC 3339, seconds required).
@@ -560,14 +572,10 @@ class CustomerIdentifiers(_Strict):
     email: (
         Annotated[
             str,
-            StringConstraints(
-                strip_whitespace=True,
-                to_lower=True,
-                pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
-                max_length=254,
-            ),
+            StringConstraints(strip_whitespace=True, to_lower=True, max_length=254),
             BeforeValidator(_nfc),
-            AfterValidator(_visible),
+            AfterValidator(_visible),  # invisible characters first: its message names them
+            AfterValidator(_email_syntax),
             WithJsonSchema(_string_schema(EMAIL_PATTERN, 254, 0)),
         ]
         | None
@@ -830,10 +838,15 @@ def _non_finite(constant: str) -> float:
     raise ValueError(f"{constant} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
+def _finite_float(text: str) -> float | int:
+    """A JSON number written with a fraction or an exponent. One with no fractional part
+    (``10.0``, ``1e2``) is the integer it equals, as JSON Schema's ``integer`` has it, when
+    it is exact (below 2**53); any other stays a float, which amounts refuse as inexact."""
     value = float(text)
     if value in (float("inf"), float("-inf")):
         raise ValueError(f"{printable(text, 40)} is out of range for a number")
+    if value.is_integer() and abs(value) < 2**53:
+        return int(value)
     return value
 
 

@@ -593,3 +593,19 @@ def test_an_event_id_resent_with_other_content_is_a_409_naming_the_fields_and_no
     assert (error["index"], error["event_id"], error["field"]) == (1, item["event_id"], "event_id")
     assert "customer.id" in error["message"] and "payload.amount" in error["message"]
     assert head(platform.records) == before  # neither item of the request was recorded
+
+
+def test_an_offset_beyond_what_postgresql_takes_is_recorded_and_read_back(
+    platform: Platform, client: httpx.Client
+) -> None:
+    """ISO 8601 allows offsets up to +-23:59, PostgreSQL only to +-15:59: an envelope at
+    +17:09 is recorded and every read of it answers."""
+    customer = new_customer()
+    item = envelope(customer, "2024-05-01T20:00:00+17:09")
+    assert client.post("/v1/touchpoints", json=item).status_code == 202
+    assert embedded(platform).wait_until_projected()
+    for path in ("", "/timeline", "/journeys"):
+        answer = client.get(f"/v1/customers/{customer}{path}")
+        assert answer.status_code == 200, (path, answer.text)
+    as_of = client.get(f"/v1/customers/{customer}", params={"as_of": "2025-01-01T00:00:00+17:09"})
+    assert as_of.status_code == 200, as_of.text

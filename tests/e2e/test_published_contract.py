@@ -14,11 +14,22 @@ import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Err
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from infra.bootstrap import Platform
 from tests.builders import envelope, new_id, purchase, survey_answer
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "25"))
+
+# Operations where a request valid by the schema may rightly be refused, for a reason a
+# static schema cannot state (each one documented in the operation's description): the
+# "schema-valid data is accepted" check is left out for them; every other check (no
+# server error, documented status codes, content types, response schemas) still runs.
+REFUSED_FOR_REASONS_BEYOND_THE_SCHEMA = {
+    "POST /v1/touchpoints": "occurred_at at most the server clock plus the skew",
+    "POST /v1/analytics/clv/fit": "needs purchases recorded before as_of",
+    "POST /v1/segments": "an operator takes values of its field's kind",
+}
 
 
 def test_every_operation_answers_as_the_published_schema_says(
@@ -57,16 +68,22 @@ def test_every_operation_answers_as_the_published_schema_says(
         def run(case: Any) -> None:
             response = case.call(base_url=url, timeout=30)
             calls.append(response.status_code)
+            excluded = (
+                [positive_data_acceptance]
+                if case.operation.label in REFUSED_FOR_REASONS_BEYOND_THE_SCHEMA
+                else []
+            )
             try:
-                case.validate_response(response)
+                case.validate_response(response, excluded_checks=excluded)
             except Exception as failure:  # collect every operation's findings
                 failures.append(f"{case.operation.label}: {str(failure)[:600]}")
                 raise
 
         try:
             run()
-        except (Exception, BaseExceptionGroup):  # recorded in failures, reported below
-            continue
+        except (Exception, BaseExceptionGroup) as error:  # every operation gets its run
+            if not any(f.startswith(operation.label + ":") for f in failures):
+                failures.append(f"{operation.label}: {type(error).__name__}: {str(error)[:600]}")
 
     assert not failures, "\n\n".join(failures)
     assert len(calls) >= 2 * len(operations)  # the run really exercised the API
