@@ -35,6 +35,9 @@ INSTANT_PATTERN = (
 )
 
 
+NO_NUL = r"^[^\u0000]*$"  # what storable_text refuses that a schema can say
+
+
 def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
@@ -105,11 +108,16 @@ Since = Annotated[
 
 
 Channel = Annotated[
-    str | None, Query(description="only this channel (e.g. web)"), storable_text("channel")
+    str | None,
+    Query(description="only this channel (e.g. web)", json_schema_extra={"pattern": NO_NUL}),
+    storable_text("channel"),
 ]
 JourneyType = Annotated[
     str | None,
-    Query(description="only journeys of this type (e.g. car_service)"),
+    Query(
+        description="only journeys of this type (e.g. car_service)",
+        json_schema_extra={"pattern": NO_NUL},
+    ),
     storable_text("journey_type"),
 ]
 

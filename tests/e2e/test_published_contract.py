@@ -2,7 +2,7 @@
 over /openapi.json against the real server. Every operation, inputs valid and invalid
 by the schema: no server error, and every response matches what the schema declares.
 
-``SCHEMATHESIS_EXAMPLES`` (default 25 per operation) widens the run while developing."""
+``SCHEMATHESIS_EXAMPLES`` (default 50 per operation) widens the run while developing."""
 
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from infra.bootstrap import Platform
 from tests.builders import envelope, new_id, purchase, survey_answer
 
-EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50"))
 
 # Operations where a request valid by the schema may rightly be refused, for a reason a
 # static schema cannot state (each one documented in the operation's description): the
 # "schema-valid data is accepted" check is left out for them; every other check (no
 # server error, documented status codes, content types, response schemas) still runs.
 REFUSED_FOR_REASONS_BEYOND_THE_SCHEMA = {
-    "POST /v1/touchpoints": "occurred_at at most the server clock plus the skew",
     "POST /v1/analytics/clv/fit": "needs purchases recorded before as_of",
     "POST /v1/segments": "an operator takes values of its field's kind",
 }
@@ -35,7 +34,10 @@ REFUSED_FOR_REASONS_BEYOND_THE_SCHEMA = {
 def test_every_operation_answers_as_the_published_schema_says(
     make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
 ) -> None:
-    platform = make_platform()
+    # The clock bound of occurred_at is the one envelope rule a static schema cannot state;
+    # a skew of a century puts every instant the schema allows within it, so touchpoints
+    # get the "schema-valid data is accepted" check too.
+    platform = make_platform(max_future_skew_seconds=100 * 366 * 86400)
     url = serve(platform)
     customer = new_id("C")
     seed = [
