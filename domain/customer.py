@@ -24,12 +24,15 @@ def resolve_customer_id(identifiers: dict[str, str]) -> str:
     """The customer id a touchpoint belongs to.
 
     The source's own ``id`` when it sends one; otherwise an opaque id derived from the
-    strongest identifier it sends (in the order of ``IDENTIFIER_KINDS``), so the same
-    e-mail address always resolves to the same customer without storing it in an id.
+    strongest identifier it sends (in the order of ``IDENTIFIER_KINDS``, then the kinds
+    declared in settings in alphabetical order), so the same e-mail address always
+    resolves to the same customer without storing it in an id. Declared kinds go by name,
+    not by their order in the setting: reordering a setting must not move customers.
     """
     if "id" in identifiers:
         return identifiers["id"]
-    for kind in IDENTIFIER_KINDS:
+    declared = sorted(kind for kind in identifiers if kind not in IDENTIFIER_KINDS)
+    for kind in (*IDENTIFIER_KINDS, *declared):
         if kind in identifiers:
             digest = uuid.uuid5(CUSTOMER_NAMESPACE, f"{kind}:{identifiers[kind]}")
             return f"cus_{digest.hex}"

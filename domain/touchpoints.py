@@ -28,8 +28,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat
+from phonenumbers.phonenumberutil import (
+    COUNTRY_CODE_TO_REGION_CODE,
+    ValidationResult,
+    region_code_for_country_code,
+)
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -37,6 +45,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -44,6 +53,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 SCHEMA_VERSION = 1
 CENT = Decimal("0.01")
@@ -97,21 +107,6 @@ URL_ID_PATTERN = (
     rf"^(?!\s*\.{{1,2}}\s*$)[^/\u0000{_INVISIBLE_CLASS}]*"
     rf"[^/\s\u0000{_INVISIBLE_CLASS}][^/\u0000{_INVISIBLE_CLASS}]*$"
 )
-# Whitespace spelled out as well as \s: Python's \s and ECMAScript's (JSON Schema's)
-# differ (U+001C-U+001F and U+0085 are only Python's, U+FEFF only ECMAScript's), so the
-# published pattern and the parser's refuse the same addresses.
-_EMAIL_PART = rf"[^@\s\u001c-\u001f\u0085\ufeff\u0000{_INVISIBLE_CLASS}]+"
-EMAIL_PATTERN = rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$"
-_EMAIL = re.compile(EMAIL_PATTERN)
-
-
-def _email_syntax(address: str) -> str:
-    if not _EMAIL.fullmatch(address):
-        raise ValueError("not an e-mail address: expected name@domain.example, no spaces")
-    return address
-
-
-PHONE_PATTERN = r"^\+?(?:[ ()\-.]*[0-9]){6,20}[ ()\-.]*$"
 AMOUNT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
 # The format occurred_at and every other instant is read in (RFC 3339, seconds required).
 INSTANT_PATTERN = (
@@ -548,53 +543,267 @@ COMPLAINT_TYPES = frozenset(t for t in PAYLOADS if t.startswith("complaint_"))
 # Envelope
 # ---------------------------------------------------------------------------------------
 
+# The built-in kinds, strongest first: the order a customer is resolved in. Kinds declared
+# in settings (PEAKEND_IDENTIFIER_KINDS) come after them.
 IDENTIFIER_KINDS = ("id", "email", "phone", "loyalty_card", "device_id", "crm_id", "account_id")
+IDENTIFIER_KIND_PATTERN = r"^[a-z][a-z0-9_]{1,31}$"
+_IDENTIFIER_KIND = re.compile(IDENTIFIER_KIND_PATTERN)
 
 
-def _one_phone(phone: str) -> str:
-    # One number, one spelling: "+49 30 123456" and "+4930123456" are the same phone.
-    digits = re.sub(r"[ ()\-.]", "", phone)
-    if not re.fullmatch(r"\+?[0-9]{6,20}", digits):
-        raise ValueError("a phone number has 6 to 20 digits")
-    return digits
+def declared_identifier_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """``kinds`` checked as the names of extra identifier kinds: each matches
+    ``IDENTIFIER_KIND_PATTERN``, none is a built-in kind or given twice."""
+    names = tuple(kinds)
+    for name in names:
+        if not _IDENTIFIER_KIND.fullmatch(name):
+            raise ValueError(
+                f"{printable(name, 40)!r} is not an identifier kind name: lower-case letters, "
+                "digits and '_', starting with a letter, 2 to 32 characters"
+            )
+        if name in IDENTIFIER_KINDS:
+            raise ValueError(f"{name!r} is a built-in identifier kind already")
+    if len(set(names)) != len(names):
+        raise ValueError("an identifier kind is declared twice")
+    return names
+
+
+# -- e-mail -----------------------------------------------------------------------------
+
+EMAIL_MAX_LENGTH = 254  # RFC 5321 (a path of 256 octets less the angle brackets)
+EMAIL_RULE = (
+    "an e-mail address, checked by email-validator (syntax only, no DNS): a dot-atom "
+    "local part (no quotes, no display name), a domain name (internationalised names "
+    "allowed, no IP address, no special-use domain such as .test, .local or localhost); "
+    "trimmed, normalised to NFC and lower-cased as a whole"
+)
+# What the published schema allows: a conservative subset of what the parser accepts (a
+# regex cannot state IDNA or every special-use name), so that every address it matches is
+# accepted. ASCII only; labels of letters and digits joined by single hyphens (IDNA 2008
+# refuses "--" in the third and fourth places); a top-level domain of letters that is not
+# a special-use name. Upper case is accepted by the parser (and lower-cased), not here.
+_LOCAL_ATOM = r"[a-z0-9_%+-]{1,20}"
+_LABEL = r"[a-z0-9]{1,20}(?:-[a-z0-9]{1,20}){0,2}"
+_SPECIAL_USE_TLDS = "arpa|invalid|local|localhost|onion|test"
+EMAIL_PATTERN = (
+    rf"^{_LOCAL_ATOM}(?:\.{_LOCAL_ATOM}){{0,2}}@(?:{_LABEL}\.){{1,3}}"
+    rf"(?!(?:{_SPECIAL_USE_TLDS})$)[a-z]{{2,24}}$"
+)
+
+
+def _email_address(address: str) -> str:
+    """One address, one spelling: email-validator's normalised form (NFC local part,
+    IDNA domain in Unicode: "xn--bcher-kva.de" and "bücher.de" are one domain), lower
+    case as a whole. Mailboxes are case-sensitive in theory and never in practice; one
+    customer typing "Ann@" and "ann@" is one customer."""
+    try:
+        checked = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise ValueError(str(error)) from None
+    return checked.normalized.lower()
+
+
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, max_length=EMAIL_MAX_LENGTH),
+    BeforeValidator(_nfc),
+    AfterValidator(_visible),  # invisible characters first: its message names them
+    AfterValidator(_email_address),
+    WithJsonSchema(
+        _string_schema(EMAIL_PATTERN, EMAIL_MAX_LENGTH)
+        | {"description": f"{EMAIL_RULE}. The pattern is a conservative subset of the rule."}
+    ),
+]
+
+
+# -- phone ------------------------------------------------------------------------------
+
+PHONE_MAX_LENGTH = 64
+PHONE_RULE = (
+    "a phone number, normalised to E.164 (+49301234567) by libphonenumber: in "
+    "international form with a leading + (spaces, dots, dashes and parentheses "
+    "allowed), or in national form when PEAKEND_PHONE_DEFAULT_REGION names the region "
+    "it is read in; refused unless its length is possible for its country (a local "
+    "number without its area code is refused); no extension"
+)
+
+
+def _phone_pattern() -> str:
+    """The published pattern of a phone: "+", a calling code, and a national number
+    starting with 1-9 of a length libphonenumber holds possible for that code (its
+    metadata, so the pattern is what the installed library accepts), digits optionally
+    separated by single spaces. Stricter than the parser (no national form, no
+    punctuation), never looser: tests/unit/test_identifiers.py checks that every match is
+    accepted without a default region."""
+    by_lengths: dict[tuple[int, ...], list[str]] = {}
+    for code in sorted(COUNTRY_CODE_TO_REGION_CODE):
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(
+            code, region_code_for_country_code(code)
+        )
+        if metadata is None or metadata.general_desc is None:
+            continue
+        lengths = tuple(sorted(metadata.general_desc.possible_length))
+        if lengths:
+            by_lengths.setdefault(lengths, []).append(str(code))
+    alternatives = []
+    for lengths, codes in sorted(by_lengths.items()):
+        spans = _spans(lengths)
+        rest = "|".join(f"(?: ?[0-9]){{{low - 1},{high - 1}}}" for low, high in spans)
+        alternatives.append(f"(?:{'|'.join(codes)}) ?[1-9](?:{rest})")
+    return rf"^\+(?:{'|'.join(alternatives)})$"
+
+
+def _spans(lengths: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Sorted lengths as runs of consecutive values: (6, 7, 8, 10) -> [(6, 8), (10, 10)]."""
+    spans: list[tuple[int, int]] = []
+    for length in lengths:
+        if spans and spans[-1][1] == length - 1:
+            spans[-1] = (spans[-1][0], length)
+        else:
+            spans.append((length, length))
+    return spans
+
+
+PHONE_PATTERN = _phone_pattern()
+_PLUS = ("+", "\uff0b")  # libphonenumber reads the full-width plus as a plus too
+
+_LENGTH_REFUSALS = {
+    ValidationResult.TOO_SHORT: "too short",
+    ValidationResult.TOO_LONG: "too long",
+    ValidationResult.INVALID_LENGTH: "not of a possible length",
+}
+
+
+def _phone_region(info: ValidationInfo) -> str | None:
+    region = (info.context or {}).get("phone_region")
+    return region if isinstance(region, str) else None
+
+
+def _phone_number(text: str, info: ValidationInfo) -> str:
+    """The number in E.164. Possible, not valid (libphonenumber's two checks): validity
+    follows the numbering plans' allocations, which change with every library release, so
+    a newly allocated range would be refused (a lost touchpoint) until an upgrade; a
+    possible length is what tells a typo, and the spelling is what identity needs."""
+    region = _phone_region(info)
+    if region is None and not text.startswith(_PLUS):
+        raise ValueError(
+            "a phone number without a country code: send it in international form with a "
+            "leading + (such as +49 30 1234567), or set PEAKEND_PHONE_DEFAULT_REGION to the "
+            "region national numbers are read in"
+        )
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException as error:
+        reason = {
+            NumberParseException.INVALID_COUNTRY_CODE: "no known country code after the +",
+            NumberParseException.TOO_SHORT_NSN: "too short to be a phone number",
+            NumberParseException.TOO_SHORT_AFTER_IDD: "too short after the international prefix",
+            NumberParseException.TOO_LONG: "too long to be a phone number",
+        }.get(error.error_type, "not a phone number")
+        national = region is not None and not text.startswith(_PLUS)
+        raise ValueError(f"{reason} (read in region {region})" if national else reason) from None
+    if number.extension:
+        # An extension reaches a desk behind a shared switchboard: dropping it would make
+        # every caller from that company one phone identifier.
+        raise ValueError("a phone number with an extension: send the customer's own number")
+    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible == ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
+        raise ValueError(
+            f"{e164} is a local number without its area code: it is ambiguous, send the "
+            "whole number"
+        )
+    if possible != ValidationResult.IS_POSSIBLE:
+        region_of = phonenumbers.region_code_for_number(number) or "its country"
+        reason = _LENGTH_REFUSALS.get(possible, "not a possible number")
+        raise ValueError(f"{e164} is {reason} for a number of {region_of}")
+    return e164
+
+
+Phone = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=PHONE_MAX_LENGTH),
+    BeforeValidator(_nfc),
+    AfterValidator(_visible),
+    AfterValidator(_phone_number),
+    WithJsonSchema(
+        _string_schema(PHONE_PATTERN, PHONE_MAX_LENGTH)
+        | {
+            "description": f"{PHONE_RULE}. The pattern is the international form only, "
+            "as the default configuration (no default region) accepts it.",
+            "examples": ["+49 30 1234567"],
+        }
+    ),
+]
+
+
+# -- the identifiers object -------------------------------------------------------------
+
+
+def _declared_kinds(info: ValidationInfo) -> tuple[str, ...]:
+    kinds = (info.context or {}).get("identifier_kinds")
+    return tuple(kinds) if isinstance(kinds, tuple | list) else ()
 
 
 def _identifiers_schema(schema: dict[str, Any]) -> None:
+    # Extra kinds are published by touchpoint_schemas, with the configured names.
+    schema["additionalProperties"] = False
     schema["anyOf"] = [
         {"required": [kind], "properties": {kind: {"type": "string"}}} for kind in IDENTIFIER_KINDS
     ]
 
 
 class CustomerIdentifiers(_Strict):
-    """One or more identifiers of the customer, as the source knows them."""
+    """One or more identifiers of the customer, as the source knows them: the built-in
+    kinds, and the kinds declared in settings (validated as ids, like ``loyalty_card``;
+    held as pydantic extras, since their names are configuration)."""
 
     id: UrlSafeId | None = None
-    email: (
-        Annotated[
-            str,
-            StringConstraints(strip_whitespace=True, to_lower=True, max_length=254),
-            BeforeValidator(_nfc),
-            AfterValidator(_visible),  # invisible characters first: its message names them
-            AfterValidator(_email_syntax),
-            WithJsonSchema(_string_schema(EMAIL_PATTERN, 254, 0)),
-        ]
-        | None
-    ) = None
-    phone: (
-        Annotated[
-            str,
-            StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()\-.]{6,24}$"),
-            AfterValidator(_one_phone),
-            WithJsonSchema(_string_schema(PHONE_PATTERN, 24, 0)),
-        ]
-        | None
-    ) = None
+    email: Email | None = None
+    phone: Phone | None = None
     loyalty_card: Identifier | None = None
     device_id: Identifier | None = None
     crm_id: Identifier | None = None
     account_id: Identifier | None = None
 
-    model_config = ConfigDict(json_schema_extra=_identifiers_schema)
+    __pydantic_extra__: dict[str, Identifier] = Field(init=False)
+
+    model_config = ConfigDict(extra="allow", frozen=True, json_schema_extra=_identifiers_schema)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _only_declared_kinds(
+        cls,
+        data: Any,
+        handler: ModelWrapValidatorHandler[CustomerIdentifiers],
+        info: ValidationInfo,
+    ) -> CustomerIdentifiers:
+        """Keys beyond the built-in kinds are accepted only when declared; each other one
+        is refused by name, together with whatever else is wrong in the object."""
+        if not isinstance(data, dict):
+            return handler(data)
+        declared = _declared_kinds(info)
+        undeclared = [k for k in data if k not in cls.model_fields and k not in declared]
+        if not undeclared:
+            return handler(data)
+        known = ", ".join((*IDENTIFIER_KINDS, *declared))
+        reason = (
+            f"not an identifier kind; the kinds are {known} (more can be declared in "
+            "PEAKEND_IDENTIFIER_KINDS)"
+        )
+        errors: list[InitErrorDetails] = []
+        try:
+            handler({k: v for k, v in data.items() if k not in undeclared})
+        except ValidationError as error:
+            errors.extend(cast(list[InitErrorDetails], error.errors()))
+        errors.extend(
+            {
+                "type": PydanticCustomError("identifier_kind", "{reason}", {"reason": reason}),
+                "loc": (key,),
+                "input": data[key],
+            }
+            for key in undeclared
+        )
+        raise ValidationError.from_exception_data(cls.__name__, errors)
 
     @model_validator(mode="after")
     def _at_least_one(self) -> CustomerIdentifiers:
@@ -602,14 +811,20 @@ class CustomerIdentifiers(_Strict):
             raise ValueError(
                 "a touchpoint names its customer by at least one identifier: "
                 + ", ".join(IDENTIFIER_KINDS)
+                + ", or a kind declared in PEAKEND_IDENTIFIER_KINDS"
             )
         return self
 
     def present(self) -> dict[str, str]:
-        """The identifiers given, by kind, in the order of IDENTIFIER_KINDS."""
-        return {
+        """The identifiers given, by kind: the built-in kinds in the order of
+        IDENTIFIER_KINDS, then the declared kinds in alphabetical order (an order that
+        does not depend on how the sender, or the setting, orders them)."""
+        found = {
             kind: value for kind in IDENTIFIER_KINDS if (value := getattr(self, kind)) is not None
         }
+        extra = self.__pydantic_extra__ or {}
+        found.update((kind, extra[kind]) for kind in sorted(extra))
+        return found
 
 
 class JourneyMembership(_Strict):
@@ -779,17 +994,28 @@ def parse_touchpoint(
     now: datetime | None = None,
     max_future_skew: timedelta | None = None,
     earliest: datetime = EARLIEST_OCCURRED_AT,
+    phone_region: str | None = None,
+    identifier_kinds: Iterable[str] = (),
 ) -> TouchpointIn:
     """Validate one envelope and its type's payload; raise ``InvalidTouchpoint`` listing
     every bad field (envelope and payload together, so one round trip shows them all).
 
     ``now`` and ``max_future_skew`` bound ``occurred_at`` from above (no bound without
-    them); ``earliest`` bounds every instant from below."""
+    them); ``earliest`` bounds every instant from below. ``phone_region`` (an ISO 3166
+    region such as DE) is the region a phone number without a country code is read in;
+    without it such a number is refused. ``identifier_kinds`` are the extra kinds of
+    customer identifier accepted besides ``IDENTIFIER_KINDS``."""
     event_id = _echoable_event_id(raw)
     errors = _unhandleable(raw)
     if errors:
         raise InvalidTouchpoint(errors, event_id)
-    context = {"now": now, "max_future_skew": max_future_skew, "earliest": earliest}
+    context = {
+        "now": now,
+        "max_future_skew": max_future_skew,
+        "earliest": earliest,
+        "phone_region": phone_region,
+        "identifier_kinds": tuple(identifier_kinds),
+    }
     envelope: TouchpointIn | None = None
     try:
         envelope = TouchpointIn.model_validate(raw, context=context)
@@ -868,7 +1094,9 @@ def loads_json(body: bytes | str) -> Any:
         raise MalformedJson(printable(str(error), 300)) from None
 
 
-def touchpoint_schemas(ref_template: str = "#/$defs/{model}") -> dict[str, dict[str, Any]]:
+def touchpoint_schemas(
+    ref_template: str = "#/$defs/{model}", identifier_kinds: Iterable[str] = ()
+) -> dict[str, dict[str, Any]]:
     """The published JSON Schemas of the envelope, by name. ``TouchpointIn`` is a ``oneOf``
     with one variant per ``type`` (an OpenAPI discriminator), each carrying its payload's
     schema; the payload models and ``AdditionalValue`` come along.
@@ -876,7 +1104,9 @@ def touchpoint_schemas(ref_template: str = "#/$defs/{model}") -> dict[str, dict[
     The schema says what the parser enforces, as far as a static schema can: the parser's
     own patterns, lengths, ranges and enums. The rest is stated in descriptions: the
     clock bound of ``occurred_at``, a configured earliest instant, the nesting limit
-    inside ``additional``, NFC normalisation of ids, and that text is trimmed."""
+    inside ``additional``, NFC normalisation of ids, that text is trimmed, the e-mail
+    and phone rules beyond their (conservative) patterns. ``identifier_kinds`` are the
+    extra kinds ``customer`` accepts, as configured."""
 
     def ref(name: str) -> dict[str, str]:
         return {"$ref": ref_template.format(model=name)}
@@ -884,6 +1114,12 @@ def touchpoint_schemas(ref_template: str = "#/$defs/{model}") -> dict[str, dict[
     schemas: dict[str, dict[str, Any]] = {}
     base = TouchpointIn.model_json_schema(by_alias=True, ref_template=ref_template)
     schemas.update(base.pop("$defs", {}))
+    customer = schemas["CustomerIdentifiers"]
+    for kind in identifier_kinds:
+        customer["properties"][kind] = _string_schema(ID_PATTERN, 200) | {
+            "description": "an identifier of a kind declared in PEAKEND_IDENTIFIER_KINDS"
+        }
+        customer["anyOf"].append({"required": [kind], "properties": {kind: {"type": "string"}}})
     base["properties"]["additional"] = {
         "type": "object",
         "propertyNames": {"pattern": NO_NUL_PATTERN},
