@@ -126,6 +126,8 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
                     now=now,
                     max_future_skew=settings.max_future_skew,
                     earliest=settings.earliest_occurred_at,
+                    phone_region=settings.phone_default_region,
+                    identifier_kinds=settings.identifier_kinds,
                 )
             )
         except InvalidTouchpoint as refusal:
@@ -350,7 +352,9 @@ def create_app(platform: Platform) -> FastAPI:
     def with_envelope() -> dict[str, Any]:
         schema = openapi()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(touchpoint_schemas(_REF_TEMPLATE))
+        components.update(
+            touchpoint_schemas(_REF_TEMPLATE, identifier_kinds=platform.settings.identifier_kinds)
+        )
         body = schema["paths"]["/v1/touchpoints"]["post"]["requestBody"]["content"]
         body["application/json"]["schema"]["oneOf"][1]["maxItems"] = (
             platform.settings.ingest_max_batch

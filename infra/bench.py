@@ -239,7 +239,13 @@ def naive(admin: str, envelopes: list[dict[str, Any]]) -> Figure:
         settings = Settings(database_url=url)
         with bootstrap(settings, mode="none", start=False) as platform:
             touchpoints = [
-                parse_touchpoint(e, earliest=settings.earliest_occurred_at) for e in envelopes
+                parse_touchpoint(
+                    e,
+                    earliest=settings.earliest_occurred_at,
+                    phone_region=settings.phone_default_region,
+                    identifier_kinds=settings.identifier_kinds,
+                )
+                for e in envelopes
             ]
             start = time.perf_counter()
             for touchpoint in progress(

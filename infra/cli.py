@@ -73,8 +73,18 @@ def seed_history(
             batch = simulator.touchpoints(min(1000, touchpoints - recorded))
             if not batch:
                 break
-            earliest = platform.settings.earliest_occurred_at
-            platform.records.record([parse_touchpoint(e, earliest=earliest) for e in batch])
+            settings = platform.settings
+            platform.records.record(
+                [
+                    parse_touchpoint(
+                        e,
+                        earliest=settings.earliest_occurred_at,
+                        phone_region=settings.phone_default_region,
+                        identifier_kinds=settings.identifier_kinds,
+                    )
+                    for e in batch
+                ]
+            )
             recorded += len(batch)
             bar.update(len(batch))
     if isinstance(platform.driver, EmbeddedDriver):

@@ -201,6 +201,8 @@ def import_file(
                     now=datetime.now(UTC),
                     max_future_skew=skew,
                     earliest=platform.settings.earliest_occurred_at,
+                    phone_region=platform.settings.phone_default_region,
+                    identifier_kinds=platform.settings.identifier_kinds,
                 )
                 batch.append(touchpoint)
                 sources.append((number, original))

@@ -95,11 +95,15 @@ class TouchpointProducer:
         retries: int = 10,
         max_future_skew: timedelta = timedelta(minutes=5),
         earliest: datetime = EARLIEST_OCCURRED_AT,
+        phone_region: str | None = None,
+        identifier_kinds: Sequence[str] = (),
         **kafka_options: Any,
     ) -> None:
         self.topic = topic
         self.max_future_skew = max_future_skew
         self.earliest = earliest
+        self.phone_region = phone_region
+        self.identifier_kinds = tuple(identifier_kinds)
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -119,6 +123,8 @@ class TouchpointProducer:
             linger_ms=settings.kafka_linger_ms,
             max_future_skew=settings.max_future_skew,
             earliest=settings.earliest_occurred_at,
+            phone_region=settings.phone_default_region,
+            identifier_kinds=settings.identifier_kinds,
             delivery_timeout_ms=settings.kafka_delivery_timeout_ms,
             request_timeout_ms=min(settings.kafka_delivery_timeout_ms // 2, 30_000),
         )
@@ -130,7 +136,12 @@ class TouchpointProducer:
             e
             if isinstance(e, TouchpointIn)
             else parse_touchpoint(
-                dict(e), now=now, max_future_skew=self.max_future_skew, earliest=self.earliest
+                dict(e),
+                now=now,
+                max_future_skew=self.max_future_skew,
+                earliest=self.earliest,
+                phone_region=self.phone_region,
+                identifier_kinds=self.identifier_kinds,
             )
             for e in envelopes
         ]

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 from pydantic import AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.money import ExchangeRates
+from domain.touchpoints import declared_identifier_kinds
 
 
 class Settings(BaseSettings):
@@ -26,6 +28,12 @@ class Settings(BaseSettings):
     ingest_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_future_skew_seconds: int = Field(300, ge=0)
     earliest_occurred_at: AwareDatetime = datetime(1900, 1, 1, tzinfo=UTC)  # older: refused
+    # The region (ISO 3166, such as DE) a phone number without a country code is read in;
+    # none: such a number is refused, since the same digits are other numbers elsewhere.
+    phone_default_region: str | None = None
+    # Extra kinds of customer identifier, accepted in ``customer`` beside the built-in
+    # ones (names such as "member_no"; as JSON: ["member_no", "ticket_holder"]).
+    identifier_kinds: list[str] = []
 
     # Recorder: touchpoints per event-store transaction, and how long to wait to fill one.
     record_batch_size: int = Field(500, ge=1)
@@ -90,6 +98,24 @@ class Settings(BaseSettings):
     database_timeout_seconds: float = Field(5.0, gt=0, le=300)
     ingest_queue_limit: int = Field(20_000, ge=1, description="touchpoints waiting to record")
     retry_after_seconds: int = Field(2, ge=1, le=3600)
+
+    @field_validator("phone_default_region")
+    @classmethod
+    def _phone_region(cls, value: str | None) -> str | None:
+        if value is not None and value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"phone_default_region: {value!r} is not a region libphonenumber knows "
+                "(an upper-case ISO 3166 code such as DE or US)"
+            )
+        return value
+
+    @field_validator("identifier_kinds")
+    @classmethod
+    def _identifier_kinds(cls, value: list[str]) -> list[str]:
+        try:
+            return list(declared_identifier_kinds(value))
+        except ValueError as error:
+            raise ValueError(f"identifier_kinds: {error}") from None
 
     @field_validator("currency")
     @classmethod

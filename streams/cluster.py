@@ -95,6 +95,8 @@ def triage(
                 now=datetime.now(UTC),
                 max_future_skew=settings.max_future_skew,
                 earliest=settings.earliest_occurred_at,
+                phone_region=settings.phone_default_region,
+                identifier_kinds=settings.identifier_kinds,
             ),
             "",
             [],

@@ -20,7 +20,20 @@ MAY_IMPORT = {
 }
 # domain/ is pure: the standard library, eventsourcing's domain module, pydantic, and the
 # numerical libraries the lifetime-value model is fitted with (no I/O in any of them).
-DOMAIN_THIRD_PARTY = {"eventsourcing.domain", "pydantic", "numpy", "scipy"}
+# pydantic_core is pydantic's own validator core (its error types). phonenumbers and
+# email_validator are pure as used: phonenumbers reads its metadata from Python modules in
+# the package and opens no file or socket; email_validator imports dnspython only inside
+# its deliverability module, loaded lazily and only when check_deliverability is true
+# (domain/touchpoints.py always passes False), so a syntax check does no DNS.
+DOMAIN_THIRD_PARTY = {
+    "eventsourcing.domain",
+    "pydantic",
+    "pydantic_core",
+    "numpy",
+    "scipy",
+    "phonenumbers",
+    "email_validator",
+}
 
 
 def imports_of(package: str) -> set[tuple[Path, str]]:
