@@ -82,13 +82,16 @@ SAMPLES: list[tuple[str, dict[str, Any]]] = [
     ("survey-kano", survey_answer(None, "kano_functional", "like", feature="wifi")),
     ("survey-spend", survey_answer(None, "category_spend", "1200.50", currency="EUR")),
     (
+        # The e-mail and phone patterns are conservative (tests/unit/test_identifiers.py):
+        # "Ann@Example.com" and "+49 (30) 123-456" are accepted, in the schema's own words
+        # they are spelled as here.
         "identifiers",
         envelope(
             None,
             T0,
             customer={
-                "email": "Ann@Example.com",
-                "phone": "+49 (30) 123-456",
+                "email": "ann@example.com",
+                "phone": "+49 30 123456",
                 "loyalty_card": "L1",
                 "device_id": "d",
                 "crm_id": "c",

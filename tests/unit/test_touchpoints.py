@@ -71,7 +71,7 @@ def test_malformed_email_is_refused_on_the_email_field() -> None:
     error = only_refusal(envelope(None, T0, customer={"email": "not-an-address"}))
 
     assert error.field == "customer.email"
-    assert error.message.startswith("not an e-mail address")
+    assert error.message == "An email address must have an @-sign."  # email-validator's words
 
 
 @pytest.mark.parametrize(
