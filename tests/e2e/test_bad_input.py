@@ -547,6 +547,41 @@ def test_the_earliest_instant_is_the_setting(
         assert accepted.status_code == 202, accepted.text
 
 
+def test_a_phone_without_a_country_code_is_refused_unless_a_region_is_set(
+    platform: Platform, client: httpx.Client
+) -> None:
+    customer = new_customer()
+    before = head(platform.records)
+    for phone in ("030 1234567", "+999 1234567", "((((("):
+        sent = envelope(None, customer={"id": customer, "phone": phone})
+        errors = refusal(client.post("/v1/touchpoints", json=sent), 422)
+        assert [e["field"] for e in errors] == ["customer.phone"], errors
+    assert_nothing_recorded(platform, client, before, customer)
+
+
+def test_the_phone_region_and_the_identifier_kinds_are_settings(
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+) -> None:
+    platform = make_platform(phone_default_region="DE", identifier_kinds=["member_no"])
+    customer = new_customer()
+    with httpx.Client(base_url=serve(platform)) as client:
+        identifiers = {"id": customer, "phone": "030 1234567", "member_no": "M-1"}
+        accepted = client.post("/v1/touchpoints", json=envelope(None, customer=identifiers))
+        assert accepted.status_code == 202, accepted.text
+        recorded = platform.records.touchpoints_of(customer)
+        assert [t.identifiers for t in recorded] == [
+            {"id": customer, "phone": "+49301234567", "member_no": "M-1"}
+        ]
+        before = head(platform.records)
+        undeclared = envelope(None, customer={"id": customer, "ticket": "T-1"})
+        errors = refusal(client.post("/v1/touchpoints", json=undeclared), 422)
+        assert [e["field"] for e in errors] == ["customer.ticket"]
+        assert head(platform.records) == before
+        published = client.get("/openapi.json").json()["components"]["schemas"]
+        assert "member_no" in published["CustomerIdentifiers"]["properties"]
+        assert "ticket" not in published["CustomerIdentifiers"]["properties"]
+
+
 def test_an_envelope_at_the_nesting_limit_is_served_by_the_timeline(
     platform: Platform, client: httpx.Client
 ) -> None:

@@ -211,10 +211,10 @@ def test_the_published_phone_pattern_is_the_international_form() -> None:
 
 def test_a_declared_kind_is_an_identifier_like_the_built_in_ones() -> None:
     found = customer(
-        {"member_no": "  M-1\u0301 ", "email": "ann@example.com"}, identifier_kinds=["member_no"]
+        {"member_no": "  Cafe\u0301-1 ", "email": "ann@example.com"}, identifier_kinds=["member_no"]
     )
 
-    assert found == {"email": "ann@example.com", "member_no": "M-1\u0301".strip()}
+    assert found == {"email": "ann@example.com", "member_no": "Caf\u00e9-1"}
     assert customer({"member_no": "M-1"}, identifier_kinds=["member_no"]) == {"member_no": "M-1"}
 
 
