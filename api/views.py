@@ -74,11 +74,8 @@ def journey_view(platform: Platform, state: State, now: datetime) -> dict[str, A
 
 def journey_answer(platform: Platform, state: State, now: datetime) -> dict[str, Any]:
     """One journey as ``GET /v1/journeys/{id}`` answers it: its view, and its quarantine."""
-    held = platform.store.quarantines(state["journey_id"])
-    return {
-        **journey_view(platform, state, now),
-        "quarantined": [asdict(q) for q in held if q.projection == journeys.PROJECTION.name],
-    }
+    held = platform.store.quarantine_of(journeys.PROJECTION.name, state["journey_id"])
+    return {**journey_view(platform, state, now), "quarantined": [asdict(held)] if held else []}
 
 
 def timeline_item(event: Any) -> dict[str, Any]:

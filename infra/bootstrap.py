@@ -16,7 +16,7 @@ import psycopg2
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
 from infra.database import BoundedPool, embedded_server_url, eventsourcing_env
-from infra.metrics import Metrics, ScrapeSources, last_clv_fit, quarantined_events
+from infra.metrics import Metrics, ScrapeSources, last_clv_fit
 from infra.settings import Settings
 from projections import analytics, segment_store
 from projections.base import Projection
@@ -209,7 +209,7 @@ def bootstrap(
     metrics.read_at_scrape(
         ScrapeSources(
             projection_lag=driver.lag,
-            quarantined_events=partial(quarantined_events, store),
+            quarantined_events=store.quarantined_events,
             last_clv_fit=partial(last_clv_fit, store),
         )
     )

@@ -240,14 +240,6 @@ class _ScrapeCollector(Collector):
 # -- the scrape-time sources of the platform ------------------------------------------
 
 
-def quarantined_events(store: ReadModelStore) -> int:
-    """Quarantined events (failed, or held behind a failure), not yet re-applied."""
-    with store.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM rm_quarantine WHERE resolved_at IS NULL")
-        row = cur.fetchone()
-        return int(row[0]) if row else 0
-
-
 def last_clv_fit(store: ReadModelStore) -> ClvFit | None:
     """The latest lifetime-value fit attempt (asked for, or the periodic refit)."""
     outcome = analytics.last_fit_outcome(store)

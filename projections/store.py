@@ -230,11 +230,16 @@ class ReadModelStore:
         recorded with the error, later events of the document are held behind it (in
         order), and every other document goes on (guarantee 7)."""
         applied_count = 0
+        by_projection = [
+            (projection, keyed)
+            for projection in self.projections
+            if (keyed := [(key, e) for e in events if (key := projection.key(e)) is not None])
+        ]
         with conn.cursor() as cur:
-            for projection in self.projections:
-                keyed = [(key, e) for e in events if (key := projection.key(e)) is not None]
-                if not keyed:
-                    continue
+            held_in_batch = self._held(
+                cur, [(p.name, key) for p, keyed in by_projection for key, _ in keyed]
+            )
+            for projection, keyed in by_projection:
                 table = self.table(projection)
                 keys = sorted({key for key, _ in keyed})  # sorted: a fixed lock order
                 cur.execute(
@@ -247,7 +252,7 @@ class ReadModelStore:
                 docs: dict[str, tuple[State | None, dict[str, int]]] = {
                     key: (state, applied) for key, state, applied in cur.fetchall()
                 }
-                held = self._quarantined_keys(cur, projection.name, keys)
+                held = {key for name, key in held_in_batch if name == projection.name}
                 quarantined: list[tuple[str, RecordedTouchpoint, str | None]] = []
                 changed: set[str] = set()
                 for key, event in keyed:
@@ -280,35 +285,46 @@ class ReadModelStore:
                 if quarantined:
                     self._quarantine(cur, projection.name, quarantined)
                 if changed:
-                    psycopg2.extras.execute_values(
-                        cur,
-                        sql.SQL(
-                            "INSERT INTO {} (key, state, applied) VALUES %s"
-                            " ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state,"
-                            " applied = EXCLUDED.applied, updated_at = now()"
-                        )
-                        .format(table)
-                        .as_string(cur),
-                        [
-                            (key, _dumps(docs[key][0]), _dumps(docs[key][1]))
-                            for key in sorted(changed)
-                        ],
-                        template="(%s, %s::jsonb, %s::jsonb)",
-                        page_size=1000,
-                    )
+                    self._write(cur, projection, {key: docs[key] for key in sorted(changed)})
         return applied_count
+
+    def _write(
+        self, cur: Any, projection: Projection, docs: dict[str, tuple[State | None, dict[str, int]]]
+    ) -> None:
+        """Upsert documents with the stream versions they have applied: one statement."""
+        psycopg2.extras.execute_values(
+            cur,
+            sql.SQL(
+                "INSERT INTO {} (key, state, applied) VALUES %s"
+                " ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state,"
+                " applied = EXCLUDED.applied, updated_at = now()"
+            )
+            .format(self.table(projection))
+            .as_string(cur),
+            [(key, _dumps(state), _dumps(applied)) for key, (state, applied) in docs.items()],
+            template="(%s, %s::jsonb, %s::jsonb)",
+            page_size=1000,
+        )
 
     # -- quarantine -----------------------------------------------------------------
 
-    def _quarantined_keys(self, cur: Any, projection: str, keys: Sequence[str]) -> set[str]:
+    def _held(self, cur: Any, documents: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (projection, key) documents are quarantined: one query a batch."""
+        if not documents:
+            return set()
         cur.execute(
             sql.SQL(
-                "SELECT DISTINCT key FROM {} WHERE projection = %s AND key = ANY(%s)"
-                " AND resolved_at IS NULL"
+                "SELECT DISTINCT projection, key FROM {} WHERE resolved_at IS NULL"
+                " AND key = ANY(%s) AND (projection, key) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[]))"
             ).format(self.quarantine),
-            (projection, list(keys)),
+            (
+                sorted({k for _, k in documents}),
+                [p for p, _ in documents],
+                [k for _, k in documents],
+            ),
         )
-        return {row[0] for row in cur.fetchall()}
+        return {(row[0], row[1]) for row in cur.fetchall()}
 
     def _quarantine(
         self, cur: Any, projection: str, rows: Sequence[tuple[str, RecordedTouchpoint, str | None]]
@@ -363,21 +379,8 @@ class ReadModelStore:
             )
 
     def quarantine_of(self, projection: str, key: str) -> Quarantine | None:
-        """Why a document is quarantined (None: it is not): the failed event and error,
-        and how many events are held behind it."""
-        with self.connection() as conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT event_id, error, failed_at, count(*) OVER () FROM {}"
-                    " WHERE projection = %s AND key = %s AND resolved_at IS NULL"
-                    " ORDER BY seq LIMIT 1"
-                ).format(self.quarantine),
-                (projection, key),
-            )
-            row = cur.fetchone()
-        if row is None:
-            return None
-        return Quarantine(projection, key, row[0], row[1] or "held", row[2], int(row[3]))
+        """Why one projection's document is quarantined (None: it is not)."""
+        return next((q for q in self.quarantines(key) if q.projection == projection), None)
 
     def quarantines(self, key: str) -> list[Quarantine]:
         """Every projection's quarantine of documents under ``key`` (a customer id...)."""
@@ -394,6 +397,15 @@ class ReadModelStore:
                 Quarantine(row[0], key, row[1], row[2] or "held", row[3], int(row[4]))
                 for row in cur.fetchall()
             ]
+
+    def quarantined_events(self) -> int:
+        """How many events are quarantined (failed, or held behind a failure)."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE resolved_at IS NULL").format(self.quarantine)
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
 
     def quarantined_count(self) -> int:
         """How many documents are quarantined."""
@@ -472,14 +484,7 @@ class ReadModelStore:
                 stream = event.originator_id.hex
                 applied = {**applied, stream: max(applied.get(stream, 0), event.originator_version)}
             if state is not None:
-                cur.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (key, state, applied) VALUES (%s, %s::jsonb, %s::jsonb)"
-                        " ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state,"
-                        " applied = EXCLUDED.applied, updated_at = now()"
-                    ).format(self.table(projection)),
-                    (key, _dumps(state), _dumps(applied)),
-                )
+                self._write(cur, projection, {key: (state, applied)})
             cur.execute(
                 sql.SQL(
                     "UPDATE {} SET resolved_at = now() WHERE projection = %s AND key = %s"

@@ -15,12 +15,11 @@ import psycopg2.extensions
 
 from domain.customer import Customer
 from projections.store import REBUILD, ReadModelStore
-from streams.recorder import CustomerRecords
+from streams.recorder import TOUCHPOINT_TOPIC_SUFFIX, CustomerRecords
 
 log = logging.getLogger(__name__)
 
 FOLLOWER = "event-log"
-TOUCHPOINT_TOPIC_SUFFIX = "Customer.TouchpointRecorded"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,9 @@ from domain.touchpoints import Touchpoint, TouchpointIn, touchpoint_of
 
 log = logging.getLogger(__name__)
 
+# How a touchpoint event's topic ends in the notification log (its class's qualified name).
+TOUCHPOINT_TOPIC_SUFFIX = Customer.TouchpointRecorded.__qualname__
+
 
 @dataclass(frozen=True)
 class _Known:
@@ -402,7 +405,7 @@ class CustomerRecords(Application[UUID]):
                     e.occurred_at,
                 )
                 for n in notifications
-                if n.topic.endswith("Customer.TouchpointRecorded")
+                if n.topic.endswith(TOUCHPOINT_TOPIC_SUFFIX)
                 and isinstance(e := self.mapper.to_domain_event(n), Customer.TouchpointRecorded)
             ]
             if rows:
