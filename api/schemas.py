@@ -24,7 +24,10 @@ class BoundaryErrorOut(BaseModel):
 
 class RecordedOut(BaseModel):
     event_id: str
-    customer_id: str
+    customer_id: str | None = Field(
+        description="the customer that answers for the touchpoint (after identity "
+        "resolution); null in cluster mode, where a worker resolves it after the 202"
+    )
     outcome: Literal["recorded", "duplicate", "accepted"] = Field(
         description="recorded: durable in the event store; duplicate: this event_id was "
         "recorded before with the same content, nothing changed; accepted (cluster mode): "

@@ -1,9 +1,10 @@
 """The Customer aggregate: the system of record of every touchpoint a customer had.
 
-A customer is known by a *resolved* customer id (see ``resolve_customer_id``); the
-aggregate's UUID is derived from it, so recording needs no lookup table and the same
-customer always lands on the same stream. Later, identity merges map several customer
-ids to one survivor; raw identifiers (e-mail, phone) never name a stream.
+A customer stream is named by an opaque random customer id (``domain.identity``), never
+by an identifier: the identity index (identifier -> stream, stream -> survivor) decides
+which stream a touchpoint goes to, and every decision it takes (an identifier linked, two
+customers merged or split, a merge refused) is an event on the streams involved, so the
+index can be rebuilt from the event store alone.
 """
 
 from __future__ import annotations
@@ -14,29 +15,14 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.touchpoints import IDENTIFIER_KINDS, Touchpoint
+from domain.touchpoints import Touchpoint
 
 # Fixed namespace: changing it would re-key every stream in every store.
 CUSTOMER_NAMESPACE = uuid.UUID("6f1d8a52-5c2e-4a7e-9a43-7e0b7a1c2d11")
 
 
-def resolve_customer_id(identifiers: dict[str, str]) -> str:
-    """The customer id a touchpoint belongs to.
-
-    The source's own ``id`` when it sends one; otherwise an opaque id derived from the
-    strongest identifier it sends (in the order of ``IDENTIFIER_KINDS``, then the kinds
-    declared in settings in alphabetical order), so the same e-mail address always
-    resolves to the same customer without storing it in an id. Declared kinds go by name,
-    not by their order in the setting: reordering a setting must not move customers.
-    """
-    if "id" in identifiers:
-        return identifiers["id"]
-    declared = sorted(kind for kind in identifiers if kind not in IDENTIFIER_KINDS)
-    for kind in (*IDENTIFIER_KINDS, *declared):
-        if kind in identifiers:
-            digest = uuid.uuid5(CUSTOMER_NAMESPACE, f"{kind}:{identifiers[kind]}")
-            return f"cus_{digest.hex}"
-    raise ValueError("a touchpoint names its customer by at least one identifier")
+class IdentityError(ValueError):
+    """A merge or split the customer's state does not allow."""
 
 
 def customer_aggregate_id(customer_id: str) -> uuid.UUID:
@@ -59,11 +45,22 @@ class Customer(Aggregate):
     # state without ``class_version`` as version 1); tests/fixtures holds such events.
 
     class Registered(Aggregate.Created):
-        # Unchanged since the first stored events; declared so that the next change
-        # starts from a stated version with its upcaster, not from an implicit one.
-        class_version = 1
+        """A customer stream was started (for a touchpoint no known identifier named).
+
+        v2 (was v1): ``identified``: whether the stream's identifiers are linked by
+        ``IdentifiersLinked`` events. Streams registered before the identity index (v1)
+        were named after an identifier and link none: the index links the identifiers
+        their touchpoints carry when it is rebuilt.
+        """
+
+        class_version = 2
 
         customer_id: str
+        identified: bool
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["identified"] = False
 
     class TouchpointRecorded(Aggregate.Event):
         """A touchpoint was recorded for this customer (payload validated).
@@ -95,14 +92,101 @@ class Customer(Aggregate):
         def apply(self, aggregate: Customer) -> None:
             aggregate.touchpoint_ids.add(self.event_id)
 
-    def __init__(self, customer_id: str) -> None:
+    class IdentifiersLinked(Aggregate.Event):
+        """Identifiers were linked to this stream: the touchpoint ``event_id`` carried
+        them first, at ``linked_at`` (its event time)."""
+
+        class_version = 1
+
+        customer_id: str
+        event_id: str
+        linked_at: datetime
+        identifiers: dict[str, str]
+
+    class Merged(Aggregate.Event):
+        """Customer ``absorbed`` (and every stream merged into it) was merged into this
+        one: touchpoint ``event_id`` carried identifiers of both (``identifiers``)."""
+
+        class_version = 1
+
+        customer_id: str
+        absorbed: str
+        event_id: str
+        merged_at: datetime
+        identifiers: dict[str, str]
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.absorbed.add(self.absorbed)
+
+    class Absorbed(Aggregate.Event):
+        """This customer was merged into ``survivor``, which answers for it from now on."""
+
+        class_version = 1
+
+        customer_id: str
+        survivor: str
+        event_id: str
+        merged_at: datetime
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.merged_into = self.survivor
+
+    class Split(Aggregate.Event):
+        """Customer ``released``, merged into this one, was split off again (a wrong
+        merge undone): it and the streams merged into it are a customer of their own,
+        and the two are never merged again automatically."""
+
+        class_version = 1
+
+        customer_id: str
+        released: str
+        split_at: datetime
+        reason: str
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.absorbed.discard(self.released)
+
+    class Released(Aggregate.Event):
+        """This customer was split off ``survivor``: it answers for itself again."""
+
+        class_version = 1
+
+        customer_id: str
+        survivor: str
+        split_at: datetime
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.merged_into = None
+
+    class IdentityRefused(Aggregate.Event):
+        """A guard rail refused a merge or a link that touchpoint ``event_id`` asked for
+        (recorded on this customer all the same): ``rule`` and ``reason`` say which and
+        why, ``customers`` are the customers involved."""
+
+        class_version = 1
+
+        customer_id: str
+        event_id: str
+        refused_at: datetime
+        rule: str
+        reason: str
+        identifiers: dict[str, str]
+        customers: list[str]
+
+    def __init__(self, customer_id: str, identified: bool) -> None:
         self.customer_id = customer_id
+        self.identified = identified
         self.touchpoint_ids: set[str] = set()
+        self.merged_into: str | None = None
+        self.absorbed: set[str] = set()
 
     @classmethod
     def register(cls, customer_id: str) -> Customer:
         return cls._create(
-            cls.Registered, id=customer_aggregate_id(customer_id), customer_id=customer_id
+            cls.Registered,
+            id=customer_aggregate_id(customer_id),
+            customer_id=customer_id,
+            identified=True,
         )
 
     def record_touchpoint(self, touchpoint: Touchpoint) -> bool:
@@ -125,3 +209,80 @@ class Customer(Aggregate):
             envelope_schema=touchpoint.envelope_schema,
         )
         return True
+
+    def link(self, identifiers: dict[str, str], *, event_id: str, at: datetime) -> None:
+        """Link identifiers that touchpoint ``event_id`` carried first."""
+        self.trigger_event(
+            self.IdentifiersLinked,
+            customer_id=self.customer_id,
+            event_id=event_id,
+            linked_at=at,
+            identifiers=dict(identifiers),
+        )
+
+    def merge(
+        self, absorbed: Customer, *, event_id: str, at: datetime, identifiers: dict[str, str]
+    ) -> None:
+        """Merge ``absorbed`` into this customer: an event on each stream."""
+        if absorbed.customer_id == self.customer_id:
+            raise IdentityError(f"customer {self.customer_id} cannot be merged into itself")
+        if self.merged_into is not None or absorbed.merged_into is not None:
+            merged = self if self.merged_into is not None else absorbed
+            raise IdentityError(
+                f"customer {merged.customer_id} is merged into {merged.merged_into}; "
+                "merges join survivors"
+            )
+        self.trigger_event(
+            self.Merged,
+            customer_id=self.customer_id,
+            absorbed=absorbed.customer_id,
+            event_id=event_id,
+            merged_at=at,
+            identifiers=dict(identifiers),
+        )
+        absorbed.trigger_event(
+            self.Absorbed,
+            customer_id=absorbed.customer_id,
+            survivor=self.customer_id,
+            event_id=event_id,
+            merged_at=at,
+        )
+
+    def split(self, released: Customer, *, at: datetime, reason: str) -> None:
+        """Undo the merge of ``released`` into this customer."""
+        if released.customer_id not in self.absorbed or released.merged_into != self.customer_id:
+            raise IdentityError(
+                f"customer {released.customer_id} was not merged into {self.customer_id}"
+            )
+        self.trigger_event(
+            self.Split,
+            customer_id=self.customer_id,
+            released=released.customer_id,
+            split_at=at,
+            reason=reason,
+        )
+        released.trigger_event(
+            self.Released, customer_id=released.customer_id, survivor=self.customer_id, split_at=at
+        )
+
+    def refuse(
+        self,
+        *,
+        event_id: str,
+        at: datetime,
+        rule: str,
+        reason: str,
+        identifiers: dict[str, str],
+        customers: list[str],
+    ) -> None:
+        """Record that a guard rail refused what touchpoint ``event_id`` asked for."""
+        self.trigger_event(
+            self.IdentityRefused,
+            customer_id=self.customer_id,
+            event_id=event_id,
+            refused_at=at,
+            rule=rule,
+            reason=reason,
+            identifiers=dict(identifiers),
+            customers=list(customers),
+        )

@@ -115,7 +115,7 @@ class Recorded:
     for a conflict, the fields whose content differs from the recorded touchpoint."""
 
     event_id: str
-    customer_id: str
+    customer_id: str | None  # None: not resolved yet (cluster mode at 202 time)
     outcome: Outcome
     differing: tuple[str, ...] = ()
 

@@ -143,7 +143,8 @@ def _stores(
             "AGGREGATE_CACHE_FASTFORWARD": "n",
             "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
             "APPLICATION_RECORDER_TOPIC": "streams.recorder:ColumnarRecorder",
-        }
+        },
+        rules=settings.identity_rules,
     )
     store = ReadModelStore(
         _pool(settings, url, settings.read_pool_size),
@@ -152,6 +153,8 @@ def _stores(
     )
     if indexed := records.index_touchpoints():
         log.warning("indexed %d touchpoints recorded before the touchpoint index", indexed)
+    if read := records.index_identities():
+        log.warning("built the identity index from %d stored events", read)
     new = store.create_tables()
     analytics.create_model_table(store)
     segment_store.create_tables(store)

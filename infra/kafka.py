@@ -19,8 +19,8 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from domain.customer import resolve_customer_id
 from domain.idempotency import Outcome, Recorded
+from domain.identity import source_key
 from domain.touchpoints import (
     EARLIEST_OCCURRED_AT,
     InvalidTouchpoint,
@@ -150,7 +150,7 @@ class TouchpointProducer:
     def send_valid(self, touchpoints: Iterable[TouchpointIn]) -> list[Future[Any]]:
         futures: list[Future[Any]] = []
         for touchpoint in touchpoints:
-            key = resolve_customer_id(touchpoint.customer.present()).encode()
+            key = source_key(touchpoint.customer.present()).encode()
             value = _json(touchpoint.model_dump(mode="json", by_alias=True, exclude_none=True))
             acked: Future[Any] = Future()
             sent = self._producer.send(self.topic, key=key, value=value)
@@ -184,7 +184,7 @@ class KafkaIngest:
         done: Future[list[Recorded]] = Future()
         acks = self.producer.send_valid(touchpoints)
         outcomes = [
-            Recorded(t.event_id, resolve_customer_id(t.customer.present()), Outcome.ACCEPTED)
+            Recorded(t.event_id, None, Outcome.ACCEPTED)
             for t in touchpoints
         ]
         remaining = [len(acks)]

@@ -12,6 +12,7 @@ import phonenumbers
 from pydantic import AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.identity import DEFAULT_LIMITS, IdentityRules, blocked_setting
 from domain.money import ExchangeRates
 from domain.touchpoints import declared_identifier_kinds
 
@@ -34,6 +35,11 @@ class Settings(BaseSettings):
     # Extra kinds of customer identifier, accepted in ``customer`` beside the built-in
     # ones (names such as "member_no"; as JSON: ["member_no", "ticket_holder"]).
     identifier_kinds: list[str] = []
+    # Identity guard rails: identifiers of a kind one customer may hold (kinds not named:
+    # 10), and values that never link or merge besides the built-in placeholders, as
+    # "kind:value" or a bare value for every kind (a shared kiosk's device id).
+    identity_limits: dict[str, int] = dict(DEFAULT_LIMITS)
+    identity_blocked: list[str] = []
 
     # Recorder: touchpoints per event-store transaction, and how long to wait to fill one.
     record_batch_size: int = Field(500, ge=1)
@@ -117,6 +123,16 @@ class Settings(BaseSettings):
         except ValueError as error:
             raise ValueError(f"identifier_kinds: {error}") from None
 
+    @field_validator("identity_limits")
+    @classmethod
+    def _identity_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        wrong = {kind: n for kind, n in value.items() if n < 1}
+        if wrong:
+            raise ValueError(
+                f"identity_limits: a kind's limit is at least 1 ({', '.join(sorted(wrong))})"
+            )
+        return value
+
     @field_validator("currency")
     @classmethod
     def _iso_currency(cls, value: str) -> str:
@@ -179,6 +195,13 @@ class Settings(BaseSettings):
         if "*" not in value:
             raise ValueError('needs a "*" entry: the default for other journey types')
         return value
+
+    @property
+    def identity_rules(self) -> IdentityRules:
+        return IdentityRules(
+            limits={**DEFAULT_LIMITS, **self.identity_limits},
+            blocked=blocked_setting(self.identity_blocked),
+        )
 
     @property
     def max_future_skew(self) -> timedelta:

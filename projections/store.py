@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +33,22 @@ from projections.base import Projection, RecordedTouchpoint, State
 log = logging.getLogger(__name__)
 
 UNDECODABLE = "(undecodable)"
+
+# Give stream %(s)s and every stream merged into it (its subtree, by parent) the root of
+# its parent chain as survivor. Parents are the truth and survivors follow from them, so
+# the merges stored in one transaction (aggregate by aggregate, not in the order they were
+# decided) give the same survivors in any order. Used on both sides: the write side's
+# identity index and the read side's survivor table.
+RESURVIVE = (
+    "WITH RECURSIVE up(customer_id, parent, depth) AS ("
+    " SELECT customer_id, parent, 0 FROM {t} WHERE customer_id = %(s)s UNION ALL"
+    " SELECT c.customer_id, c.parent, up.depth + 1 FROM {t} c"
+    " JOIN up ON c.customer_id = up.parent),"
+    " down(customer_id) AS (SELECT %(s)s::text UNION"
+    " SELECT c.customer_id FROM {t} c JOIN down d ON c.parent = d.customer_id)"
+    " UPDATE {t} SET survivor = (SELECT customer_id FROM up ORDER BY depth DESC LIMIT 1)"
+    " WHERE customer_id IN (SELECT customer_id FROM down)"
+)
 LIVE = ""
 REBUILD = "__rebuild"
 
@@ -88,6 +104,13 @@ class ReadModelStore:
         return sql.Identifier(f"rm_quarantine{self.generation}")
 
     @property
+    def survivors_table(self) -> sql.Identifier:
+        """The read side's view of identity: each customer stream the projections have
+        seen, the stream it is merged into (``parent``) and its survivor, whose documents
+        hold its touchpoints. Kept from the Merged and Split events, so it replays."""
+        return sql.Identifier(f"rm_survivor{self.generation}")
+
+    @property
     def quarantine_index(self) -> sql.Identifier:
         return sql.Identifier(f"rm_quarantine{self.generation}_open_idx")
 
@@ -125,6 +148,14 @@ class ReadModelStore:
                             sql.Literal(field),
                         )
                     )
+            if fresh:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.survivors_table))
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (customer_id text PRIMARY KEY, parent text,"
+                    " survivor text NOT NULL)"
+                ).format(self.survivors_table)
+            )
             if fresh:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.quarantine))
             cur.execute(
@@ -220,7 +251,10 @@ class ReadModelStore:
     # -- writing --------------------------------------------------------------------
 
     def apply(
-        self, conn: psycopg2.extensions.connection, events: Sequence[RecordedTouchpoint]
+        self,
+        conn: psycopg2.extensions.connection,
+        events: Sequence[RecordedTouchpoint],
+        only: Mapping[str, set[str]] | None = None,
     ) -> int:
         """Apply events (each stream's in version order) to every projection, in the
         caller's transaction: one read and one write statement per projection.
@@ -228,12 +262,20 @@ class ReadModelStore:
 
         A reducer that raises on an event quarantines that one document: the event is
         recorded with the error, later events of the document are held behind it (in
-        order), and every other document goes on (guarantee 7)."""
+        order), and every other document goes on (guarantee 7). ``only``: apply to
+        these documents (keys by projection name) and no others."""
         applied_count = 0
         by_projection = [
             (projection, keyed)
             for projection in self.projections
-            if (keyed := [(key, e) for e in events if (key := projection.key(e)) is not None])
+            if (
+                keyed := [
+                    (key, e)
+                    for e in events
+                    if (key := projection.key(e)) is not None
+                    and (only is None or key in only.get(projection.name, ()))
+                ]
+            )
         ]
         with conn.cursor() as cur:
             held_in_batch = self._held(
@@ -305,6 +347,102 @@ class ReadModelStore:
             template="(%s, %s::jsonb, %s::jsonb)",
             page_size=1000,
         )
+
+    # -- identity ---------------------------------------------------------------------
+
+    def survivors(
+        self, conn: psycopg2.extensions.connection, customer_ids: Iterable[str]
+    ) -> dict[str, str]:
+        """The survivor of each customer stream, its row share-locked until commit: a
+        merge or split of these customers (which updates the rows) waits for this
+        transaction, or this one for it, so no document is written under a survivor
+        that a concurrent merge has just replaced. Streams not seen before are their own."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (customer_id, survivor) SELECT c, c FROM unnest(%s::text[]) c"
+                    " ON CONFLICT DO NOTHING"
+                ).format(self.survivors_table),
+                (ids,),
+            )
+            cur.execute(
+                sql.SQL(
+                    "SELECT customer_id, survivor FROM {} WHERE customer_id = ANY(%s)"
+                    " ORDER BY customer_id FOR SHARE"
+                ).format(self.survivors_table),
+                (ids,),
+            )
+            return {row[0]: row[1] for row in cur.fetchall()}
+
+    def members(self, conn: psycopg2.extensions.connection, survivors: Iterable[str]) -> set[str]:
+        """Every stream these survivors answer for (themselves included)."""
+        wanted = sorted(set(survivors))
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT customer_id FROM {} WHERE survivor = ANY(%s)").format(
+                    self.survivors_table
+                ),
+                (wanted,),
+            )
+            return {row[0] for row in cur.fetchall()} | set(wanted)
+
+    def regroup(
+        self, conn: psycopg2.extensions.connection, stream: str, parent: str | None
+    ) -> None:
+        """Merge ``stream`` into ``parent`` (None: split it off its parent): it and the
+        streams merged into it take the root of the new parent chain as survivor."""
+        self.survivors(conn, [stream, *([parent] if parent else [])])
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("UPDATE {} SET parent = %s WHERE customer_id = %s").format(
+                    self.survivors_table
+                ),
+                (parent, stream),
+            )
+            cur.execute(
+                sql.SQL(RESURVIVE).format(t=self.survivors_table).as_string(cur), {"s": stream}
+            )
+
+    def streams_of(
+        self, conn: psycopg2.extensions.connection, documents: Mapping[str, set[str]]
+    ) -> set[str]:
+        """The event streams (hex) that have touched these documents."""
+        streams: set[str] = set()
+        with conn.cursor() as cur:
+            for name, keys in documents.items():
+                cur.execute(
+                    sql.SQL("SELECT applied FROM {} WHERE key = ANY(%s)").format(self.table(name)),
+                    (sorted(keys),),
+                )
+                for (applied,) in cur.fetchall():
+                    streams |= set(applied)
+        return streams
+
+    def refold(
+        self,
+        conn: psycopg2.extensions.connection,
+        documents: Mapping[str, set[str]],
+        events: Sequence[RecordedTouchpoint],
+    ) -> int:
+        """Rebuild these documents from ``events`` (every event that keys to them, each
+        stream's in version order): dropped with their quarantine, then folded afresh."""
+        with conn.cursor() as cur:
+            for name, keys in documents.items():
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE key = ANY(%s)").format(self.table(name)),
+                    (sorted(keys),),
+                )
+                cur.execute(
+                    sql.SQL(
+                        "DELETE FROM {} WHERE projection = %s AND key = ANY(%s)"
+                        " AND resolved_at IS NULL"
+                    ).format(self.quarantine),
+                    (name, sorted(keys)),
+                )
+        return self.apply(conn, events, only=documents)
 
     # -- quarantine -----------------------------------------------------------------
 
@@ -554,6 +692,18 @@ class ReadModelStore:
                             self.index(projection, field), live.index(projection, field)
                         )
                     )
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(live.survivors_table))
+            cur.execute(
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                    self.survivors_table, live.survivors_table
+                )
+            )
+            cur.execute(
+                sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                    sql.Identifier(f"rm_survivor{self.generation}_pkey"),
+                    sql.Identifier(f"rm_survivor{live.generation}_pkey"),
+                )
+            )
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(live.quarantine))
             cur.execute(
                 sql.SQL("ALTER TABLE {} RENAME TO {}").format(self.quarantine, live.quarantine)

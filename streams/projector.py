@@ -7,19 +7,28 @@ projection from the event store alone into fresh tables and swaps them in atomic
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
 
 import psycopg2.extensions
 
-from domain.customer import Customer
+from domain.customer import Customer, customer_aggregate_id
+from projections.base import RecordedTouchpoint
 from projections.store import REBUILD, ReadModelStore
-from streams.recorder import TOUCHPOINT_TOPIC_SUFFIX, CustomerRecords
+from streams.recorder import CustomerRecords
 
 log = logging.getLogger(__name__)
 
 FOLLOWER = "event-log"
+
+# What the projectors read of the log: touchpoints, and the identity changes that move
+# touchpoints from one customer's documents to another's.
+PROJECTED = (Customer.TouchpointRecorded, Customer.Merged, Customer.Split)
+_PROJECTED_TOPICS = tuple(c.__qualname__ for c in PROJECTED)
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ def follow(
         return Progress(position, 0, 0)
     events = []
     for notification in notifications:
-        if not notification.topic.endswith(TOUCHPOINT_TOPIC_SUFFIX):
+        if not notification.topic.endswith(_PROJECTED_TOPICS):
             continue
         try:
             events.append(records.mapper.to_domain_event(notification))
@@ -64,10 +73,97 @@ def follow(
             store.quarantine_undecodable(
                 conn, notification.originator_id, notification.originator_version, error
             )
-    applied = store.apply(conn, [e for e in events if isinstance(e, Customer.TouchpointRecorded)])
+    applied = project(records, store, conn, events)
     position = notifications[-1].id
     store.set_position(conn, FOLLOWER, position)
     return Progress(position, len(notifications), applied)
+
+
+def project(
+    records: CustomerRecords,
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    events: Iterable[Any],
+) -> int:
+    """Apply events in log order, in the caller's transaction: touchpoints to the
+    documents of the customer that answers for them (the survivor of their stream), and
+    merges and splits by moving touchpoints between customers' documents (``regroup``).
+    Returns how many projection updates took effect."""
+    applied, touchpoints = 0, []
+    for event in events:
+        if isinstance(event, Customer.TouchpointRecorded):
+            touchpoints.append(event)
+        elif isinstance(event, Customer.Merged | Customer.Split):
+            applied += _apply(store, conn, touchpoints) + regroup(records, store, conn, event)
+            touchpoints = []
+    return applied + _apply(store, conn, touchpoints)
+
+
+def _apply(
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    touchpoints: Sequence[RecordedTouchpoint],
+) -> int:
+    survivors = store.survivors(conn, {t.customer_id for t in touchpoints})
+    return store.apply(conn, readdressed(touchpoints, survivors))
+
+
+def readdressed(
+    touchpoints: Iterable[RecordedTouchpoint], survivors: Mapping[str, str]
+) -> list[RecordedTouchpoint]:
+    """The touchpoints as the customer that answers for them holds them: a stream
+    merged into another is read as its survivor (the event itself is not changed)."""
+    return [
+        t
+        if survivors.get(t.customer_id, t.customer_id) == t.customer_id
+        else _replace(t, customer_id=survivors[t.customer_id])
+        for t in touchpoints
+    ]
+
+
+# mypy reads replace's fields from eventsourcing's base event, not the nested subclass.
+_replace: Callable[..., RecordedTouchpoint] = dataclasses.replace
+
+
+def regroup(
+    records: CustomerRecords,
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    change: Customer.Merged | Customer.Split,
+) -> int:
+    """A merge or a split: every document holding touchpoints of the streams whose
+    survivor changes is folded afresh from the event store under the new survivors.
+
+    Reducers do not depend on the order of events (tests/unit/test_reducers.py), so a
+    survivor's documents folded from all its streams equal those it would have had, had
+    every touchpoint been sent under one customer from the start; a split folds each side
+    from its own streams, as if the merge had never happened. Documents not keyed by the
+    customer (a journey, an answer) are refolded from every stream that touched them."""
+    moved = change.absorbed if isinstance(change, Customer.Merged) else change.released
+    before = store.survivors(conn, [moved, change.customer_id])
+    involved = store.members(conn, before.values())
+    was = store.survivors(conn, involved)
+    store.regroup(conn, moved, change.customer_id if isinstance(change, Customer.Merged) else None)
+    now = store.survivors(conn, involved)
+    own = records.stored_touchpoints([customer_aggregate_id(c) for c in sorted(involved)])
+    documents: dict[str, set[str]] = {}
+    for projection in store.projections:
+        keys = {projection.key(t) for t in [*readdressed(own, was), *readdressed(own, now)]}
+        if keys := {k for k in keys if k is not None}:
+            documents[projection.name] = keys
+    streams = {t.originator_id.hex for t in own}
+    foreign = records.stored_touchpoints(
+        [UUID(hex=s) for s in sorted(store.streams_of(conn, documents) - streams)]
+    )
+    now |= store.survivors(conn, {t.customer_id for t in foreign})
+    log.info(
+        "%s %s: refolding %d documents from %d touchpoints",
+        type(change).__name__.lower(),
+        moved,
+        sum(map(len, documents.values())),
+        len(own) + len(foreign),
+    )
+    return store.refold(conn, documents, readdressed([*own, *foreign], now))
 
 
 def head(records: CustomerRecords) -> int:

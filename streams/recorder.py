@@ -11,10 +11,10 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import Application, project_aggregate
@@ -22,7 +22,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
-from domain.customer import Customer, customer_aggregate_id, resolve_customer_id
+from domain.customer import Customer, IdentityError, customer_aggregate_id
 from domain.idempotency import (
     Content,
     Outcome,
@@ -31,7 +31,9 @@ from domain.idempotency import (
     differing_fields,
     fingerprint,
 )
+from domain.identity import Arrival, IdentityRules, Link, Merge, Refusal, Resolution, resolve
 from domain.touchpoints import Touchpoint, TouchpointIn, touchpoint_of
+from streams.identity import IdentityIndex
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ class ColumnarRecorder(PostgresApplicationRecorder):
                 ).format(Identifier(f"{self.index_table}_timeline_idx"), self.index),
             ]
         )
+        self.identity = IdentityIndex(datastore.schema, datastore.get_connection)
+        self.sql_create_statements.extend(self.identity.create_statements())
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -99,6 +103,8 @@ class ColumnarRecorder(PostgresApplicationRecorder):
         indexed: Sequence[_Indexed] = kwargs.get("touchpoint_index", ())
         if indexed:
             curs.execute(self.insert_index_statement, tuple(map(list, zip(*indexed, strict=True))))
+        if identity_events := kwargs.get("identity_events"):
+            self.identity.write(curs, identity_events)
         curs.execute(
             self.insert_events_statement,
             (
@@ -113,10 +119,27 @@ class ColumnarRecorder(PostgresApplicationRecorder):
 _Indexed = tuple[str, bytes, str, UUID, int, datetime]
 
 
+_IDENTITY_EVENTS = (
+    Customer.Registered,
+    Customer.IdentifiersLinked,
+    Customer.Merged,
+    Customer.Split,
+    Customer.IdentityRefused,
+)
+
+
 class CustomerRecords(Application[UUID]):
     """The event-sourced application holding every Customer aggregate."""
 
     name = "peakend"
+
+    def __init__(self, env: dict[str, str] | None = None, rules: IdentityRules | None = None):
+        super().__init__(env=env)
+        self.identity_rules = rules or IdentityRules()
+
+    @property
+    def identity(self) -> IdentityIndex:
+        return self._columnar().identity
 
     def record(
         self,
@@ -126,21 +149,58 @@ class CustomerRecords(Application[UUID]):
         attempts: int = 10,
     ) -> list[Recorded]:
         """Record a batch of touchpoints in one transaction; idempotent by ``event_id``
-        across the whole store.
+        across the whole store, each placed on its customer by the identity index.
 
         ``units`` splits the batch into consecutive all-or-nothing requests (their sizes;
         default: each touchpoint alone): a unit holding a conflict records nothing.
-        Another writer saving the same customer or event id at the same time makes the
-        insert fail; the batch is then retried on fresh aggregates and a fresh index."""
+        Another writer saving the same customer, event id or identifier at the same time
+        makes the insert fail; the batch is then retried on fresh aggregates and a fresh
+        index."""
         sizes = list(units) if units is not None else [1] * len(touchpoints)
         if sum(sizes) != len(touchpoints):
             raise ValueError(f"units: sizes sum to {sum(sizes)}, not {len(touchpoints)}")
+        return self._retrying(
+            lambda customers: self._judge(touchpoints, sizes, customers), attempts
+        )
+
+    def split(self, survivor: str, released: str, *, reason: str, attempts: int = 10) -> None:
+        """Undo the merge of ``released`` into ``survivor`` (a wrong merge): from now on
+        each answers for itself and its own streams, and the two are kept apart.
+        Raises ``IdentityError`` when ``released`` is not merged into ``survivor``."""
+
+        def decide(customers: dict[UUID, Customer]) -> tuple[list[Recorded], list[_Indexed]]:
+            parents = self.identity.parents(survivor)
+            if parents.get(released) != survivor:
+                raise IdentityError(f"customer {released} was not merged into {survivor}")
+            customers.update(self._customers({survivor, released}))
+            customers[customer_aggregate_id(survivor)].split(
+                customers[customer_aggregate_id(released)],
+                at=datetime.now(UTC),
+                reason=reason,
+            )
+            return [], []
+
+        self._retrying(decide, attempts)
+
+    def _retrying(
+        self,
+        decide: Callable[[dict[UUID, Customer]], tuple[list[Recorded], list[_Indexed]]],
+        attempts: int,
+    ) -> list[Recorded]:
+        """Decide on fresh aggregates and save what was decided in one transaction, again
+        when a concurrent writer got there first."""
         for attempt in range(1, attempts + 1):
             customers: dict[UUID, Customer] = {}
             try:
-                outcomes, index = self._judge(touchpoints, sizes, customers)
-                if index:
-                    self.save(*customers.values(), touchpoint_index=index)
+                outcomes, index = decide(customers)
+                identity = [
+                    e
+                    for c in customers.values()
+                    for e in c.pending_events
+                    if isinstance(e, _IDENTITY_EVENTS)
+                ]
+                if any(c.pending_events for c in customers.values()):
+                    self.save(*customers.values(), touchpoint_index=index, identity_events=identity)
             except IntegrityError:
                 self._forget(customers)
                 if attempt == attempts:
@@ -163,74 +223,138 @@ class CustomerRecords(Application[UUID]):
         customers: dict[UUID, Customer],
     ) -> tuple[list[Recorded], list[_Indexed]]:
         """Judge each touchpoint against the store and the batch so far, unit by unit,
-        and apply the new ones to their (loaded) customers; nothing is saved here."""
+        resolve the new ones' customers, and apply them (and what resolution decided) to
+        their loaded customers; nothing is saved here."""
         touchpoints = [touchpoint_of(envelope) for envelope in envelopes]
         contents = [_content_of(tp) for tp in touchpoints]
         prints = [fingerprint(c) for c in contents]
         known = self._known({tp.event_id for tp in touchpoints})
-        resolved = [resolve_customer_id(tp.identifiers) for tp in touchpoints]
         batch_first: dict[str, int] = {}  # event id -> the index that records it
         against: dict[int, int] = {}  # a repeat in the batch -> the index it repeats
-        verdicts: list[tuple[Outcome, str]] = []
+        verdicts: list[Outcome] = []
         start = 0
         for size in sizes:
-            unit: list[tuple[Outcome, str]] = []
+            unit: list[Outcome] = []
             claimed: dict[str, int] = {}
             for i in range(start, start + size):
                 event_id = touchpoints[i].event_id
                 if event_id in known:
                     same = known[event_id].fingerprint == prints[i]
-                    owner = known[event_id].customer_id
                 elif (first := batch_first.get(event_id, claimed.get(event_id))) is not None:
-                    same, owner = prints[first] == prints[i], resolved[first]
+                    same = prints[first] == prints[i]
                     against[i] = first
                 else:
                     claimed[event_id] = i
-                    unit.append((Outcome.RECORDED, resolved[i]))
+                    unit.append(Outcome.RECORDED)
                     continue
-                unit.append((Outcome.DUPLICATE if same else Outcome.CONFLICT, owner))
-            if any(outcome is Outcome.CONFLICT for outcome, _ in unit):
-                unit = [
-                    (Outcome.WITHHELD if o is Outcome.RECORDED else o, owner) for o, owner in unit
-                ]
+                unit.append(Outcome.DUPLICATE if same else Outcome.CONFLICT)
+            if Outcome.CONFLICT in unit:
+                unit = [Outcome.WITHHELD if o is Outcome.RECORDED else o for o in unit]
             else:
                 batch_first.update(claimed)
             verdicts += unit
             start += size
         differing = self._differing(touchpoints, contents, verdicts, known, against)
-        customers.update(self._customers({c for (o, c) in verdicts if o is Outcome.RECORDED}))
+        recorded = [i for i, o in enumerate(verdicts) if o is Outcome.RECORDED]
+        resolution = self._resolve([touchpoints[i] for i in recorded])
+        placed = dict(zip(recorded, resolution.placements, strict=True))
+        customers.update(self._customers(_existing(resolution)))
+        for placement in resolution.placements:
+            if placement.registers:
+                customers[customer_aggregate_id(placement.stream)] = Customer.register(
+                    placement.stream
+                )
+        index = self._apply(touchpoints, recorded, resolution, customers, prints)
         outcomes: list[Recorded] = []
-        index: list[_Indexed] = []
-        for i, (tp, (outcome, customer_id)) in enumerate(zip(touchpoints, verdicts, strict=True)):
-            if outcome is Outcome.RECORDED:
-                customer = customers[customer_aggregate_id(customer_id)]
-                if customer.record_touchpoint(tp):
-                    index.append(
-                        (
-                            tp.event_id,
-                            prints[i],
-                            customer_id,
-                            customer.id,
-                            customer.version,
-                            tp.occurred_at,
-                        )
-                    )
-                else:  # recorded under this customer before the index existed
+        for i, (tp, outcome) in enumerate(zip(touchpoints, verdicts, strict=True)):
+            if i in placed:
+                owner = placed[i].survivor
+                if tp.event_id not in index:  # recorded on this stream before the index
                     outcome = Outcome.DUPLICATE
-            outcomes.append(Recorded(tp.event_id, customer_id, outcome, differing.get(i, ())))
-        return outcomes, index
+            elif tp.event_id in known:
+                owner = known[tp.event_id].customer_id
+            else:  # a repeat within the batch, or withheld with its unit
+                first = against.get(i)
+                owner = placed[first].survivor if first in placed else ""
+            outcomes.append(Recorded(tp.event_id, owner, outcome, differing.get(i, ())))
+        return outcomes, list(index.values())
+
+    def _resolve(self, touchpoints: Sequence[Touchpoint]) -> Resolution:
+        """Where each touchpoint goes: the identity index's facts about the batch's usable
+        identifiers in one query (two more when any is known), then ``resolve``."""
+        rules = self.identity_rules
+        wanted = sorted({ident for tp in touchpoints for ident in rules.usable(tp.identifiers)})
+        return resolve(
+            [Arrival(tp.identifiers, tp.occurred_at) for tp in touchpoints],
+            self.identity.known(wanted),
+            rules,
+            self.identity.first_seen,
+        )
+
+    def _apply(
+        self,
+        touchpoints: Sequence[Touchpoint],
+        recorded: Sequence[int],
+        resolution: Resolution,
+        customers: dict[UUID, Customer],
+        prints: Sequence[bytes],
+    ) -> dict[str, _Indexed]:
+        """Apply the batch to its customers in the order resolution decided, each
+        touchpoint with the merges it proves, its links and its refusals; return the
+        touchpoint index rows of those recorded, by event id."""
+
+        def customer(customer_id: str) -> Customer:
+            return customers[customer_aggregate_id(customer_id)]
+
+        merges = _by_touchpoint(resolution.merges)
+        links = _by_touchpoint(resolution.links)
+        refusals = _by_touchpoint(resolution.refusals)
+        index: dict[str, _Indexed] = {}
+        for n, (i, placement) in enumerate(zip(recorded, resolution.placements, strict=True)):
+            tp = touchpoints[i]
+            for merge in merges.get(n, ()):
+                customer(merge.survivor).merge(
+                    customer(merge.absorbed),
+                    event_id=tp.event_id,
+                    at=tp.occurred_at,
+                    identifiers=merge.identifiers,
+                )
+            stream = customer(placement.stream)
+            if stream.record_touchpoint(tp):
+                index[tp.event_id] = (
+                    tp.event_id,
+                    prints[i],
+                    placement.stream,
+                    stream.id,
+                    stream.version,
+                    tp.occurred_at,
+                )
+            for link in links.get(n, ()):
+                customer(link.stream).link(
+                    link.identifiers, event_id=tp.event_id, at=tp.occurred_at
+                )
+            for refusal in refusals.get(n, ()):
+                customer(refusal.stream).refuse(
+                    event_id=tp.event_id,
+                    at=tp.occurred_at,
+                    rule=refusal.rule,
+                    reason=refusal.reason,
+                    identifiers=refusal.identifiers,
+                    customers=list(refusal.customers),
+                )
+        return index
 
     def _differing(
         self,
         touchpoints: Sequence[Touchpoint],
         contents: Sequence[Content],
-        verdicts: Sequence[tuple[Outcome, str]],
+        verdicts: Sequence[Outcome],
         known: dict[str, _Known],
         against: dict[int, int],
     ) -> dict[int, tuple[str, ...]]:
         """For each conflict, the fields that differ from the touchpoint recorded (or about
         to be recorded in this batch) under its event id."""
-        conflicts = [i for i, (o, _) in enumerate(verdicts) if o is Outcome.CONFLICT]
+        conflicts = [i for i, o in enumerate(verdicts) if o is Outcome.CONFLICT]
         if not conflicts:
             return {}
         stored = self._recorded_contents(
@@ -275,33 +399,53 @@ class CustomerRecords(Application[UUID]):
         return found
 
     def _reconstruct(self, aggregate_ids: list[UUID]) -> dict[UUID, Customer]:
+        rebuilt: dict[UUID, Any] = {
+            i: project_aggregate(None, events) for i, events in self._streams(aggregate_ids).items()
+        }
+        return {i: c for i, c in rebuilt.items() if isinstance(c, Customer)}
+
+    def _streams(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, list[Any]]:
+        """Every event of these streams, in version order, in ONE query (eventsourcing
+        reads one stream per query)."""
         if not aggregate_ids:
             return {}
         recorder = self._columnar()
-        # eventsourcing reads one stream per query; this reads them all at once from its
-        # table, in stream-version order, and folds them as its repository would.
         query = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {}.{}"
             " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
         streams: dict[UUID, list[Any]] = {}
         with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-            cursor.execute(query, (aggregate_ids,))
+            cursor.execute(query, (list(aggregate_ids),))
             for row in cursor.fetchall():
-                streams.setdefault(row["originator_id"], []).append(
-                    self.mapper.to_domain_event(
-                        StoredEvent(
-                            row["originator_id"],
-                            row["originator_version"],
-                            row["topic"],
-                            bytes(row["state"]),
-                        )
-                    )
+                stored = StoredEvent(
+                    row["originator_id"],
+                    row["originator_version"],
+                    row["topic"],
+                    bytes(row["state"]),
                 )
-        rebuilt: dict[UUID, Any] = {
-            i: project_aggregate(None, events) for i, events in streams.items()
-        }
-        return {i: c for i, c in rebuilt.items() if isinstance(c, Customer)}
+                try:
+                    event = self.mapper.to_domain_event(stored)
+                except Exception:  # the follower quarantines it as undecodable
+                    log.exception(
+                        "stream %s@%d cannot be decoded",
+                        stored.originator_id,
+                        stored.originator_version,
+                    )
+                    continue
+                streams.setdefault(row["originator_id"], []).append(event)
+        return streams
+
+    def stored_touchpoints(
+        self, aggregate_ids: Sequence[UUID]
+    ) -> list[Customer.TouchpointRecorded]:
+        """Every touchpoint of these streams, by stream and version, in ONE query."""
+        return [
+            e
+            for events in self._streams(aggregate_ids).values()
+            for e in events
+            if isinstance(e, Customer.TouchpointRecorded)
+        ]
 
     # -- the touchpoint index --------------------------------------------------------
 
@@ -357,28 +501,31 @@ class CustomerRecords(Application[UUID]):
     def timeline(
         self, customer_id: str, *, limit: int, offset: int, newest_first: bool
     ) -> tuple[int, list[Customer.TouchpointRecorded]]:
-        """One page of a customer's touchpoints in event-time order (ties: by
-        ``event_id``), and how many there are: paged in the database by the touchpoint
-        index, so a page costs the same at 20 or 20,000 touchpoints."""
+        """One page of a customer's touchpoints (every stream it answers for) in
+        event-time order (ties: by ``event_id``), and how many there are: paged in the
+        database by the touchpoint index, so a page costs the same at 20 or 20,000
+        touchpoints."""
         recorder = self._columnar()
         direction = SQL("DESC") if newest_first else SQL("ASC")
-        stream = customer_aggregate_id(customer_id)
+        streams = [customer_aggregate_id(c) for c in self.identity.members(customer_id)]
         with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
             cursor.execute(
-                SQL("SELECT count(*) AS n FROM {} WHERE originator_id = %s").format(recorder.index),
-                (stream,),
+                SQL("SELECT count(*) AS n FROM {} WHERE originator_id = ANY(%s)").format(
+                    recorder.index
+                ),
+                (streams,),
             )
             row = cursor.fetchone()
             total = int(row["n"]) if row else 0
             cursor.execute(
                 SQL(
-                    "SELECT originator_version FROM {} WHERE originator_id = %s"
+                    "SELECT originator_id, originator_version FROM {} WHERE originator_id = ANY(%s)"
                     ' ORDER BY occurred_at {}, event_id COLLATE "C" {} LIMIT %s OFFSET %s'
                 ).format(recorder.index, direction, direction),
-                (stream, limit, offset),
+                (streams, limit, offset),
             )
-            versions = [r["originator_version"] for r in cursor.fetchall()]
-        return total, self.touchpoints_at([(stream, v) for v in versions])
+            places = [(r["originator_id"], r["originator_version"]) for r in cursor.fetchall()]
+        return total, self.touchpoints_at(places)
 
     def index_touchpoints(self, *, page: int = 5000) -> int:
         """Fill the touchpoint index from the event store when it is empty (a store
@@ -426,11 +573,38 @@ class CustomerRecords(Application[UUID]):
         return recorder
 
     def touchpoints_of(self, customer_id: str) -> list[Customer.TouchpointRecorded]:
-        """Every touchpoint recorded for a customer, straight from the event store, in
-        event-time order (ties: by ``event_id``, as in the projections)."""
-        events: Iterable[Any] = self.events.get(customer_aggregate_id(customer_id))
-        recorded = [e for e in events if isinstance(e, Customer.TouchpointRecorded)]
+        """Every touchpoint recorded for a customer (every stream it answers for),
+        straight from the event store, in event-time order (ties: by ``event_id``, as in
+        the projections)."""
+        recorded = [
+            e
+            for stream in self.identity.members(customer_id)
+            for e in self.events.get(customer_aggregate_id(stream))
+            if isinstance(e, Customer.TouchpointRecorded)
+        ]
         return sorted(recorded, key=_event_time_order)
+
+    def index_identities(self, *, page: int = 5000, rebuild: bool = False) -> int:
+        """Build the identity index from the event store alone: when it is empty and the
+        store is not (a store from before the index), or always (``rebuild``: drop what
+        it holds first). The same function writes it live and here, folded over the log
+        in order. Returns how many notifications it read."""
+        recorder = self._columnar()
+        identity = recorder.identity
+        if not rebuild and not identity.is_empty():
+            return 0
+        with recorder.datastore.transaction(commit=True) as cursor:
+            identity.clear(cursor)
+        read, position = 0, 0
+        while notifications := recorder.select_notifications(
+            start=position, limit=page, inclusive_of_start=False
+        ):
+            position = notifications[-1].id
+            read += len(notifications)
+            events = [self.mapper.to_domain_event(n) for n in notifications]
+            with recorder.datastore.transaction(commit=True) as cursor:
+                identity.write(cursor, events, legacy_links=True)
+        return read
 
 
 def _event_time_order(event: Customer.TouchpointRecorded) -> tuple[datetime, str]:
@@ -443,3 +617,23 @@ def _content_of(touchpoint: Touchpoint) -> Content:
 
 def _recorded_content(event: Customer.TouchpointRecorded) -> Content:
     return content(event, identifiers=event.identifiers, journey=event.journey)
+
+
+_T = TypeVar("_T", Link, Merge, Refusal)
+
+
+def _by_touchpoint(decisions: Sequence[_T]) -> dict[int, list[_T]]:
+    grouped: dict[int, list[_T]] = {}
+    for decision in decisions:
+        grouped.setdefault(decision.touchpoint, []).append(decision)
+    return grouped
+
+
+def _existing(resolution: Resolution) -> set[str]:
+    """The streams a resolution writes to that the store already holds."""
+    new = {p.stream for p in resolution.placements if p.registers}
+    streams = {p.stream for p in resolution.placements}
+    streams |= {m.survivor for m in resolution.merges} | {m.absorbed for m in resolution.merges}
+    streams |= {link.stream for link in resolution.links}
+    streams |= {r.stream for r in resolution.refusals}
+    return streams - new
