@@ -23,6 +23,8 @@ from api import health, views
 from api.analytics import router as analytics_router
 from api.deps import AsOf, PlatformDep
 from api.errors import ErrorBoundary
+from api.identity import MOVED, AnsweringCustomer, Moved, moved_response
+from api.identity import router as identity_router
 from api.jobs import jobs
 from api.metrics import install as install_metrics
 from api.schemas import (
@@ -248,17 +250,27 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
     )
 
 
-@router.get("/customers/{customer_id}", response_model=CustomerOut, responses=NOT_FOUND)
-def get_customer(customer_id: str, platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
+@router.get(
+    "/customers/{customer_id}", response_model=CustomerOut, responses={**NOT_FOUND, **MOVED}
+)
+def get_customer(
+    customer_id: AnsweringCustomer, platform: PlatformDep, as_of: AsOf = None
+) -> dict[str, Any]:
+    """A customer across every channel: a customer id, or the source's own customer id
+    (``customer.id`` in touchpoints) of the customer holding it."""
     view = views.customer_view(platform, customer_id, as_of)
     if view is None:
         raise HTTPException(404, f"no customer {customer_id!r}")
     return view
 
 
-@router.get("/customers/{customer_id}/timeline", response_model=TimelineOut, responses=NOT_FOUND)
+@router.get(
+    "/customers/{customer_id}/timeline",
+    response_model=TimelineOut,
+    responses={**NOT_FOUND, **MOVED},
+)
 def get_timeline(
-    customer_id: str,
+    customer_id: AnsweringCustomer,
     platform: PlatformDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -282,10 +294,12 @@ def get_timeline(
 
 
 @router.get(
-    "/customers/{customer_id}/journeys", response_model=list[JourneyOut], responses=NOT_FOUND
+    "/customers/{customer_id}/journeys",
+    response_model=list[JourneyOut],
+    responses={**NOT_FOUND, **MOVED},
 )
 def get_customer_journeys(
-    customer_id: str, platform: PlatformDep, as_of: AsOf = None
+    customer_id: AnsweringCustomer, platform: PlatformDep, as_of: AsOf = None
 ) -> list[dict[str, Any]]:
     now = as_of or datetime.now(UTC)
     found = platform.store.find("journey", "customer_id", customer_id)
@@ -332,9 +346,13 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     app.add_middleware(ErrorBoundary, retry_after=platform.settings.retry_after_seconds)
     # What any route may answer besides its own: the error boundary's answers.
-    for routes in (router, analytics_router, segments_router):
+    for routes in (router, identity_router, analytics_router, segments_router):
         app.include_router(routes, responses=BOUNDARY_ANSWERS)
     install_metrics(app, platform.metrics)
+
+    @app.exception_handler(Moved)
+    async def moved(_: Request, error: Moved) -> JSONResponse:
+        return moved_response(error)
 
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:

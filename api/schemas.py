@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import INSTANT_PATTERN, plausible_instant
 
@@ -122,9 +122,30 @@ class LoyaltyOut(BaseModel):
     as_of: datetime
 
 
+class IdentifierOut(BaseModel):
+    kind: str
+    value: str = Field(description="normalised: e-mail lower-cased, phone in E.164")
+    first_seen: datetime = Field(description="event time of the touchpoint that carried it first")
+    first_seen_in: str = Field(description="the event_id of that touchpoint")
+    stream: str = Field(description="the customer id it was linked to (a merged one, or this)")
+
+
+class MergeOut(BaseModel):
+    survivor: str
+    absorbed: str
+    event_id: str = Field(description="the touchpoint that carried identifiers of both")
+    merged_at: datetime
+    identifiers: dict[str, str] = Field(description="that touchpoint's identifiers: the proof")
+    split_at: datetime | None = Field(description="when the merge was undone; null: it stands")
+
+
 class CustomerOut(BaseModel):
     customer_id: str
-    identifiers: dict[str, list[str]]
+    identifiers: list[IdentifierOut] = Field(
+        description="every identifier linked to the customer (its merged customers' too), "
+        "first seen first"
+    )
+    merges: list[MergeOut] = Field(description="the merge history, oldest first")
     first_seen: datetime
     last_seen: datetime
     touchpoints_total: int
@@ -511,3 +532,55 @@ class ClvModelOut(BaseModel):
         default_factory=dict, description="money of the purchases fitted, not converted"
     )
     log_likelihood: dict[str, float | None]
+
+
+class MovedOut(BaseModel):
+    """307: the customer was merged into another, which answers for it now."""
+
+    detail: str
+    customer_id: str = Field(description="the id asked for")
+    merged_into: str = Field(description="the survivor")
+    location: str = Field(description="the same request, for the survivor (also in Location)")
+
+
+class CustomerMatchOut(BaseModel):
+    customer_id: str = Field(description="the customer that holds the identifier")
+    kind: str
+    value: str = Field(description="as normalised")
+
+
+class CustomerSearchOut(BaseModel):
+    customers: list[CustomerMatchOut] = Field(
+        description="one entry per identifier asked for that is known; empty: none is"
+    )
+
+
+class ConflictOut(BaseModel):
+    event_id: str = Field(description="the touchpoint that asked for the merge or link")
+    recorded_on: str = Field(description="the customer the touchpoint was recorded on")
+    rule: Literal["source_ids_differ", "kept_apart", "limit"]
+    reason: str
+    identifiers: dict[str, str]
+    customers: list[str] = Field(description="the customers involved")
+    refused_at: datetime = Field(description="event time of the touchpoint")
+
+
+class ConflictsOut(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[ConflictOut]
+
+
+class SplitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    absorbed: str = Field(
+        min_length=1, max_length=200, description="the customer merged into this one, to split off"
+    )
+    reason: str = Field("", max_length=2000, description="why the merge was wrong")
+
+
+class SplitOut(BaseModel):
+    survivor: str
+    released: str = Field(description="answers for itself again, with its own touchpoints")

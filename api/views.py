@@ -36,7 +36,6 @@ def customer_view(
             k: state[k]
             for k in (
                 "customer_id",
-                "identifiers",
                 "first_seen",
                 "last_seen",
                 "touchpoints_total",
@@ -45,6 +44,8 @@ def customer_view(
                 "spend_by_currency",
             )
         },
+        "identifiers": platform.records.identity.identifiers_of(customer_id),
+        "merges": platform.records.identity.merge_history(customer_id),
         "recent_touchpoints": list(reversed(state["recent_touchpoints"])),
         "open_complaints": customer.open_complaints(state),
         "complaints_total": len(state["complaints"]),

@@ -23,7 +23,7 @@ import copy
 import json
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -921,6 +921,19 @@ def field_errors(error: ValidationError) -> list[FieldError]:
             message = rest
         out.append(FieldError(field=".".join(path) or "body", message=message))
     return out
+
+
+def parse_identifiers(
+    raw: Mapping[str, Any], *, phone_region: str | None = None, identifier_kinds: Iterable[str] = ()
+) -> dict[str, str]:
+    """Customer identifiers as an envelope's ``customer`` takes them, normalised the same
+    way (so a lookup by e-mail or phone finds what ingest linked); raise
+    ``InvalidTouchpoint`` naming each bad one."""
+    context = {"phone_region": phone_region, "identifier_kinds": tuple(identifier_kinds)}
+    try:
+        return CustomerIdentifiers.model_validate(dict(raw), context=context).present()
+    except ValidationError as error:
+        raise InvalidTouchpoint(field_errors(error)) from None
 
 
 class InvalidTouchpoint(ValueError):

@@ -183,10 +183,7 @@ class KafkaIngest:
     def submit(self, touchpoints: Sequence[TouchpointIn]) -> Future[list[Recorded]]:
         done: Future[list[Recorded]] = Future()
         acks = self.producer.send_valid(touchpoints)
-        outcomes = [
-            Recorded(t.event_id, None, Outcome.ACCEPTED)
-            for t in touchpoints
-        ]
+        outcomes = [Recorded(t.event_id, None, Outcome.ACCEPTED) for t in touchpoints]
         remaining = [len(acks)]
         lock = threading.Lock()
 

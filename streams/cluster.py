@@ -32,7 +32,6 @@ from faust.types import EventT
 from kafka import KafkaProducer
 from prometheus_client import Histogram
 
-from domain.customer import Customer
 from domain.idempotency import Outcome, conflict_error
 from domain.touchpoints import (
     InvalidTouchpoint,
@@ -45,6 +44,7 @@ from infra.kafka import Topics
 from infra.metrics import Metrics
 from infra.settings import Settings
 from projections.store import ReadModelStore
+from streams.projector import PROJECTED, project
 from streams.recorder import CustomerRecords
 from streams.relay import LogNotifications, decode, relay
 
@@ -130,9 +130,9 @@ async def until_done(
             delay = min(delay * 2, 10.0)
 
 
-def project(store: ReadModelStore, touchpoints: Sequence[Customer.TouchpointRecorded]) -> int:
+def project_events(records: CustomerRecords, store: ReadModelStore, events: Sequence[Any]) -> int:
     with store.connection() as conn:
-        return store.apply(conn, touchpoints)
+        return project(records, store, conn, events)
 
 
 def timed(histogram: Histogram, work: Callable[..., T], *args: Any) -> T:
@@ -305,12 +305,19 @@ def create_app(
                             value=dead_letter(event, f"undecodable customer event: {error}", []),
                         )
                         continue
-                    if isinstance(decoded, Customer.TouchpointRecorded):
+                    if isinstance(decoded, PROJECTED):
                         touchpoints.append(decoded)
 
                 started = time.perf_counter()
                 applied = await until_done(
-                    partial(timed, metrics.project_batch_seconds, project, store, touchpoints),
+                    partial(
+                        timed,
+                        metrics.project_batch_seconds,
+                        project_events,
+                        records,
+                        store,
+                        touchpoints,
+                    ),
                     "projecting",
                     lambda: app.should_stop,
                     partial(metrics.database_error, "projector"),

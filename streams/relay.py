@@ -68,13 +68,17 @@ class Producer(Protocol):
     def flush(self, timeout: float | None = None) -> None: ...
 
 
-def encode(notification: Notification) -> tuple[bytes, bytes]:
+def encode(
+    notification: Notification, survivors: dict[str, str] | None = None
+) -> tuple[bytes, bytes]:
     """A customer-events message (key, value): the stored event as the event store keeps
-    it (its JSON state included verbatim), with its log position; keyed by customer id,
-    which every Customer event carries."""
+    it (its JSON state included verbatim), with its log position; keyed by the survivor
+    of its customer (which every Customer event names), so that a customer's streams,
+    merged, share one partition from then on."""
     state = json.loads(notification.state)
     customer_id = str(state.get("customer_id", ""))
-    return customer_id.encode(), json.dumps(
+    key = (survivors or {}).get(customer_id, customer_id)
+    return key.encode(), json.dumps(
         {
             "schema": SCHEMA,
             "position": notification.id,
@@ -127,12 +131,17 @@ def relay(
         )
         if not notifications:
             return 0
+        survivors = records.identity.survivors_of(sorted({_customer_of(n) for n in notifications}))
         sent = []
         for notification in notifications:
-            key, value = encode(notification)
+            key, value = encode(notification, survivors)
             sent.append(producer.send(topic, key=key, value=value))
         producer.flush()
         for future in sent:
             future.get(timeout=0)  # raises if the broker refused any: the position stays
         store.set_position(conn, RELAY, notifications[-1].id)
         return len(notifications)
+
+
+def _customer_of(notification: Notification) -> str:
+    return str(json.loads(notification.state).get("customer_id", ""))

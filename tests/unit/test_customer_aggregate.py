@@ -8,11 +8,10 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.customer import Customer, customer_aggregate_id, resolve_customer_id
+from domain.customer import Customer, customer_aggregate_id
 from domain.touchpoints import Touchpoint, parse_touchpoint, touchpoint_of
 from tests import builders
 from tests.builders import Envelope
@@ -32,75 +31,6 @@ def touchpoint(raw: Envelope) -> Touchpoint:
 
 def recorded(customer: Customer) -> list[Customer.TouchpointRecorded]:
     return [e for e in customer.collect_events() if isinstance(e, Customer.TouchpointRecorded)]
-
-
-# ---------------------------------------------------------------------------------------
-# resolve_customer_id
-# ---------------------------------------------------------------------------------------
-
-
-def test_source_id_wins_over_every_other_identifier() -> None:
-    assert resolve_customer_id({"email": "ann@example.com", "id": "CRM-77"}) == "CRM-77"
-
-
-def test_identifier_without_source_id_resolves_to_a_stable_opaque_id() -> None:
-    first = resolve_customer_id({"email": "ann@example.com"})
-    again = resolve_customer_id({"email": "ann@example.com"})
-
-    assert first == again
-    assert OPAQUE_ID.match(first)
-
-
-@pytest.mark.parametrize(
-    "identifiers",
-    [
-        {"email": "ann.lee@example.com"},
-        {"phone": "+49 30 1234567"},
-        {"loyalty_card": "LC-0042-XYZ"},
-        {"device_id": "device-ios-ann"},
-    ],
-)
-def test_opaque_id_never_contains_the_raw_identifier(identifiers: dict[str, str]) -> None:
-    customer_id = resolve_customer_id(identifiers)
-
-    (value,) = identifiers.values()
-    assert value not in customer_id
-    for part in re.split(r"[@.\s+-]", value):
-        if len(part) > 3:
-            assert part.lower() not in customer_id.lower()
-
-
-def test_strongest_identifier_decides_whatever_the_order_given() -> None:
-    email_only = resolve_customer_id({"email": "ann@example.com"})
-
-    assert resolve_customer_id({"phone": "+4930123456", "email": "ann@example.com"}) == email_only
-    assert resolve_customer_id({"email": "ann@example.com", "crm_id": "X-1"}) == email_only
-    assert resolve_customer_id({"phone": "+4930123456"}) != email_only
-
-
-def test_same_value_of_different_kinds_resolves_to_different_customers() -> None:
-    assert resolve_customer_id({"crm_id": "X-1"}) != resolve_customer_id({"account_id": "X-1"})
-
-
-def test_different_values_resolve_to_different_customers() -> None:
-    ann = resolve_customer_id({"email": "ann@example.com"})
-    bob = resolve_customer_id({"email": "bob@example.com"})
-
-    assert ann != bob
-
-
-def test_email_in_any_case_resolves_to_the_same_customer_once_parsed() -> None:
-    upper = parse_touchpoint(envelope("tp-1", customer={"email": "Ann@Example.COM"}))
-    lower = parse_touchpoint(envelope("tp-2", customer={"email": "ann@example.com"}))
-
-    assert resolve_customer_id(upper.customer.present()) == resolve_customer_id(
-        lower.customer.present()
-    )
-
-
-def test_no_identifier_resolves_to_no_customer() -> None:
-    with pytest.raises(ValueError, match="at least one identifier"):
-        resolve_customer_id({})
 
 
 # ---------------------------------------------------------------------------------------

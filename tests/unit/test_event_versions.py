@@ -53,13 +53,14 @@ def test_a_stored_v1_touchpoint_reads_as_the_current_version() -> None:
         assert event.event_id == json.loads(row.state)["event_id"]
 
 
-def test_a_stored_v1_registration_reads_unchanged() -> None:
+def test_a_stored_v1_registration_reads_as_a_stream_from_before_the_identity_index() -> None:
     (row, *_) = stored.load().rows
 
     event = mapper().to_domain_event(row)
 
     assert isinstance(event, Customer.Registered)
     assert event.customer_id == json.loads(row.state)["customer_id"]
+    assert event.identified is False  # its touchpoints' identifiers link when indexed
 
 
 def test_a_new_touchpoint_is_stored_as_v2_and_reads_back_equal() -> None:
@@ -74,8 +75,11 @@ def test_a_new_touchpoint_is_stored_as_v2_and_reads_back_equal() -> None:
     assert mapper().to_domain_event(stored_event) == recorded
 
 
-def test_a_new_registration_is_stored_without_a_class_version() -> None:
+def test_a_new_registration_is_stored_as_v2_identified_and_reads_back_equal() -> None:
     (registered,) = Customer.register("C1").collect_events()
 
-    # eventsourcing writes class_version only above 1; version 1 is its absence.
-    assert "class_version" not in json.loads(mapper().to_stored_event(registered).state)
+    stored_event = mapper().to_stored_event(registered)
+
+    assert json.loads(stored_event.state)["class_version"] == 2
+    assert json.loads(stored_event.state)["identified"] is True
+    assert mapper().to_domain_event(stored_event) == registered

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from domain.customer import resolve_customer_id
 from domain.touchpoints import (
     EMAIL_MAX_LENGTH,
     EMAIL_PATTERN,
@@ -224,16 +223,6 @@ def test_declared_kinds_come_after_the_built_in_ones_in_one_order() -> None:
     other = customer({"member_no": "M", "device_id": "D", "ticket": "T"}, identifier_kinds=kinds)
 
     assert list(one) == list(other) == ["device_id", "member_no", "ticket"]
-
-
-def test_a_customer_known_only_by_declared_kinds_resolves_whatever_their_order() -> None:
-    kinds = ["ticket", "member_no"]
-    one = customer({"ticket": "T", "member_no": "M"}, identifier_kinds=kinds)
-    other = customer({"member_no": "M", "ticket": "T"}, identifier_kinds=kinds[::-1])
-
-    assert resolve_customer_id(one) == resolve_customer_id(other)
-    assert resolve_customer_id(one) == resolve_customer_id({"member_no": "M"})
-    assert resolve_customer_id(one).startswith("cus_")
 
 
 def test_an_undeclared_kind_is_refused_by_name_with_the_known_kinds() -> None:
