@@ -130,3 +130,11 @@ def serve() -> Iterator[Callable[[Platform], str]]:
     for server, thread in servers:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def customer_of(platform: Platform, source_id: str) -> str:
+    """The customer id (opaque, random) that answers for a source customer id
+    (``customer.id`` in touchpoints), as the identity index has it."""
+    located = platform.records.identity.locate(source_id)
+    assert located is not None, f"no customer holds source id {source_id!r}"
+    return located.survivor
