@@ -55,7 +55,6 @@ PLACEHOLDERS = frozenset(
     {"", "null", "none", "nil", "undefined", "anonymous", "guest", "unknown", "n/a", "na", "-1"}
 )
 _ZEROS = re.compile(r"^\+?0+$")  # "0", "000000", "+0000"
-_PLACEHOLDER_DOMAINS = frozenset({"example.com", "example.org", "example.net"})
 _PLACEHOLDER_MAILBOXES = frozenset(
     {"noemail", "no-email", "noreply", "no-reply", "nobody", "test", *PLACEHOLDERS}
 )
@@ -93,8 +92,9 @@ class IdentityRules:
         if f"{kind}:{folded}" in self.blocked or folded in self.blocked:
             return True
         if kind == "email":
-            mailbox, _, domain = folded.rpartition("@")
-            return domain in _PLACEHOLDER_DOMAINS or mailbox in _PLACEHOLDER_MAILBOXES
+            # Mailboxes that name nobody; the domain does not matter (test@example.com,
+            # noreply@shop.de). Example domains themselves are allowed: test data uses them.
+            return folded.rpartition("@")[0] in _PLACEHOLDER_MAILBOXES
         return False
 
     def usable(self, identifiers: Mapping[str, str]) -> list[Identifier]:

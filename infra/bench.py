@@ -180,11 +180,15 @@ def probe_lags(url: str, sent_at: dict[str, float]) -> list[float]:
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
+            # A probe's customer is found by its source id, through the identity index.
             cur.execute(
-                "SELECT key, extract(epoch FROM updated_at) FROM rm_customer WHERE key = ANY(%s)",
+                "SELECT i.value, extract(epoch FROM r.updated_at) FROM identity_identifier i"
+                " JOIN identity_customer c ON c.customer_id = i.customer_id"
+                " JOIN rm_customer r ON r.key = c.survivor"
+                " WHERE i.kind = 'id' AND i.value = ANY(%s)",
                 (list(sent_at),),
             )
-            return [(float(at) - sent_at[key]) * 1000 for key, at in cur.fetchall()]
+            return [(float(at) - sent_at[value]) * 1000 for value, at in cur.fetchall()]
     finally:
         conn.close()
 
