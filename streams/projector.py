@@ -226,7 +226,8 @@ def retry_quarantined(records: CustomerRecords, store: ReadModelStore) -> Retrie
             failing.append((name, key, "no such projection any more"))
             continue
         with store.connection() as conn:
-            events = records.touchpoints_at(store.held_events(conn, name, key))
+            held = records.touchpoints_at(store.held_events(conn, name, key))
+            events = readdressed(held, store.survivors(conn, {e.customer_id for e in held}))
             error = store.release(conn, projection, key, events)
         if error is None:
             released += 1

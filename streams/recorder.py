@@ -168,10 +168,10 @@ class CustomerRecords(Application[UUID]):
         each answers for itself and its own streams, and the two are kept apart.
         Raises ``IdentityError`` when ``released`` is not merged into ``survivor``."""
 
+        if self.identity.parents(survivor).get(released) != survivor:
+            raise IdentityError(f"customer {released} was not merged into {survivor}")
+
         def decide(customers: dict[UUID, Customer]) -> tuple[list[Recorded], list[_Indexed]]:
-            parents = self.identity.parents(survivor)
-            if parents.get(released) != survivor:
-                raise IdentityError(f"customer {released} was not merged into {survivor}")
             customers.update(self._customers({survivor, released}))
             customers[customer_aggregate_id(survivor)].split(
                 customers[customer_aggregate_id(released)],
@@ -201,7 +201,9 @@ class CustomerRecords(Application[UUID]):
                 ]
                 if any(c.pending_events for c in customers.values()):
                     self.save(*customers.values(), touchpoint_index=index, identity_events=identity)
-            except IntegrityError:
+            except (IntegrityError, IdentityError):
+                # IdentityError: a cached aggregate disagreed with the (fresh) identity
+                # index, as when another process merged or split it meanwhile.
                 self._forget(customers)
                 if attempt == attempts:
                     raise
