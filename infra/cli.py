@@ -31,6 +31,11 @@ from streams.projector import Progress, head, replay, retry_quarantined
 
 log = logging.getLogger("peakend")
 
+# The share of the demo's touchpoints (those naming the customer by e-mail, phone, card or
+# device) that come without the source's customer id, so identity resolution has work:
+# links, and merges of the customers such touchpoints start.
+DEMO_SOURCELESS_RATE = 0.3
+
 
 def _serve(platform: Platform, host: str, port: int) -> uvicorn.Server:
     # log_config=None: uvicorn's loggers go through ours (and its format), not its own.
@@ -66,7 +71,15 @@ def seed_history(
     from projections import analytics
 
     start, end = period(days)
-    simulator = Simulator(SimulatorConfig(seed=seed, customers=customers, start=start, end=end))
+    simulator = Simulator(
+        SimulatorConfig(
+            seed=seed,
+            customers=customers,
+            start=start,
+            end=end,
+            sourceless_rate=DEMO_SOURCELESS_RATE,
+        )
+    )
     recorded = 0
     with progress(touchpoints, "demo history", unit="tp", quiet=quiet) as bar:
         while recorded < touchpoints:
@@ -112,7 +125,11 @@ async def _demo(platform: Platform, args: argparse.Namespace) -> None:
             return
         await asyncio.sleep(0.05)
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    simulator = Simulator(SimulatorConfig(seed=args.seed, customers=args.customers))
+    simulator = Simulator(
+        SimulatorConfig(
+            seed=args.seed, customers=args.customers, sourceless_rate=DEMO_SOURCELESS_RATE
+        )
+    )
     # The most valuable customer is the busiest one: their projections fill up first.
     vip = max(simulator.customers, key=lambda c: c.value_weight).id
     print(

@@ -501,7 +501,11 @@ class SimulatorConfig:
     ``survey_rate`` that a journey is followed by a survey; ``duplicate_rate`` and
     ``late_rate`` the share of envelopes that are re-sends and late touchpoints;
     ``standalone_rate`` the share of activities that are a single touchpoint without a
-    journey; ``prospect_rate`` the share of customers who never buy.
+    journey; ``prospect_rate`` the share of customers who never buy; ``sourceless_rate``
+    the share of the touchpoints naming their customer by another identifier (e-mail,
+    phone, loyalty card, device) that do not carry the source's customer id as well (a
+    call centre that knows only the number calling): identity resolution links them, and
+    merges the customers they started.
     ``activities_per_customer_per_year`` sets the pace of the simulated timeline (the
     volume of a historical period: about 6 touchpoints per activity).
     """
@@ -516,6 +520,7 @@ class SimulatorConfig:
     late_rate: float = 0.03
     standalone_rate: float = 0.25
     prospect_rate: float = 0.15
+    sourceless_rate: float = 0.0
     pareto_alpha: float = 1.16
     activities_per_customer_per_year: float = 24.0
     currency: str = "EUR"
@@ -532,6 +537,7 @@ class SimulatorConfig:
             "late_rate",
             "standalone_rate",
             "prospect_rate",
+            "sourceless_rate",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: a probability, from 0 to 1")
@@ -837,11 +843,16 @@ class Simulator:
             else:
                 recent[self._slot % 1024] = c
         customer = {"id": self._customers[c].id}
+        bits = self._rng.getrandbits(128)
         if draft.identifier is not None:
+            # Decided from the event id's bits: no extra draw, so the rest of the traffic
+            # is the same whatever the rate.
+            if (bits >> 96) / 2**32 < self.config.sourceless_rate:
+                customer = {}
             customer[draft.identifier[0]] = draft.identifier[1]
         envelope: dict[str, Any] = {
             "schema": 1,
-            "event_id": _uuid4(self._rng.getrandbits(128)),
+            "event_id": _uuid4(bits),
             "type": draft.type,
             "occurred_at": _iso(ts),
             "channel": draft.channel,
