@@ -105,7 +105,12 @@ class IdentityIndex:
     def write(self, cursor: Any, events: Iterable[Any], legacy_links: bool = False) -> None:
         """Bring the index up to date with ``events`` (in log order). ``legacy_links``:
         also link the identifiers that touchpoints of streams from before the index carry
-        (a rebuild; first come, first linked)."""
+        (a rebuild; first come, first linked).
+
+        Never a prepared statement: in the recorder's pipeline a statement psycopg
+        prepares after one that failed (an identifier another recorder linked first) is
+        skipped by the server, yet psycopg takes it as prepared, and every later use on
+        that connection fails ("prepared statement _pg3_N does not exist")."""
         customers: list[tuple[str, Any]] = []
         links: list[tuple[str, str, str, datetime, str]] = []
         refusals: list[tuple[str, str, str, str, str, list[str], datetime]] = []
@@ -149,6 +154,7 @@ class IdentityIndex:
                     + (" ON CONFLICT DO NOTHING" if legacy_links else "")
                 ).format(self.customers),
                 ([c for c, _ in customers], [o for _, o in customers]),
+                prepare=False,
             )
         if links:
             cursor.execute(
@@ -159,6 +165,7 @@ class IdentityIndex:
                     + (" ON CONFLICT DO NOTHING" if legacy_links else "")
                 ).format(self.identifiers),
                 tuple(map(list, zip(*links, strict=True))),
+                prepare=False,
             )
         for change in changes:
             if isinstance(change, Customer.Merged):
@@ -182,12 +189,14 @@ class IdentityIndex:
                     [chr(31).join(r[5]) for r in refusals],
                     [r[6] for r in refusals],
                 ),
+                prepare=False,
             )
 
     def _merge(self, cursor: Any, merged: Customer.Merged) -> None:
         cursor.execute(
             SQL("UPDATE {} SET parent = %s WHERE customer_id = %s").format(self.customers),
             (merged.customer_id, merged.absorbed),
+            prepare=False,
         )
         self._resurvive(cursor, merged.absorbed)
         cursor.execute(
@@ -202,15 +211,17 @@ class IdentityIndex:
                 merged.merged_at,
                 json.dumps(merged.identifiers, sort_keys=True),
             ),
+            prepare=False,
         )
 
     def _resurvive(self, cursor: Any, stream: str) -> None:
-        cursor.execute(SQL(RESURVIVE).format(t=self.customers), {"s": stream})
+        cursor.execute(SQL(RESURVIVE).format(t=self.customers), {"s": stream}, prepare=False)
 
     def _split(self, cursor: Any, split: Customer.Split) -> None:
         cursor.execute(
             SQL("UPDATE {} SET parent = NULL WHERE customer_id = %s").format(self.customers),
             (split.released,),
+            prepare=False,
         )
         self._resurvive(cursor, split.released)
         cursor.execute(
@@ -219,11 +230,13 @@ class IdentityIndex:
                 " AND split_at IS NULL"
             ).format(self.merges),
             (split.split_at, split.customer_id, split.released),
+            prepare=False,
         )
         a, b = sorted((split.customer_id, split.released))
         cursor.execute(
             SQL("INSERT INTO {} (a, b) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(self.apart),
             (a, b),
+            prepare=False,
         )
 
     # -- reading ----------------------------------------------------------------------

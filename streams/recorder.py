@@ -101,8 +101,15 @@ class ColumnarRecorder(PostgresApplicationRecorder):
         self._notify_channel(curs)
         # The index first: the caller fetches notification ids from the last statement.
         indexed: Sequence[_Indexed] = kwargs.get("touchpoint_index", ())
+        # Each may fail (a concurrent writer): none is a prepared statement, since psycopg
+        # would take one prepared after a failure in this pipeline as prepared, and the
+        # server never saw it (``IdentityIndex.write``).
         if indexed:
-            curs.execute(self.insert_index_statement, tuple(map(list, zip(*indexed, strict=True))))
+            curs.execute(
+                self.insert_index_statement,
+                tuple(map(list, zip(*indexed, strict=True))),
+                prepare=False,
+            )
         if identity_events := kwargs.get("identity_events"):
             self.identity.write(curs, identity_events)
         curs.execute(
@@ -113,6 +120,7 @@ class ColumnarRecorder(PostgresApplicationRecorder):
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
             ),
+            prepare=False,
         )
 
 
@@ -268,13 +276,18 @@ class CustomerRecords(Application[UUID]):
                 )
         index = self._apply(touchpoints, recorded, resolution, customers, prints)
         outcomes: list[Recorded] = []
+        # A touchpoint recorded before belongs to the customer its stream answers for now
+        # (a survivor, when the stream has been merged since).
+        earlier = {known[tp.event_id].customer_id for tp in touchpoints if tp.event_id in known}
+        survivors = self.identity.survivors_of(sorted(earlier)) if earlier else {}
         for i, (tp, outcome) in enumerate(zip(touchpoints, verdicts, strict=True)):
             if i in placed:
                 owner = placed[i].survivor
                 if tp.event_id not in index:  # recorded on this stream before the index
                     outcome = Outcome.DUPLICATE
             elif tp.event_id in known:
-                owner = known[tp.event_id].customer_id
+                stream = known[tp.event_id].customer_id
+                owner = survivors.get(stream, stream)
             else:  # a repeat within the batch, or withheld with its unit
                 first = against.get(i)
                 owner = placed[first].survivor if first in placed else ""
@@ -290,8 +303,20 @@ class CustomerRecords(Application[UUID]):
             [Arrival(tp.identifiers, tp.occurred_at) for tp in touchpoints],
             self.identity.known(wanted),
             rules,
-            self.identity.first_seen,
+            self._first_seen,
         )
+
+    def _first_seen(self, survivors: Sequence[str]) -> dict[str, datetime]:
+        """Each group's earliest touchpoint (``IdentityIndex.first_seen``). A group the
+        store has, but no longer as a survivor, was merged by another writer since the
+        index was read: the batch is retried on a fresh index (``IdentityError``)."""
+        seen = self.identity.first_seen(survivors)
+        missing = [s for s in survivors if s not in seen]  # else new in this batch
+        if missing and (
+            moved := sorted(c for c, s in self.identity.survivors_of(missing).items() if s != c)
+        ):
+            raise IdentityError(f"customers {', '.join(moved)} were merged meanwhile")
+        return seen
 
     def _apply(
         self,
