@@ -14,7 +14,7 @@ import pytest
 from infra.bootstrap import Platform
 from tests import builders
 from tests.builders import envelope, new_id
-from tests.conftest import embedded
+from tests.conftest import customer_of, embedded
 
 Item = dict[str, Any]
 
@@ -85,11 +85,12 @@ def test_an_unknown_id_answers_404(
 
 
 def test_the_timeline_pages_newest_first_by_event_time_whatever_the_arrival_order(
-    client: httpx.Client, record: Callable[..., None]
+    platform: Platform, client: httpx.Client, record: Callable[..., None]
 ) -> None:
     customer = new_id("C")
     items = [envelope(customer, T0 + timedelta(hours=h)) for h in range(7)]
     record(*(items[i] for i in (3, 0, 6, 1, 5, 2, 4)))
+    resolved = customer_of(platform, customer)
 
     pages, offset = [], 0
     while offset is not None:
@@ -99,7 +100,7 @@ def test_the_timeline_pages_newest_first_by_event_time_whatever_the_arrival_orde
         assert response.status_code == 200, response.text
         page = response.json()
         assert (page["customer_id"], page["total"], page["limit"], page["offset"]) == (
-            customer,
+            resolved,
             7,
             3,
             offset,
@@ -189,7 +190,7 @@ def test_timeline_limits_at_the_bounds_are_accepted(
 
 
 def test_the_customer_journeys_lists_each_of_the_customers_journeys_newest_first(
-    client: httpx.Client, record: Callable[..., None]
+    platform: Platform, client: httpx.Client, record: Callable[..., None]
 ) -> None:
     customer, other = new_id("C"), new_id("C")
     older, newer, theirs = new_id("J"), new_id("J"), new_id("J")
@@ -215,7 +216,7 @@ def test_the_customer_journeys_lists_each_of_the_customers_journeys_newest_first
     assert response.status_code == 200, response.text
     journeys = response.json()
     assert [j["journey_id"] for j in journeys] == [newer, older]
-    assert {j["customer_id"] for j in journeys} == {customer}
+    assert {j["customer_id"] for j in journeys} == {customer_of(platform, customer)}
     by_id = {j["journey_id"]: j for j in journeys}
     assert by_id[older]["journey_type"] == "car_service"
     assert [t["step"] for t in by_id[older]["touchpoints"]] == ["arrival", "farewell"]
@@ -302,12 +303,15 @@ CONTRACT_FIELDS = {
 
 
 def test_the_customer_document_has_the_contract_fields_and_exact_spend(
-    client: httpx.Client, record: Callable[..., None]
+    platform: Platform, client: httpx.Client, record: Callable[..., None]
 ) -> None:
     customer = new_id("C")
     email = f"{uuid.uuid4().hex[:8]}@example.com"
+    identified = envelope(
+        customer, T0 + timedelta(hours=2), customer={"id": customer, "email": email}
+    )
     record(
-        envelope(customer, T0 + timedelta(hours=2), customer={"id": customer, "email": email}),
+        identified,
         purchase(customer, "10.10", T0),
         purchase(customer, "20.20", T0 + timedelta(hours=1)),
         nps(customer, 8, T0 + timedelta(hours=3)),
@@ -316,8 +320,19 @@ def test_the_customer_document_has_the_contract_fields_and_exact_spend(
     assert response.status_code == 200, response.text
     found = response.json()
     assert set(found) >= CONTRACT_FIELDS
-    assert found["customer_id"] == customer
-    assert found["identifiers"] == {"id": [customer], "email": [email]}
+    resolved = customer_of(platform, customer)
+    assert found["customer_id"] == resolved
+    # Both linked by the touchpoint that carried them first (recorded first, though not
+    # the earliest by event time); ties in first_seen go by kind.
+    first_seen = T0 + timedelta(hours=2)
+    assert [
+        (i["kind"], i["value"], when(i["first_seen"]), i["first_seen_in"], i["stream"])
+        for i in found["identifiers"]
+    ] == [
+        ("email", email, first_seen, identified["event_id"], resolved),
+        ("id", customer, first_seen, identified["event_id"], resolved),
+    ]
+    assert found["merges"] == []
     assert when(found["first_seen"]) == T0
     assert when(found["last_seen"]) == T0 + timedelta(hours=3)
     assert found["touchpoints_total"] == 4
@@ -434,7 +449,7 @@ def test_a_customer_id_with_a_slash_is_refused_naming_the_field(client: httpx.Cl
 
 @pytest.mark.parametrize("customer_id", ["C 1", "C?1", "C#1", "Cé1", "C%2F1"])
 def test_an_accepted_customer_id_is_readable_whatever_its_characters(
-    client: httpx.Client, record: Callable[..., None], customer_id: str
+    platform: Platform, client: httpx.Client, record: Callable[..., None], customer_id: str
 ) -> None:
     """Ingest accepts any text as a customer id; the read API must then serve it (or the
     ingest must refuse it)."""
@@ -444,4 +459,6 @@ def test_an_accepted_customer_id_is_readable_whatever_its_characters(
     for suffix in ("", "/timeline", "/journeys"):
         response = client.get(path + suffix)
         assert response.status_code == 200, (suffix, response.status_code, response.text)
-    assert client.get(path).json()["customer_id"] == unique
+    found = client.get(path).json()
+    assert found["customer_id"] == customer_of(platform, unique)
+    assert [(i["kind"], i["value"]) for i in found["identifiers"]] == [("id", unique)]
