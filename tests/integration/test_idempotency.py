@@ -18,6 +18,7 @@ from domain.touchpoints import TouchpointIn, parse_touchpoint
 from infra.bootstrap import Platform
 from streams.recorder import CustomerRecords
 from tests.builders import envelope, new_id, purchase
+from tests.conftest import customer_of
 
 
 def parsed(*raw: dict[str, Any]) -> list[TouchpointIn]:
@@ -50,8 +51,12 @@ def test_the_same_event_id_for_another_customer_is_a_conflict_and_records_nothin
 
     assert again.outcome is Outcome.CONFLICT
     assert again.differing == ("customer.id",)
-    assert again.customer_id == first["customer"]["id"]
+    assert (
+        again.customer_id == outcome.customer_id == customer_of(platform, first["customer"]["id"])
+    )
     assert recorded_event_ids(platform.records)[first["event_id"]] == 1
+    # Recording nothing, the conflict linked nothing either: no customer holds the other id.
+    assert platform.records.identity.locate(other_customer["customer"]["id"]) is None
 
 
 def test_a_resend_with_an_extra_identifier_is_a_conflict_naming_it(platform: Platform) -> None:
@@ -78,7 +83,7 @@ def test_a_resend_with_another_amount_is_a_conflict_and_the_first_stands(
 
     assert outcome.outcome is Outcome.CONFLICT
     assert outcome.differing == ("emotion", "payload.amount")
-    (event,) = platform.records.touchpoints_of(customer)
+    (event,) = platform.records.touchpoints_of(customer_of(platform, customer))
     assert event.payload["amount"] == "10.00"
 
 
@@ -229,7 +234,9 @@ def test_whatever_is_sent_each_event_id_is_recorded_once_with_its_first_content(
     for event_id, original in first.items():
         (event,) = [
             e
-            for e in platform.records.touchpoints_of(original["customer"]["id"])
+            for e in platform.records.touchpoints_of(
+                customer_of(platform, original["customer"]["id"])
+            )
             if e.event_id == event_id
         ]
         assert event.emotion == original["emotion"]

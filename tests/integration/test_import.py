@@ -13,7 +13,7 @@ import pytest
 from infra.bootstrap import Platform
 from infra.importer import MappingError, import_file
 from infra.simulator import Simulator, SimulatorConfig, period
-from tests.conftest import embedded
+from tests.conftest import customer_of, embedded
 
 
 def history(n: int, seed: int = 4) -> list[dict[str, Any]]:
@@ -45,7 +45,7 @@ def test_a_jsonl_import_records_every_valid_line_and_rejects_the_rest_with_reaso
     assert [r["line"] for r in rejects] == [11, 21]
     assert rejects[1]["errors"][0]["field"] == "emotion"
     assert embedded(platform).wait_until_projected()  # the projector follows the import
-    customers = {e["customer"]["id"] for e in envelopes}
+    customers = {customer_of(platform, e["customer"]["id"]) for e in envelopes}
     documents = [platform.store.get("customer", c) for c in customers]
     assert sum(d["touchpoints_total"] for d in documents if d is not None) == 300
 
@@ -96,7 +96,7 @@ def test_a_csv_import_builds_envelopes_from_the_column_mapping(
     ]
     assert reject["line"] == 4 and "emotion" in reject["errors"][0]["message"]
     assert embedded(platform).wait_until_projected()
-    customer = platform.store.get("customer", "K1")
+    customer = platform.store.get("customer", customer_of(platform, "K1"))
     assert customer is not None and customer["spend_by_currency"] == {"EUR": "25.00"}
 
 
