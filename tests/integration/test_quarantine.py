@@ -20,6 +20,7 @@ from projections.base import Projection, RecordedTouchpoint, State
 from projections.registry import PROJECTIONS
 from streams.projector import follow, replay, retry_quarantined
 from tests.builders import envelope, new_id
+from tests.conftest import customer_of
 
 POISON: set[str] = set()  # event ids the fragile reducer fails on, until it is "fixed"
 
@@ -73,6 +74,8 @@ def test_a_failing_reducer_quarantines_one_document_and_the_others_go_on(
     POISON.add(bad["event_id"])
     touchpoints = [envelope(healthy), bad, later, envelope(healthy, "2024-05-02T08:00:00Z")]
     platform.records.record([parse_touchpoint(t) for t in touchpoints])
+    # From here on, the customers' ids (opaque): the documents are keyed by them.
+    healthy, victim = customer_of(platform, healthy), customer_of(platform, victim)
 
     while follow(platform.records, platform.store, batch_size=2).read:
         pass
@@ -118,6 +121,7 @@ def test_a_replay_with_a_broken_reducer_completes_and_after_the_fix_clears_it(
     bad = envelope(victim)
     POISON.add(bad["event_id"])
     platform.records.record([parse_touchpoint(bad), parse_touchpoint(envelope(new_id("C")))])
+    victim = customer_of(platform, victim)  # the customer's id, as documents are keyed
 
     replay(platform.records, platform.store, batch_size=100)
     assert platform.store.quarantine_of("fragile", victim) is not None
@@ -167,6 +171,8 @@ def test_an_event_older_code_let_in_quarantines_its_documents_and_the_rest_goes_
         update={"occurred_at": datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))}
     )
     platform.records.record([ancient, parse_touchpoint(envelope(healthy))])
+    # The customers' ids (opaque), as documents and quarantines are keyed.
+    victim, healthy = customer_of(platform, victim), customer_of(platform, healthy)
 
     while follow(platform.records, platform.store, batch_size=100).read:
         pass
