@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from domain.touchpoints import parse_touchpoint
 from infra.bootstrap import Platform
 from tests.builders import T0, envelope, new_id
+from tests.conftest import customer_of
 
 
 @settings(
@@ -32,14 +33,15 @@ def test_pages_put_together_are_the_history_in_event_time_order(
         for m, p in zip(minutes, ["a", "B", "_z", "-y", "Z", "ä"] * 5, strict=False)
     ]
     platform.records.record([parse_touchpoint(e) for e in sent])
-    expected = [e.event_id for e in platform.records.touchpoints_of(customer)]
+    resolved = customer_of(platform, customer)
+    expected = [e.event_id for e in platform.records.touchpoints_of(resolved)]
     if newest_first:
         expected.reverse()
 
     pages, offset = [], 0
     while True:
         total, items = platform.records.timeline(
-            customer, limit=page, offset=offset, newest_first=newest_first
+            resolved, limit=page, offset=offset, newest_first=newest_first
         )
         if not items:
             break
