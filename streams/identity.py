@@ -161,7 +161,7 @@ class IdentityIndex:
                 SQL(
                     "INSERT INTO {} (kind, value, customer_id, linked_at, linked_by)"
                     " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],"
-                    " %s::timestamptz[], %s::text[])"
+                    " %b::timestamptz[], %s::text[])"
                     + (" ON CONFLICT DO NOTHING" if legacy_links else "")
                 ).format(self.identifiers),
                 tuple(map(list, zip(*links, strict=True))),
@@ -178,7 +178,7 @@ class IdentityIndex:
                     "INSERT INTO {} (event_id, customer_id, rule, reason, identifiers, customers,"
                     " refused_at) SELECT e, c, r, why, i::jsonb, string_to_array(cs, chr(31)),"
                     " at FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-                    " %s::text[], %s::timestamptz[]) AS u(e, c, r, why, i, cs, at)"
+                    " %s::text[], %b::timestamptz[]) AS u(e, c, r, why, i, cs, at)"
                 ).format(self.refusals),
                 (
                     [r[0] for r in refusals],
