@@ -5,6 +5,12 @@ The oracle is embedded mode: the same envelopes recorded in-process on a fresh d
 Reducers are order-independent, so whatever the partitioning, the number of workers,
 crashes and redeliveries, every projection of the cluster must end equal to the
 oracle's, and the event store must hold each touchpoint exactly once.
+
+Customer ids are random (``cus_<hex>``, chosen by the identity index), so the two
+platforms never share them: every comparison reads each platform's documents and event
+store through ``customer_names``, which names every customer after what the identity
+index links to it (its smallest identifier), the same in any platform that saw the same
+touchpoints.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg2
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,9 +45,7 @@ from infra.bootstrap import Platform, bootstrap
 from infra.kafka import Topics, TouchpointProducer, create_topics
 from infra.settings import Settings
 from infra.simulator import Simulator, SimulatorConfig
-from projections.store import ReadModelStore
 from streams.embedded import EmbeddedDriver
-from streams.recorder import CustomerRecords
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,13 +68,85 @@ def envelopes(seed: int, n: int, customers: int = 300) -> list[dict[str, Any]]:
     return Simulator(SimulatorConfig(seed=seed, customers=customers)).touchpoints(n)
 
 
-def snapshot(store: ReadModelStore) -> Snapshot:
-    return {p.name: store.dump(p.name) for p in store.projections}
+@dataclass(frozen=True)
+class CustomerNames:
+    """Stable names for a platform's random customer ids, from its identity index.
+
+    A customer (a survivor) is named after the smallest identifier (``kind:value``)
+    linked to any of its streams, or, when none is (blocked values only), after the
+    smallest event id recorded on them. A stream merged into another is named
+    ``absorbed <...>`` after its own identifiers: a document still held under it never
+    equals one held under a survivor."""
+
+    streams: dict[str, str]  # every stream -> its own name (a survivor's: the customer's)
+    answering: dict[str, str]  # every stream -> the name of the customer that answers for it
 
 
-def recorded_touchpoints(records: CustomerRecords) -> Counter[tuple[str, str]]:
-    """(customer id, event id) of every TouchpointRecorded in the event store, counted:
-    a count above 1 is a double-recorded touchpoint."""
+def customer_names(platform: Platform) -> CustomerNames:
+    """Every customer stream of the platform's identity index, named (one query)."""
+    query = """
+        SELECT c.customer_id, c.survivor,
+          (SELECT min(i.kind || ':' || i.value COLLATE "C") FROM identity_identifier i
+            WHERE i.customer_id = c.customer_id) AS identifier,
+          (SELECT min(t.event_id COLLATE "C") FROM touchpoint_index t
+            WHERE t.customer_id = c.customer_id) AS event_id
+        FROM identity_customer c"""
+    with (
+        contextlib.closing(psycopg2.connect(platform.database_url)) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(query)
+        rows: list[tuple[str, str, str | None, str | None]] = cur.fetchall()
+    own = {stream: (identifier, event_id) for stream, _, identifier, event_id in rows}
+    groups: dict[str, list[tuple[str | None, str | None]]] = {}
+    for _, survivor, identifier, event_id in rows:
+        groups.setdefault(survivor, []).append((identifier, event_id))
+
+    def name(held: Sequence[tuple[str | None, str | None]]) -> str:
+        identifiers = [i for i, _ in held if i is not None]
+        if identifiers:
+            return min(identifiers)
+        return "touchpoint " + min((e for _, e in held if e is not None), default="(none)")
+
+    customers = {survivor: name(held) for survivor, held in groups.items()}
+    assert len(set(customers.values())) == len(customers), "two customers, one name"
+    streams = {
+        stream: customers[stream] if stream == survivor else f"absorbed {name([own[stream]])}"
+        for stream, survivor, _, _ in rows
+    }
+    answering = {stream: customers[survivor] for stream, survivor, _, _ in rows}
+    return CustomerNames(streams, answering)
+
+
+def canonical(value: Any, names: Mapping[str, str]) -> Any:
+    """``value`` (JSON: a document, a snapshot) with every customer id in ``names``
+    replaced by its name, in keys and values alike, at any depth."""
+    if isinstance(value, str):
+        return names.get(value, value)
+    if isinstance(value, dict):
+        return {names.get(k, k): canonical(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical(v, names) for v in value]
+    return value
+
+
+def snapshot(platform: Platform) -> Snapshot:
+    """Every document of every projection, customer ids named (``customer_names``)."""
+    store = platform.store
+    dumped = {p.name: store.dump(p.name) for p in store.projections}
+    named: Snapshot = canonical(dumped, customer_names(platform).streams)
+    # Names never collide with each other, nor (by their form) with ids: as many
+    # documents after naming as before.
+    assert {k: len(v) for k, v in named.items()} == {k: len(v) for k, v in dumped.items()}
+    return named
+
+
+def recorded_touchpoints(platform: Platform) -> Counter[tuple[str, str]]:
+    """(customer, event id) of every TouchpointRecorded in the event store, counted,
+    the customer named as the one that answers for the stream recording it
+    (``customer_names``): a count above 1 is a double-recorded touchpoint."""
+    records = platform.records
+    answering = customer_names(platform).answering
     counts: Counter[tuple[str, str]] = Counter()
     position = 0
     while notifications := records.recorder.select_notifications(
@@ -78,7 +155,7 @@ def recorded_touchpoints(records: CustomerRecords) -> Counter[tuple[str, str]]:
         for notification in notifications:
             event = records.mapper.to_domain_event(notification)
             if isinstance(event, Customer.TouchpointRecorded):
-                counts[event.customer_id, event.event_id] += 1
+                counts[answering.get(event.customer_id, event.customer_id), event.event_id] += 1
         position = notifications[-1].id
     return counts
 
@@ -95,9 +172,9 @@ def embedded_oracle(platform: Platform, sent: Sequence[dict[str, Any]]) -> Oracl
     assert isinstance(driver, EmbeddedDriver)
     driver.submit([parse_touchpoint(e) for e in sent]).result(timeout=60)
     assert driver.wait_until_projected(timeout=60)
-    expected = snapshot(platform.store)
+    expected = snapshot(platform)
     assert all(expected.values()), "every projection has documents to compare"
-    return Oracle(expected, recorded_touchpoints(platform.records))
+    return Oracle(expected, recorded_touchpoints(platform))
 
 
 def differences(actual: Snapshot, expected: Snapshot, shown: int = 3) -> str:
@@ -293,7 +370,7 @@ class Cluster:
         return "\n".join(s.tail() for s in self.services)
 
     def snapshot(self) -> Snapshot:
-        return snapshot(self.platform.store)
+        return snapshot(self.platform)
 
     def converge(self, oracle: Oracle, timeout: float = CONVERGE_S) -> Snapshot:
         """Poll the read models until they equal the oracle's (or time runs out), then
@@ -340,12 +417,13 @@ class Cluster:
         self.platform.close()
 
 
-@pytest.fixture
-def cluster(broker: str, fresh_database: Callable[[], str], tmp_path: Path) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def open_cluster(broker: str, database_url: str, logs: Path) -> Iterator[Cluster]:
+    """A cluster on its own topics (a fresh prefix) and the given fresh database; its
+    processes are stopped on leaving."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    url = fresh_database()
     settings = Settings(
-        database_url=url,
+        database_url=database_url,
         kafka_bootstrap=broker,
         kafka_topic_prefix=prefix,
         kafka_partitions=PARTITIONS,
@@ -354,11 +432,31 @@ def cluster(broker: str, fresh_database: Callable[[], str], tmp_path: Path) -> I
     # Built before any worker starts: it creates the event store's and read models' tables,
     # so the workers find them made.
     platform = bootstrap(settings, mode="none", start=False)
-    made = Cluster(broker, prefix, url, tmp_path, platform)
+    made = Cluster(broker, prefix, database_url, logs, platform)
     try:
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture
+def cluster(broker: str, fresh_database: Callable[[], str], tmp_path: Path) -> Iterator[Cluster]:
+    with open_cluster(broker, fresh_database(), tmp_path) as made:
+        yield made
+
+
+def worker_outcomes(metrics_port: int) -> dict[str, float]:
+    """What a worker serves of its ``peakend_ingest_touchpoints_total``, by outcome."""
+    scraped = text_string_to_metric_families(
+        httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    )
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in scraped
+        if family.name == "peakend_ingest_touchpoints"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
 
 
 # -- the tests ----------------------------------------------------------------------------
@@ -379,18 +477,9 @@ def test_touchpoints_published_with_the_producer_client_project_as_in_embedded_m
     oracle = embedded_oracle(make_platform(), sent)
 
     cluster.converge(oracle)
-    assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
+    assert recorded_touchpoints(cluster.platform) == oracle.touchpoints
     # The worker serves its own counts: every touchpoint sent, recorded or a duplicate.
-    scraped = text_string_to_metric_families(
-        httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-    )
-    outcomes = {
-        sample.labels["outcome"]: sample.value
-        for family in scraped
-        if family.name == "peakend_ingest_touchpoints"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    outcomes = worker_outcomes(metrics_port)
     assert outcomes["recorded"] == sum(oracle.touchpoints.values())
     assert outcomes["recorded"] + outcomes["duplicate"] == len(sent)
 
@@ -409,7 +498,7 @@ def test_a_recorder_only_and_a_projector_only_worker_end_equal_to_embedded_mode(
     oracle = embedded_oracle(make_platform(), sent)
 
     cluster.converge(oracle)
-    assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
+    assert recorded_touchpoints(cluster.platform) == oracle.touchpoints
     assert "recorded" in recorder.log() and "projected" not in recorder.log()
     assert "projected" in projector.log() and "recorded" not in projector.log()
 
@@ -438,7 +527,7 @@ def test_two_workers_share_the_partitions_and_end_equal_to_embedded_mode(
     )
     assert all(count > 0 for count in counts), cluster.logs_tail()
     assert sum(counts) >= len(sent)  # every message recorded (redelivered ones again)
-    assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
+    assert recorded_touchpoints(cluster.platform) == oracle.touchpoints
 
 
 def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
@@ -471,7 +560,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
     # The survivor took over the victim's partitions: it recorded from all of them.
     assert survivor.recorded_partitions() == set(range(PARTITIONS)), cluster.logs_tail()
     # The event store: every touchpoint once, none lost, none twice.
-    stored = recorded_touchpoints(cluster.platform.records)
+    stored = recorded_touchpoints(cluster.platform)
     assert stored == oracle.touchpoints
     assert max(stored.values()) == 1
     assert len(stored) == len({e["event_id"] for e in sent})
@@ -512,7 +601,7 @@ def test_the_relay_killed_and_restarted_mid_stream_loses_nothing_and_counts_noth
     print(f"relayed {relayed_before} events before kill -9, {restarted.relayed()} after")
     assert restarted.relayed() > 0
     assert worker.alive()
-    assert recorded_touchpoints(records) == oracle.touchpoints
+    assert recorded_touchpoints(cluster.platform) == oracle.touchpoints
 
 
 def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(
@@ -547,7 +636,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(
         producer.close(10)
 
     cluster.converge(oracle)
-    assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
+    assert recorded_touchpoints(cluster.platform) == oracle.touchpoints
 
     letters = read_all(cluster.bootstrap, cluster.topics.dead_letters, len(poison))
     by_source = {(m["source"]["partition"], m["source"]["offset"]): m for m in letters}
@@ -580,7 +669,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(
     assert len(conflicts) == 1, letters
     assert conflicts[0]["errors"][0]["field"] == "event_id"
     assert "channel" in conflicts[0]["errors"][0]["message"]
-    assert recorded_touchpoints(cluster.platform.records) == oracle.touchpoints
+    assert recorded_touchpoints(cluster.platform) == oracle.touchpoints
 
 
 def test_processes_setting_up_a_fresh_database_at_once_all_start(

@@ -1,5 +1,6 @@
 """``peakend api --mode cluster``: HTTP ingest answers 202 only once Kafka has the
-touchpoints (acks=all); a worker records and projects them; the API reads them back."""
+touchpoints (acks=all); a worker records and projects them (resolving their customer
+then: the 202 cannot name it); the API reads them back by the source's customer id."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from infra.broker import LocalBroker
 from infra.kafka import create_topics
 from infra.settings import Settings
 from tests.builders import envelope
+from tests.conftest import customer_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,15 +90,23 @@ def test_http_ingest_in_cluster_mode_reaches_the_projections_through_kafka(
         accepted = client.post("/v1/touchpoints", json=batch)
         assert accepted.status_code == 202, accepted.text
         body = accepted.json()
-        # Acknowledged by Kafka; whether one is a duplicate is for the workers to find out.
+        # Acknowledged by Kafka; whether one is a duplicate, and which customer answers
+        # for it, are for the workers to find out.
         assert [r["duplicate"] for r in body["recorded"]] == [None, None, None]
-        assert {r["customer_id"] for r in body["recorded"]} == {customer}
+        assert [r["outcome"] for r in body["recorded"]] == ["accepted"] * 3
+        assert [r["customer_id"] for r in body["recorded"]] == [None, None, None]
 
         def projected() -> bool:
             found = client.get(f"/v1/customers/{customer}")
             return found.status_code == 200 and found.json()["touchpoints_total"] == 3
 
         eventually(projected)
+        # Read by the source's id, answered by the customer the worker resolved it to.
+        answer = client.get(f"/v1/customers/{customer}").json()
+        assert answer["customer_id"] == customer_of(cluster_platform, customer)
+        assert answer["customer_id"].startswith("cus_")
+        assert [(i["kind"], i["value"]) for i in answer["identifiers"]] == [("id", customer)]
+        assert answer["merges"] == []
         again = client.post("/v1/touchpoints", json=batch[0])  # a re-send: no effect
         assert again.status_code == 202
         eventually(lambda: cluster_platform.driver.lag() == 0)
@@ -104,6 +114,7 @@ def test_http_ingest_in_cluster_mode_reaches_the_projections_through_kafka(
         assert client.get(f"/v1/customers/{customer}").json()["touchpoints_total"] == 3
         timeline = client.get(f"/v1/customers/{customer}/timeline").json()
         assert timeline["total"] == 3
+        assert timeline["customer_id"] == answer["customer_id"]
 
 
 def test_invalid_input_in_cluster_mode_is_refused_before_kafka(
