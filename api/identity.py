@@ -40,12 +40,14 @@ class Moved(Exception):
 def answering_customer(customer_id: str, request: Request, platform: PlatformDep) -> str:
     """The customer that answers for the path's ``customer_id``: itself, the customer
     holding it as a source id, or (merged into another) a redirect to the survivor."""
+    if "\x00" in customer_id:  # PostgreSQL text holds no NUL: no customer id has one
+        raise HTTPException(404, f"no customer {customer_id!r}")
     located = platform.records.identity.locate(customer_id)
     if located is None:
         return customer_id  # unknown: the route answers 404
     if located.absorbed:
         path = request.url.path.replace(
-            f"/customers/{quote(customer_id, safe='')}",
+            f"/customers/{customer_id}",  # request.url.path is percent-decoded
             f"/customers/{quote(located.survivor, safe='')}",
             1,
         )
@@ -88,12 +90,26 @@ def find_customers(
 ) -> dict[str, Any]:
     """The customers holding these identifiers (any kind, declared kinds included, as
     query parameters), normalised as ingest normalises them: ``?email=Ann@Shop.DE`` finds
-    the customer ingest linked ``ann@shop.de`` to."""
+    the customer ingest linked ``ann@shop.de`` to. Name at least one; one that cannot be
+    read as its kind (an e-mail or phone ingest would refuse, a NUL character) is refused
+    too: 422 either way."""
     declared = platform.settings.identifier_kinds
     given = {k: v for k, v in request.query_params.items() if k in (*IDENTIFIER_KINDS, *declared)}
     if not given:
         raise HTTPException(
             422, f"name at least one identifier: {', '.join((*IDENTIFIER_KINDS, *declared))}"
+        )
+    if nul := [k for k, v in given.items() if "\x00" in v]:  # PostgreSQL text holds none
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["query", k],
+                    "msg": "must not contain the NUL character",
+                    "type": "value_error",
+                }
+                for k in nul
+            ],
         )
     try:
         wanted = parse_identifiers(

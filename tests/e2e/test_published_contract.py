@@ -28,6 +28,9 @@ EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50"))
 REFUSED_FOR_REASONS_BEYOND_THE_SCHEMA = {
     "POST /v1/analytics/clv/fit": "needs purchases recorded before as_of",
     "POST /v1/segments": "an operator takes values of its field's kind",
+    # OpenAPI cannot require one of several optional query parameters, and an e-mail or
+    # phone is read as ingest reads it, beyond its published length.
+    "GET /v1/customers": "at least one identifier, each readable as its kind",
 }
 
 

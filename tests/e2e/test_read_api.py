@@ -462,3 +462,21 @@ def test_an_accepted_customer_id_is_readable_whatever_its_characters(
     found = client.get(path).json()
     assert found["customer_id"] == customer_of(platform, unique)
     assert [(i["kind"], i["value"]) for i in found["identifiers"]] == [("id", unique)]
+
+
+@pytest.mark.parametrize("suffix", ["", "/timeline", "/journeys"])
+def test_a_customer_id_with_a_nul_character_is_nobody(client: httpx.Client, suffix: str) -> None:
+    """PostgreSQL text holds no NUL, so no customer id has one: a 404, not a 500."""
+    response = client.get(f"/v1/customers/C%001{suffix}")
+    assert response.status_code == 404, response.text
+
+
+@pytest.mark.parametrize("kind", ["id", "device_id", "crm_id"])
+def test_finding_customers_by_an_identifier_with_a_nul_character_is_refused_naming_it(
+    client: httpx.Client, kind: str
+) -> None:
+    response = client.get("/v1/customers", params={kind: "C\x001"})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", kind]
+    assert "NUL" in error["msg"]
