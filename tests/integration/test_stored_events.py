@@ -5,12 +5,16 @@ indexed, and compared with a platform that recorded the same envelopes today."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
+import httpx
 import psycopg2
 import pytest
+from eventsourcing.persistence import StoredEvent
 from psycopg2 import sql
 
 from domain.customer import Customer, customer_aggregate_id
@@ -32,9 +36,9 @@ FIXTURE = stored.load()
 NAMING: list[Identifier] = [("id", "FX-ANN"), ("email", "bob@example.com")]
 
 
-def insert_as_stored(url: str, platform: Platform) -> None:
-    """The fixture's rows into the platform's event store table, exactly as stored, in
-    notification order (so they get the notification ids they had)."""
+def insert_as_stored(url: str, platform: Platform, rows: list[StoredEvent] = FIXTURE.rows) -> None:
+    """The fixture's rows (or ``rows``) into the platform's event store table, exactly
+    as stored, in notification order (so they get the notification ids they had)."""
     recorder = platform.records.recorder
     if not isinstance(recorder, ColumnarRecorder):
         raise TypeError("the event store is PostgreSQL's")
@@ -43,7 +47,7 @@ def insert_as_stored(url: str, platform: Platform) -> None:
     conn = psycopg2.connect(url)
     try:
         with conn, conn.cursor() as cur:
-            for row in FIXTURE.rows:
+            for row in rows:
                 cur.execute(
                     sql.SQL(
                         "INSERT INTO {} (originator_id, originator_version, topic, state)"
@@ -52,7 +56,7 @@ def insert_as_stored(url: str, platform: Platform) -> None:
                     (str(row.originator_id), row.originator_version, row.topic, row.state),
                 )
             cur.execute(sql.SQL("SELECT max(notification_id) FROM {}").format(table))
-            assert cur.fetchone() == (len(FIXTURE.rows),)
+            assert cur.fetchone() == (len(rows),)
     finally:
         conn.close()
 
@@ -232,3 +236,50 @@ def index_rows(platform: Platform) -> list[tuple[Any, ...]]:
             return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in cur]
     finally:
         conn.close()
+
+
+def renamed_rows(old: str, new: str) -> list[StoredEvent]:
+    """The fixture's rows with customer ``old`` (its id, and the source id it was
+    recorded for) stored as ``new``, as the code before the identity index stored any."""
+    stream = customer_aggregate_id(old)
+    return [
+        StoredEvent(
+            customer_aggregate_id(new),
+            row.originator_version,
+            row.topic,
+            row.state.replace(json.dumps(old).encode(), json.dumps(new).encode()),
+        )
+        if row.originator_id == stream
+        else row
+        for row in FIXTURE.rows
+    ]
+
+
+def test_an_old_customer_merged_into_an_earlier_one_redirects_to_it(
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+) -> None:
+    """Old customer ids are whatever the source sent, characters that percent-encode
+    included: merged into a customer first seen earlier, such a customer's answers
+    redirect to the survivor (they redirected to themselves, for ever)."""
+    old = "FX ANN é"
+    platform = make_platform()
+    insert_as_stored(platform.database_url, platform, renamed_rows("FX-ANN", old))
+    platform.records.index_touchpoints()  # as bootstrap does on a store from before
+    platform.records.index_identities()
+    phone = "+4915112345678"
+    (earlier,) = platform.records.record(
+        [parse_touchpoint(envelope({"phone": phone}, "2020-01-01T08:00:00Z"))]
+    )
+    both = {"email": "ann.lee@example.com", "phone": phone}  # FX-ANN's e-mail, in the rows
+    (merging,) = platform.records.record([parse_touchpoint(envelope(both))])
+    assert merging.customer_id == earlier.customer_id != old
+    assert embedded(platform).wait_until_projected()
+
+    with httpx.Client(base_url=serve(platform)) as client:
+        moved = client.get(f"/v1/customers/{quote(old, safe='')}/timeline", params={"limit": 2})
+        assert moved.status_code == 307, moved.text
+        survivor = f"/v1/customers/{earlier.customer_id}/timeline?limit=2"
+        assert moved.headers["location"] == moved.json()["location"] == survivor
+        answer = client.get(moved.headers["location"])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["total"] == 4 + 2  # the old customer's four, and the two new
