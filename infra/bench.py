@@ -237,7 +237,7 @@ def raw_copy(admin: str, envelopes: list[dict[str, Any]]) -> Figure:
 def naive(admin: str, envelopes: list[dict[str, Any]]) -> Figure:
     """One event-store transaction per touchpoint, one read-model transaction per event."""
     from infra.bootstrap import bootstrap
-    from streams.projector import FOLLOWER
+    from streams.projector import FOLLOWER, project
 
     with fresh_database(admin) as url:
         settings = Settings(database_url=url)
@@ -263,8 +263,7 @@ def naive(admin: str, envelopes: list[dict[str, Any]]) -> Figure:
                     with platform.store.connection() as conn:
                         platform.store.lock_position(conn, FOLLOWER)
                         event = platform.records.mapper.to_domain_event(n)
-                        if hasattr(event, "event_id"):
-                            platform.store.apply(conn, [event])  # type: ignore[list-item]
+                        project(platform.records, platform.store, conn, [event])
                         platform.store.set_position(conn, FOLLOWER, n.id)
             return Figure(
                 "naive: 1 transaction per touchpoint and per event",
