@@ -26,7 +26,7 @@ from typing import Any
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.customer import Customer
-from domain.identity import Group, Known
+from domain.identity import Group, IdentityRules, Known
 from projections.base import utc_iso
 from projections.store import RESURVIVE
 
@@ -64,6 +64,7 @@ class IdentityIndex:
         self.merges, self.apart = t("identity_merge"), t("identity_apart")
         self.refusals = t("identity_conflict")
         self.touchpoints = t("touchpoint_index")
+        self.refuse = t("peakend_identity_conflict")
 
     def create_statements(self) -> list[Composed]:
         return [
@@ -92,6 +93,12 @@ class IdentityIndex:
                 "CREATE TABLE IF NOT EXISTS {} (a text NOT NULL, b text NOT NULL,"
                 " PRIMARY KEY (a, b))"
             ).format(self.apart),
+            # Raises a unique violation: the recorder's retry on a concurrent write.
+            SQL(
+                "CREATE OR REPLACE FUNCTION {}(message text) RETURNS void LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'unique_violation',"
+                " MESSAGE = message; END $$"
+            ).format(self.refuse),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (seq bigserial PRIMARY KEY,"
                 " event_id text NOT NULL, customer_id text NOT NULL, rule text NOT NULL,"
@@ -191,6 +198,51 @@ class IdentityIndex:
                 ),
                 prepare=False,
             )
+
+    def check_limits(self, cursor: Any, events: Sequence[Any], rules: IdentityRules) -> None:
+        """Fail the write (a unique violation, which the recorder retries on a fresh
+        index) when ``events``, just written, take an existing customer past a limit: a
+        concurrent writer linked to another of its streams since the index was read.
+        It runs inside the event store's write lock, where every earlier writer has
+        committed, so it sees what resolution could not; one statement, no round trip."""
+        new = {e.customer_id for e in events if isinstance(e, Customer.Registered)}
+        streams = sorted(
+            {
+                e.customer_id
+                for e in events
+                if isinstance(e, Customer.IdentifiersLinked | Customer.Merged)
+                and e.customer_id not in new
+            }
+        )
+        if not streams:
+            return
+        linked = sorted(
+            {k for e in events if isinstance(e, Customer.IdentifiersLinked) for k in e.identifiers}
+        )
+        merged = any(isinstance(e, Customer.Merged) for e in events)
+        cursor.execute(
+            SQL(
+                "WITH counts AS (SELECT c.survivor, i.kind, count(*) AS n FROM {c} c"
+                " JOIN {i} i ON i.customer_id = c.customer_id WHERE c.survivor IN"
+                " (SELECT survivor FROM {c} WHERE customer_id = ANY(%(streams)s))"
+                " GROUP BY c.survivor, i.kind)"
+                " SELECT {refuse}('a concurrent write took customers past a limit: '"
+                " || string_agg(survivor || ' ' || n || ' ' || kind, ', '))"
+                " FROM counts LEFT JOIN unnest(%(kinds)s::text[], %(limits)s::int[])"
+                " AS l(kind, lim) USING (kind)"
+                " WHERE (%(merged)s OR kind = ANY(%(linked)s))"
+                " AND n > coalesce(lim, %(default)s) HAVING count(*) > 0"
+            ).format(c=self.customers, i=self.identifiers, refuse=self.refuse),
+            {
+                "streams": streams,
+                "kinds": list(rules.limits),
+                "limits": list(rules.limits.values()),
+                "merged": merged,
+                "linked": linked,
+                "default": rules.default_limit,
+            },
+            prepare=False,
+        )
 
     def _merge(self, cursor: Any, merged: Customer.Merged) -> None:
         cursor.execute(

@@ -112,6 +112,7 @@ class ColumnarRecorder(PostgresApplicationRecorder):
             )
         if identity_events := kwargs.get("identity_events"):
             self.identity.write(curs, identity_events)
+            self.identity.check_limits(curs, identity_events, kwargs["identity_rules"])
         curs.execute(
             self.insert_events_statement,
             (
@@ -208,7 +209,12 @@ class CustomerRecords(Application[UUID]):
                     if isinstance(e, _IDENTITY_EVENTS)
                 ]
                 if any(c.pending_events for c in customers.values()):
-                    self.save(*customers.values(), touchpoint_index=index, identity_events=identity)
+                    self.save(
+                        *customers.values(),
+                        touchpoint_index=index,
+                        identity_events=identity,
+                        identity_rules=self.identity_rules,
+                    )
             except (IntegrityError, IdentityError):
                 # IdentityError: a cached aggregate disagreed with the (fresh) identity
                 # index, as when another process merged or split it meanwhile.

@@ -797,12 +797,6 @@ def test_two_recorders_deciding_at_once_leave_one_customer_per_person(
     assert index_snapshot(first) == live
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: recorders deciding at once on two streams of one customer each "
-    "link an identifier the limit leaves room for only once (the decision is taken on the "
-    "index as read before the write lock, and no row both writers touch conflicts)",
-)
 def test_two_recorders_linking_at_once_to_one_customer_keep_it_within_the_limit(
     two_recorders: tuple[Platform, Platform],
 ) -> None:
