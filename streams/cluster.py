@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 import faust
+import psycopg2.errors
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 from kafka import KafkaProducer
@@ -125,7 +126,12 @@ async def until_done(
                 # a batch that could not be made durable. Kafka redelivers it.
                 log.critical("%s failed while stopping: exiting without committing", what)
                 os._exit(75)
-            log.exception("%s failed; retrying in %.1f s", what, delay)
+            if isinstance(error, psycopg2.errors.DeadlockDetected):
+                # Two projectors merging the same customers at once (each holds rows the
+                # other's merge updates): PostgreSQL aborts one, which is retried whole.
+                log.warning("%s met a concurrent merge (deadlock); retrying", what)
+            else:
+                log.exception("%s failed; retrying in %.1f s", what, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 

@@ -520,4 +520,4 @@ def test_two_workers_recording_one_new_person_at_once_end_with_one_customer(
         f"{retried} retries after a concurrent write"
     )
     assert all(w.recorded() > 0 for w in workers)
-    assert problems(workers) == []
+    assert problems(workers) == [], [w.log() for w in workers]
