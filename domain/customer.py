@@ -9,6 +9,7 @@ index can be rebuilt from the event store alone.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ class IdentityError(ValueError):
     """A merge or split the customer's state does not allow."""
 
 
+@functools.lru_cache(maxsize=100_000)  # a hash per touchpoint adds up: ~10% of recording
 def customer_aggregate_id(customer_id: str) -> uuid.UUID:
     """The event-store stream of a customer id."""
     return uuid.uuid5(CUSTOMER_NAMESPACE, f"customer:{customer_id}")

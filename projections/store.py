@@ -361,21 +361,32 @@ class ReadModelStore:
         if not ids:
             return {}
         with conn.cursor() as cur:
+            # One round trip: the rows already there, locked, and those this inserts (which
+            # the locking read cannot see, its snapshot being the statement's).
             cur.execute(
                 sql.SQL(
-                    "INSERT INTO {} (customer_id, survivor) SELECT c, c FROM unnest(%s::text[]) c"
-                    " ON CONFLICT DO NOTHING"
-                ).format(self.survivors_table),
-                (ids,),
+                    "WITH locked AS (SELECT customer_id, survivor FROM {t}"
+                    " WHERE customer_id = ANY(%(ids)s) ORDER BY customer_id FOR SHARE),"
+                    " added AS (INSERT INTO {t} (customer_id, survivor)"
+                    " SELECT c, c FROM unnest(%(ids)s::text[]) c ON CONFLICT DO NOTHING"
+                    " RETURNING customer_id, survivor)"
+                    " SELECT * FROM locked UNION ALL SELECT * FROM added"
+                ).format(t=self.survivors_table),
+                {"ids": ids},
             )
-            cur.execute(
-                sql.SQL(
-                    "SELECT customer_id, survivor FROM {} WHERE customer_id = ANY(%s)"
-                    " ORDER BY customer_id FOR SHARE"
-                ).format(self.survivors_table),
-                (ids,),
-            )
-            return {row[0]: row[1] for row in cur.fetchall()}
+            found = {row[0]: row[1] for row in cur.fetchall()}
+            if missing := [c for c in ids if c not in found]:
+                # Inserted by a concurrent transaction that committed while this one
+                # waited on it (a merge, perhaps): read them as they are now, locked.
+                cur.execute(
+                    sql.SQL(
+                        "SELECT customer_id, survivor FROM {} WHERE customer_id = ANY(%s)"
+                        " ORDER BY customer_id FOR SHARE"
+                    ).format(self.survivors_table),
+                    (missing,),
+                )
+                found.update((row[0], row[1]) for row in cur.fetchall())
+            return found
 
     def members(self, conn: psycopg2.extensions.connection, survivors: Iterable[str]) -> set[str]:
         """Every stream these survivors answer for (themselves included)."""
