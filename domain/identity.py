@@ -364,20 +364,3 @@ def _merge(known: Known, survivor: str, absorbed: str, seen: dict[str, datetime]
 def _seen(seen: dict[str, datetime], group: str, at: datetime) -> None:
     if group not in seen or at < seen[group]:
         seen[group] = at
-
-
-# -- the shape of a group -------------------------------------------------------------
-
-
-def subtree(parents: Mapping[str, str | None], root: str) -> set[str]:
-    """``root`` and every stream merged into it, directly or through others
-    (``parents``: each stream's parent, the stream it was merged into)."""
-    members = {root}
-    grew = True
-    while grew:
-        grew = False
-        for stream, parent in parents.items():
-            if parent in members and stream not in members:
-                members.add(stream)
-                grew = True
-    return members

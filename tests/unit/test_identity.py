@@ -23,7 +23,6 @@ from domain.identity import (
     new_customer_id,
     resolve,
     source_key,
-    subtree,
 )
 from tests.builders import T0
 
@@ -348,10 +347,3 @@ def test_whatever_the_order_touchpoints_naming_one_person_end_on_one_customer(
 
     assert len({facts.survivors[p.stream] for p in out.placements}) == 1
     assert not out.refusals
-
-
-def test_subtree_follows_parents_down() -> None:
-    parents = {"A": None, "B": "A", "C": "B", "D": "A", "E": None}
-
-    assert subtree(parents, "B") == {"B", "C"}
-    assert subtree(parents, "A") == {"A", "B", "C", "D"}
