@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Hashable
 from pathlib import Path
@@ -99,24 +100,47 @@ class BoundedPool(psycopg2.pool.ThreadedConnectionPool):
     """psycopg2's thread-safe pool, but a caller beyond ``maxconn`` *waits* (at most
     ``timeout`` seconds, then ``PoolTimeout``) instead of failing at once with PoolError,
     and up to ``maxconn`` connections are kept open between uses, not just ``minconn``.
-    A connection broken by an outage is closed on return, so the pool recovers by
-    itself when the server is back."""
+    A connection broken by an outage is closed on return, and one idle for a while is
+    checked before use (as eventsourcing's pre-ping does on the write side), so the pool
+    recovers by itself when the server is back, without failing a request per dead one."""
+
+    PING_AFTER_IDLE_SECONDS = 1.0
 
     def __init__(self, maxconn: int, dsn: str, *, timeout: float, connect_timeout: int) -> None:
         super().__init__(1, maxconn, dsn, connect_timeout=max(2, connect_timeout))
         self.minconn = maxconn  # psycopg2 reads it only here (opened) and on return (kept)
         self._free = threading.BoundedSemaphore(maxconn)
         self.timeout = timeout
+        self._returned: dict[int, float] = {}  # id(connection) -> when it was put back
 
     def getconn(self, key: Any = None) -> psycopg2.extensions.connection:
         if not self._free.acquire(timeout=self.timeout):
             raise PoolTimeout(f"no database connection free within {self.timeout:g} s")
         try:
             conn: psycopg2.extensions.connection = super().getconn(key)
+            returned = self._returned.pop(id(conn), None)
+            if returned is not None and time.monotonic() - returned > self.PING_AFTER_IDLE_SECONDS:
+                conn = self._alive(conn, key)
         except BaseException:
             self._free.release()
             raise
         return conn
+
+    def _alive(
+        self, conn: psycopg2.extensions.connection, key: Any
+    ) -> psycopg2.extensions.connection:
+        """``conn`` if it still answers; else (the server went away meanwhile, so the
+        other idle ones are dead too) a new connection, the idle ones closed."""
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            conn.rollback()
+            return conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            super().putconn(conn, key, close=True)
+            self.discard_idle()
+            fresh: psycopg2.extensions.connection = super().getconn(key)
+            return fresh
 
     def discard_idle(self) -> None:
         """Close every idle connection (after an outage broke them all)."""
@@ -127,6 +151,7 @@ class BoundedPool(psycopg2.pool.ThreadedConnectionPool):
             idle: list[psycopg2.extensions.connection] = self._pool  # type: ignore[has-type]
             self._pool = []  # type: ignore[var-annotated]
         for conn in idle:
+            self._returned.pop(id(conn), None)
             conn.close()
 
     def putconn(
@@ -141,6 +166,8 @@ class BoundedPool(psycopg2.pool.ThreadedConnectionPool):
                 and conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN
             )
             super().putconn(conn, key, close=close or broken)
+            if conn is not None and not (close or broken):
+                self._returned[id(conn)] = time.monotonic()
         finally:
             self._free.release()
 

@@ -121,6 +121,24 @@ def test_more_readers_than_connections_queue_and_all_get_answers(
     assert statuses == {200: 480}
 
 
+def test_read_connections_left_idle_through_an_outage_are_replaced_before_use(
+    outage_platform: tuple[Platform, Outage],
+) -> None:
+    platform, outage = outage_platform
+    store = platform.store
+    held = [store.pool.getconn() for _ in range(3)]  # three idle connections, then
+    for conn in held:
+        store.pool.putconn(conn)
+    outage.cut()  # the server goes away (every idle connection with it) and comes back
+    outage.restore()
+    time.sleep(store.pool.PING_AFTER_IDLE_SECONDS + 0.1)  # type: ignore[attr-defined]
+
+    for _ in range(3):
+        with store.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)  # no first request fails for a dead connection
+
+
 def test_a_database_outage_is_a_prompt_503_and_recovery_is_automatic(
     outage_platform: tuple[Platform, Outage], serve: Callable[[Platform], str]
 ) -> None:
