@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from api import health, views
 from api.analytics import router as analytics_router
 from api.deps import AsOf, PlatformDep
-from api.errors import ErrorBoundary
+from api.errors import ErrorBoundary, install_echo_safe_errors
 from api.identity import MOVED, AnsweringCustomer, Moved, moved_response
 from api.identity import router as identity_router
 from api.jobs import jobs
@@ -349,6 +349,8 @@ def create_app(platform: Platform) -> FastAPI:
     for routes in (router, identity_router, analytics_router, segments_router):
         app.include_router(routes, responses=BOUNDARY_ANSWERS)
     install_metrics(app, platform.metrics)
+
+    install_echo_safe_errors(app)
 
     @app.exception_handler(Moved)
     async def moved(_: Request, error: Moved) -> JSONResponse:

@@ -11,6 +11,11 @@ import re
 import uuid
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.database import unavailable
@@ -102,3 +107,28 @@ class ErrorBoundary:
                 }
             )
             await tagged({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+class EscapedJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an answer that echoes what the client
+    sent (a validation error, a detail naming an id) is encodable even when that held a
+    lone surrogate, which UTF-8 cannot encode (the default answer was a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode()
+
+
+def install_echo_safe_errors(app: FastAPI) -> None:
+    """FastAPI's own 422 and HTTPException answers, in the same shape, rendered escaped."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        return EscapedJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return EscapedJSONResponse(
+            {"detail": error.detail}, status_code=error.status_code, headers=error.headers
+        )

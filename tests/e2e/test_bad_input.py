@@ -644,3 +644,21 @@ def test_an_offset_beyond_what_postgresql_takes_is_recorded_and_read_back(
         assert answer.status_code == 200, (path, answer.text)
     as_of = client.get(f"/v1/customers/{customer}", params={"as_of": "2025-01-01T00:00:00+17:09"})
     assert as_of.status_code == 200, as_of.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/customers/cus_0/split", b'{"absorbed": "\\ud800"}'),
+        ("/v1/customers/cus_0/split", b'{"absorbed": "cus_1", "reason": 7, "x": "\\udfff"}'),
+        ("/v1/segments", b'{"name": "\\ud800", "rule": {}}'),
+    ],
+)
+def test_a_lone_surrogate_in_a_json_body_is_answered_not_a_500(
+    client: httpx.Client, path: str, body: bytes
+) -> None:
+    """FastAPI's own 404 and 422 echo what was sent; a lone surrogate made them a 500."""
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code in (404, 409, 422), response.text
+    assert response.json()["detail"]  # the answer is well-formed JSON, escaped
