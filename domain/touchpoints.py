@@ -929,6 +929,8 @@ def parse_identifiers(
     """Customer identifiers as an envelope's ``customer`` takes them, normalised the same
     way (so a lookup by e-mail or phone finds what ingest linked); raise
     ``InvalidTouchpoint`` naming each bad one."""
+    if errors := _unhandleable(dict(raw)):  # NUL, lone surrogates: as at ingest
+        raise InvalidTouchpoint(errors)
     context = {"phone_region": phone_region, "identifier_kinds": tuple(identifier_kinds)}
     try:
         return CustomerIdentifiers.model_validate(dict(raw), context=context).present()

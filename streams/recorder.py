@@ -128,15 +128,6 @@ class ColumnarRecorder(PostgresApplicationRecorder):
 _Indexed = tuple[str, bytes, str, UUID, int, datetime]
 
 
-_IDENTITY_EVENTS = (
-    Customer.Registered,
-    Customer.IdentifiersLinked,
-    Customer.Merged,
-    Customer.Split,
-    Customer.IdentityRefused,
-)
-
-
 class CustomerRecords(Application[UUID]):
     """The event-sourced application holding every Customer aggregate."""
 
@@ -202,17 +193,13 @@ class CustomerRecords(Application[UUID]):
             customers: dict[UUID, Customer] = {}
             try:
                 outcomes, index = decide(customers)
-                identity = [
-                    e
-                    for c in customers.values()
-                    for e in c.pending_events
-                    if isinstance(e, _IDENTITY_EVENTS)
-                ]
-                if any(c.pending_events for c in customers.values()):
+                # The identity index takes what it follows from out of the batch's events.
+                pending = [e for c in customers.values() for e in c.pending_events]
+                if pending:
                     self.save(
                         *customers.values(),
                         touchpoint_index=index,
-                        identity_events=identity,
+                        identity_events=pending,
                         identity_rules=self.identity_rules,
                     )
             except (IntegrityError, IdentityError):
@@ -433,13 +420,17 @@ class CustomerRecords(Application[UUID]):
 
     def _reconstruct(self, aggregate_ids: list[UUID]) -> dict[UUID, Customer]:
         rebuilt: dict[UUID, Any] = {
-            i: project_aggregate(None, events) for i, events in self._streams(aggregate_ids).items()
+            i: project_aggregate(None, events)
+            for i, events in self._streams(aggregate_ids, skip_undecodable=False).items()
         }
         return {i: c for i, c in rebuilt.items() if isinstance(c, Customer)}
 
-    def _streams(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, list[Any]]:
+    def _streams(
+        self, aggregate_ids: Sequence[UUID], *, skip_undecodable: bool
+    ) -> dict[UUID, list[Any]]:
         """Every event of these streams, in version order, in ONE query (eventsourcing
-        reads one stream per query)."""
+        reads one stream per query). ``skip_undecodable``: leave out (and log) a stored
+        event this code cannot read, else raise: an aggregate is never folded with a gap."""
         if not aggregate_ids:
             return {}
         recorder = self._columnar()
@@ -460,6 +451,8 @@ class CustomerRecords(Application[UUID]):
                 try:
                     event = self.mapper.to_domain_event(stored)
                 except Exception:  # the follower quarantines it as undecodable
+                    if not skip_undecodable:
+                        raise
                     log.exception(
                         "stream %s@%d cannot be decoded",
                         stored.originator_id,
@@ -475,7 +468,7 @@ class CustomerRecords(Application[UUID]):
         """Every touchpoint of these streams, by stream and version, in ONE query."""
         return [
             e
-            for events in self._streams(aggregate_ids).values()
+            for events in self._streams(aggregate_ids, skip_undecodable=True).values()
             for e in events
             if isinstance(e, Customer.TouchpointRecorded)
         ]

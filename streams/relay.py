@@ -69,15 +69,14 @@ class Producer(Protocol):
 
 
 def encode(
-    notification: Notification, survivors: dict[str, str] | None = None
+    notification: Notification, state: dict[str, Any], survivors: dict[str, str]
 ) -> tuple[bytes, bytes]:
     """A customer-events message (key, value): the stored event as the event store keeps
-    it (its JSON state included verbatim), with its log position; keyed by the survivor
-    of its customer (which every Customer event names), so that a customer's streams,
-    merged, share one partition from then on."""
-    state = json.loads(notification.state)
+    it (its JSON ``state``, parsed once by the caller, included verbatim), with its log
+    position; keyed by the survivor of its customer (which every Customer event names),
+    so that a customer's streams, merged, share one partition from then on."""
     customer_id = str(state.get("customer_id", ""))
-    key = (survivors or {}).get(customer_id, customer_id)
+    key = survivors.get(customer_id, customer_id)
     return key.encode(), json.dumps(
         {
             "schema": SCHEMA,
@@ -131,17 +130,16 @@ def relay(
         )
         if not notifications:
             return 0
-        survivors = records.identity.survivors_of(sorted({_customer_of(n) for n in notifications}))
+        states = [json.loads(n.state) for n in notifications]
+        survivors = records.identity.survivors_of(
+            sorted({str(state.get("customer_id", "")) for state in states})
+        )
         sent = []
-        for notification in notifications:
-            key, value = encode(notification, survivors)
+        for notification, state in zip(notifications, states, strict=True):
+            key, value = encode(notification, state, survivors)
             sent.append(producer.send(topic, key=key, value=value))
         producer.flush()
         for future in sent:
             future.get(timeout=0)  # raises if the broker refused any: the position stays
         store.set_position(conn, RELAY, notifications[-1].id)
         return len(notifications)
-
-
-def _customer_of(notification: Notification) -> str:
-    return str(json.loads(notification.state).get("customer_id", ""))
