@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -9,16 +10,59 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.identity import DEFAULT_LIMITS, IdentityRules, blocked_setting
 from domain.money import ExchangeRates
 from domain.touchpoints import declared_identifier_kinds
 
+# Well known, so never secret: accepted only when ``environment`` is development (the
+# demo prints the key; tests and a laptop need no secrets set up).
+DEVELOPMENT_API_KEY = "pk_dev_0000000000000000000000000000000000000000000"
+DEVELOPMENT_MASTER_KEY = "ZGV2ZWxvcG1lbnQtbWFzdGVyLWtleS0wMDAwMDAwMDA="  # 32 bytes, base64
+DEVELOPMENT_IDENTITY_SECRET = "development-identity-secret-0000"
+
+# Payload fields that hold personal data in the built-in touchpoint types: free text a
+# customer or an agent wrote. Every ``additional`` attribute is personal by default ("*"):
+# Peakend does not interpret them, so it cannot know they are not.
+DEFAULT_PERSONAL_PAYLOAD = ["note", "subject", "reason", "comment", "text", "name", "address"]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PEAKEND_", extra="ignore")
+
+    # Deployment. Outside development, secrets must be set, the development key is
+    # refused, and the API does not start without an API key.
+    environment: Literal["development", "production"] = "production"
+
+    # Access control (API keys: ``peakend keys``). A client tool (the demo's traffic, the
+    # bench) sends ``api_key``; the API re-reads its keys every ``key_cache_seconds``, so
+    # a revoked key stops working within that time.
+    api_key: SecretStr | None = None
+    key_cache_seconds: float = Field(5.0, ge=0, le=300)
+    # Rate limits per API key, in the ``limits`` notation ("6000/minute", several
+    # separated by ";"): ingest counts touchpoints, reads count requests. The storage is
+    # a ``limits`` URI: memory:// counts per API process; redis://host:6379 shares the
+    # count between processes.
+    ingest_rate_limit: str = "60000/minute"
+    read_rate_limit: str = "6000/minute"
+    rate_limit_storage: str = "memory://"
+    # Browsers: origins allowed to call the API from a web page (CORS); none by default.
+    cors_origins: list[str] = []
+
+    # Privacy. ``master_key`` (32 bytes, base64) wraps every customer's data key;
+    # ``identity_secret`` keys the HMAC under which identifiers are looked up.
+    master_key: SecretStr | None = None
+    identity_secret: SecretStr | None = None
+    # Which payload fields and ``additional`` attributes are personal (encrypted per
+    # customer, erased with the customer); "*" means all of them.
+    personal_payload_fields: list[str] = list(DEFAULT_PERSONAL_PAYLOAD)
+    personal_additional_fields: list[str] = ["*"]
+    # How long raw payloads are kept where Peakend keeps refused input: dead-letter
+    # messages (the topic's retention) and import reject files.
+    dead_letter_retention_hours: float = Field(72.0, gt=0)
+    reject_file_retention_hours: float = Field(72.0, gt=0)
 
     # Storage. No database URL means: embedded PostgreSQL in ``data_dir``.
     database_url: str | None = None
@@ -104,6 +148,64 @@ class Settings(BaseSettings):
     database_timeout_seconds: float = Field(5.0, gt=0, le=300)
     ingest_queue_limit: int = Field(20_000, ge=1, description="touchpoints waiting to record")
     retry_after_seconds: int = Field(2, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _secrets_outside_development(self) -> Settings:
+        if self.environment == "development":
+            return self
+        if self.api_key is not None and self.api_key.get_secret_value() == DEVELOPMENT_API_KEY:
+            raise ValueError("api_key: the development key is refused outside development")
+        for name, development in (
+            ("master_key", DEVELOPMENT_MASTER_KEY),
+            ("identity_secret", DEVELOPMENT_IDENTITY_SECRET),
+        ):
+            value: SecretStr | None = getattr(self, name)
+            if value is None:
+                raise ValueError(
+                    f"{name}: required outside development (PEAKEND_{name.upper()}; "
+                    "or PEAKEND_ENVIRONMENT=development on a laptop)"
+                )
+            if value.get_secret_value() == development:
+                raise ValueError(f"{name}: the development value is refused outside development")
+        return self
+
+    @property
+    def master_key_bytes(self) -> bytes:
+        """The master key: the development one in development when none is set."""
+        given = self.master_key.get_secret_value() if self.master_key else DEVELOPMENT_MASTER_KEY
+        return base64.b64decode(given)
+
+    @property
+    def identity_secret_bytes(self) -> bytes:
+        given = (
+            self.identity_secret.get_secret_value()
+            if self.identity_secret
+            else DEVELOPMENT_IDENTITY_SECRET
+        )
+        return given.encode()
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            decoded = base64.b64decode(value.get_secret_value(), validate=True)
+        except ValueError:
+            decoded = b""
+        if len(decoded) != 32:
+            raise ValueError(
+                "master_key: 32 random bytes in base64 (make one: "
+                'python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())")'
+            )
+        return value
+
+    @field_validator("identity_secret")
+    @classmethod
+    def _identity_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("identity_secret: at least 32 characters of random text")
+        return value
 
     @field_validator("phone_default_region")
     @classmethod

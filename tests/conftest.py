@@ -24,6 +24,10 @@ from infra.database import create_database, drop_database, with_database
 from infra.settings import Settings
 from streams.embedded import EmbeddedDriver
 
+# Tests run as a development install (the development secrets); every request still
+# carries an API key (the ``serve`` fixture), and the production refusals have tests.
+os.environ.setdefault("PEAKEND_ENVIRONMENT", "development")
+
 # The gate (make test, CI) runs the same examples every time, so a landing never depends
 # on a lucky draw; HYPOTHESIS_PROFILE=explore draws new ones (and more) while developing.
 hypothesis_settings.register_profile("gate", derandomize=True)
