@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
 
+from api.auth import READ, Admin
 from api.deps import AsOf, Channel, JourneyType, PlatformDep, Since, refused
 from api.schemas import (
     ClvFitIn,
@@ -34,6 +35,7 @@ from api.schemas import (
 from domain import clv, satisfaction, value
 from domain.metrics import nps_category
 from domain.money import unconverted_out
+from infra import audit
 from infra.bootstrap import Platform
 from infra.settings import Settings
 from projections import analytics, customer
@@ -276,7 +278,7 @@ def _level(answer: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-@router.get("/pyramid", response_model=PyramidOut, responses=ERRORS)
+@router.get("/pyramid", response_model=PyramidOut, responses=ERRORS, dependencies=[READ])
 def get_pyramid(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     """Customers, revenue and share of revenue per tier over the trailing window
     (PEAKEND_VALUE_WINDOW_DAYS), and the 80/20 check."""
@@ -290,7 +292,7 @@ def get_pyramid(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     )
 
 
-@router.get("/migration", response_model=MigrationOut, responses=ERRORS)
+@router.get("/migration", response_model=MigrationOut, responses=ERRORS, dependencies=[READ])
 def get_migration(
     platform: PlatformDep,
     as_of: AsOf = None,
@@ -311,7 +313,7 @@ def get_migration(
     )
 
 
-@router.get("/rfm", response_model=RfmSegmentsOut, responses=ERRORS)
+@router.get("/rfm", response_model=RfmSegmentsOut, responses=ERRORS, dependencies=[READ])
 def get_rfm(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     """How many customers are in each RFM segment (quintiles against the population)."""
     s = platform.settings
@@ -323,7 +325,7 @@ def get_rfm(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     )
 
 
-@router.get("/satisfaction", response_model=SatisfactionOut, responses=ERRORS)
+@router.get("/satisfaction", response_model=SatisfactionOut, responses=ERRORS, dependencies=[READ])
 def get_satisfaction(
     platform: PlatformDep,
     as_of: AsOf = None,
@@ -345,13 +347,15 @@ def get_satisfaction(
     )
 
 
-@router.get("/kano", response_model=KanoOut, responses=ERRORS)
+@router.get("/kano", response_model=KanoOut, responses=ERRORS, dependencies=[READ])
 def get_kano(platform: PlatformDep, as_of: AsOf = None, since: Since = None) -> dict[str, Any]:
     """Per feature: evaluation-table counts, the category, CS+ and CS-."""
     return analytics.kano(platform.store, as_of=_when(as_of), since=since)
 
 
-@router.get("/opportunities", response_model=OpportunitiesOut, responses=ERRORS)
+@router.get(
+    "/opportunities", response_model=OpportunitiesOut, responses=ERRORS, dependencies=[READ]
+)
 def get_opportunities(
     platform: PlatformDep, as_of: AsOf = None, since: Since = None
 ) -> dict[str, Any]:
@@ -359,7 +363,9 @@ def get_opportunities(
     return analytics.opportunities(platform.store, as_of=_when(as_of), since=since)
 
 
-@router.get("/emotion-curves", response_model=EmotionCurvesOut, responses=ERRORS)
+@router.get(
+    "/emotion-curves", response_model=EmotionCurvesOut, responses=ERRORS, dependencies=[READ]
+)
 def get_emotion_curves(
     platform: PlatformDep, as_of: AsOf = None, journey_type: JourneyType = None
 ) -> dict[str, Any]:
@@ -371,6 +377,7 @@ def get_emotion_curves(
 
 @router.post("/clv/fit", status_code=201, response_model=ClvModelOut, responses=ERRORS)
 def post_clv_fit(
+    caller: Admin,
     platform: PlatformDep,
     body: Annotated[ClvFitIn | None, Body(examples=[{"as_of": "2026-01-01T00:00:00Z"}])] = None,
 ) -> dict[str, Any]:
@@ -380,14 +387,21 @@ def post_clv_fit(
     as_of = body.as_of if body else None
     s = platform.settings
     try:
-        return analytics.fit_clv(
+        model = analytics.fit_clv(
             platform.store, as_of=_when(as_of), unit=s.clv_time_unit, money=money(s)
         )
     except analytics.FitRefused as why:
         raise refused(422, ("body", "as_of"), str(why), "fit_refused") from None
+    audit.record(platform.store, caller.name, "clv_fit", str(model.get("version")))
+    return model
 
 
-@router.get("/clv/model", response_model=ClvModelOut, responses={404: {"model": ErrorOut}})
+@router.get(
+    "/clv/model",
+    response_model=ClvModelOut,
+    responses={404: {"model": ErrorOut}},
+    dependencies=[READ],
+)
 def get_clv_model(platform: PlatformDep) -> dict[str, Any]:
     """The current lifetime-value model: parameters (r, alpha, a, b; p, q, gamma), time
     unit, as_of, customers, log-likelihood, when fitted."""

@@ -19,8 +19,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from api import health, views
+from api import admin, health, views
 from api.analytics import router as analytics_router
+from api.auth import AUTH_ANSWERS, PUBLIC, READ, Ingester, take_ingest
+from api.auth import install as install_auth
 from api.deps import AsOf, PlatformDep
 from api.errors import ErrorBoundary, install_echo_safe_errors
 from api.identity import MOVED, AnsweringCustomer, Moved, moved_response
@@ -193,7 +195,7 @@ def _parse_batch(raw: Any, platform: Platform) -> list[TouchpointIn]:
     },
     summary="Record one touchpoint or a batch",
 )
-async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
+async def ingest(caller: Ingester, request: Request, platform: PlatformDep) -> IngestAccepted:
     body = await _read_body(request, platform.settings.ingest_max_body_bytes)
     try:
         raw = loads_json(body)
@@ -202,6 +204,7 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
         raise Refused(400, detail, _body_error(detail)) from None
     touchpoints = _parse_batch(raw, platform)
     settings = platform.settings
+    take_ingest(request, caller, len(touchpoints))
     try:
         outcomes = await asyncio.wait_for(
             # Shielded: a timeout answers 503 but must not cancel the submission, which
@@ -251,7 +254,10 @@ async def ingest(request: Request, platform: PlatformDep) -> IngestAccepted:
 
 
 @router.get(
-    "/customers/{customer_id}", response_model=CustomerOut, responses={**NOT_FOUND, **MOVED}
+    "/customers/{customer_id}",
+    response_model=CustomerOut,
+    responses={**NOT_FOUND, **MOVED},
+    dependencies=[READ],
 )
 def get_customer(
     customer_id: AnsweringCustomer, platform: PlatformDep, as_of: AsOf = None
@@ -269,6 +275,7 @@ def get_customer(
     response_model=TimelineOut,
     responses={**NOT_FOUND, **MOVED},
 )
+    dependencies=[READ],
 def get_timeline(
     customer_id: AnsweringCustomer,
     platform: PlatformDep,
@@ -298,6 +305,7 @@ def get_timeline(
     response_model=list[JourneyOut],
     responses={**NOT_FOUND, **MOVED},
 )
+    dependencies=[READ],
 def get_customer_journeys(
     customer_id: AnsweringCustomer, platform: PlatformDep, as_of: AsOf = None
 ) -> list[dict[str, Any]]:
@@ -309,7 +317,9 @@ def get_customer_journeys(
     return [views.journey_view(platform, state, now) for state in states]
 
 
-@router.get("/journeys/{journey_id}", response_model=JourneyOut, responses=NOT_FOUND)
+@router.get(
+    "/journeys/{journey_id}", response_model=JourneyOut, responses=NOT_FOUND, dependencies=[READ]
+)
 def get_journey(journey_id: str, platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     state = platform.store.get("journey", journey_id)
     if state is None:
@@ -317,7 +327,12 @@ def get_journey(journey_id: str, platform: PlatformDep, as_of: AsOf = None) -> d
     return views.journey_answer(platform, state, as_of or datetime.now(UTC))
 
 
-@router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut}},
+    dependencies=[PUBLIC],
+)
 async def healthz(platform: PlatformDep) -> Any:
     """The platform's health within a second: 503 naming the failing dependency (never
     its host, port or database name) when the database does not answer in time or
@@ -328,6 +343,10 @@ async def healthz(platform: PlatformDep) -> Any:
 
 def create_app(platform: Platform) -> FastAPI:
     @asynccontextmanager
+    """The API of a platform; refused (``AccessNotConfigured``) outside development
+    when no API key is active, or when the development key is."""
+    platform.keys.check_usable(platform.settings.environment)
+
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         periodic = jobs(platform)
         for job in periodic:
@@ -346,14 +365,15 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     app.add_middleware(ErrorBoundary, retry_after=platform.settings.retry_after_seconds)
     # What any route may answer besides its own: the error boundary's answers.
-    for routes in (router, identity_router, analytics_router, segments_router):
-        app.include_router(routes, responses=BOUNDARY_ANSWERS)
+    for routes in (router, identity_router, analytics_router, segments_router, admin.router):
+        app.include_router(routes, responses={**AUTH_ANSWERS, **BOUNDARY_ANSWERS})
     install_metrics(app, platform.metrics)
 
     install_echo_safe_errors(app)
 
     @app.exception_handler(Moved)
     async def moved(_: Request, error: Moved) -> JSONResponse:
+    install_auth(app, platform.settings)
         return moved_response(error)
 
     @app.exception_handler(Refused)
@@ -361,7 +381,7 @@ def create_app(platform: Platform) -> FastAPI:
         body = IngestRefused(detail=error.detail, errors=error.errors)
         return JSONResponse(body.model_dump(), status_code=error.status, headers=error.headers)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=[PUBLIC])
     def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 

@@ -15,10 +15,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
+from api.auth import READ, Admin
 from api.deps import PlatformDep
 from api.schemas import ConflictsOut, CustomerSearchOut, MovedOut, NotFoundOut, SplitIn, SplitOut
 from domain.customer import IdentityError
 from domain.touchpoints import IDENTIFIER_KINDS, InvalidTouchpoint, parse_identifiers
+from infra import audit
 
 router = APIRouter(prefix="/v1")
 
@@ -76,6 +78,7 @@ def moved_response(moved: Moved) -> JSONResponse:
     "/customers",
     response_model=CustomerSearchOut,
     responses={422: {"description": "no identifier given, or one that cannot be read"}},
+    dependencies=[READ],
 )
 def find_customers(
     request: Request,
@@ -117,7 +120,7 @@ def find_customers(
     }
 
 
-@router.get("/identity/conflicts", response_model=ConflictsOut)
+@router.get("/identity/conflicts", response_model=ConflictsOut, dependencies=[READ])
 def identity_conflicts(
     platform: PlatformDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -140,7 +143,9 @@ def identity_conflicts(
         **MOVED,
     },
 )
-def split_customer(customer_id: AnsweringCustomer, body: SplitIn, platform: PlatformDep) -> Any:
+def split_customer(
+    caller: Admin, customer_id: AnsweringCustomer, body: SplitIn, platform: PlatformDep
+) -> Any:
     """Undo a wrong merge: ``absorbed`` (merged into this customer) answers for itself
     again, with every touchpoint its own identifiers brought, and this customer's
     projections become what they would be had the merge never happened. The two are not
@@ -152,4 +157,5 @@ def split_customer(customer_id: AnsweringCustomer, body: SplitIn, platform: Plat
         platform.records.split(customer_id, body.absorbed, reason=body.reason)
     except IdentityError as error:
         raise HTTPException(409, str(error)) from None
+    audit.record(platform.store, caller.name, "split", customer_id, released=body.absorbed)
     return {"survivor": customer_id, "released": body.absorbed}

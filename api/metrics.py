@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import READ
 from api.deps import PlatformDep
 from infra.metrics import Metrics
 
@@ -24,7 +25,7 @@ NOT_READS = frozenset({INGEST_PATH, "/healthz", "/v1/healthz", "/metrics"})
 router = APIRouter()
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[READ])
 def metrics(platform: PlatformDep) -> Response:
     # A sync route: the scrape-time gauges query the database, so they run in the thread
     # pool, never on the event loop.

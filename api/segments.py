@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, field_validator
 
 from api.analytics import POPULATION
+from api.auth import OPERATE, READ
 from api.deps import PlatformDep
 from api.schemas import (
     SegmentChangesOut,
@@ -181,7 +182,7 @@ def evaluate(platform: Platform, only: str | None = None) -> dict[str, dict[str,
     return outcome
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, dependencies=[OPERATE])
 def define_segment(platform: PlatformDep, segment: SegmentIn) -> SegmentDefinedOut:
     """Define (or redefine) a segment and evaluate it at once. A refused rule is not
     stored: it is checked, then tried on every customer, before anything is written."""
@@ -207,12 +208,12 @@ def define_segment(platform: PlatformDep, segment: SegmentIn) -> SegmentDefinedO
     )
 
 
-@router.get("")
+@router.get("", dependencies=[READ])
 def list_segments(platform: PlatformDep) -> list[SegmentOut]:
     return [SegmentOut(**d) for d in segment_store.definitions(platform.store)]
 
 
-@router.post("/evaluate")
+@router.post("/evaluate", dependencies=[OPERATE])
 def evaluate_segments(platform: PlatformDep) -> SegmentsEvaluatedOut:
     """Evaluate every segment now; a failing one is reported with its error."""
     at = datetime.now(UTC)
@@ -228,7 +229,13 @@ def _known(platform: Platform, name: str) -> None:
         raise _not_found(name)
 
 
-@router.delete("/{name}", status_code=204, response_class=Response, responses=_NOT_FOUND)
+@router.delete(
+    "/{name}",
+    status_code=204,
+    response_class=Response,
+    responses=_NOT_FOUND,
+    dependencies=[OPERATE],
+)
 def delete_segment(platform: PlatformDep, name: str) -> Response:
     """Delete the segment, its members and its history of entries and exits."""
     if not segment_store.delete(platform.store, name):
@@ -236,7 +243,7 @@ def delete_segment(platform: PlatformDep, name: str) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{name}/members", responses=_NOT_FOUND)
+@router.get("/{name}/members", responses=_NOT_FOUND, dependencies=[READ])
 def segment_members(
     platform: PlatformDep, name: str, evaluate_now: Annotated[bool, Query(alias="evaluate")] = True
 ) -> SegmentMembersOut:
@@ -250,7 +257,7 @@ def segment_members(
     )
 
 
-@router.get("/{name}/changes", responses=_NOT_FOUND)
+@router.get("/{name}/changes", responses=_NOT_FOUND, dependencies=[READ])
 def segment_changes(
     platform: PlatformDep, name: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
 ) -> SegmentChangesOut:

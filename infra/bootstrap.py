@@ -15,7 +15,9 @@ import psycopg2
 
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
+from infra import audit
 from infra.database import BoundedPool, embedded_server_url, eventsourcing_env
+from infra.keys import KeyStore
 from infra.metrics import Metrics, ScrapeSources, last_clv_fit
 from infra.settings import Settings
 from projections import analytics, segment_store
@@ -85,6 +87,10 @@ class Platform:
     metrics: Metrics = field(default_factory=Metrics)
     pools: tuple[BoundedPool, ...] = ()  # every read-model pool, to close
 
+    keys: KeyStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyStore(self.store, cache_seconds=self.settings.key_cache_seconds)
     def close(self) -> None:
         """Stop the driver and close every connection; safe to call twice."""
         self.driver.stop()
@@ -167,6 +173,8 @@ def _stores(
             head(records),
         )
         replay(records, store, batch_size=settings.project_batch_size)
+    KeyStore(store, cache_seconds=0).create_table()
+    audit.create_table(store)
     return records, store
 
 

@@ -19,10 +19,13 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
+from pydantic import ValidationError
 
 from api import analytics as analytics_api
 from api.app import create_app
+from infra import audit
 from infra.bootstrap import Platform, bootstrap
+from infra.keys import SCOPE_MEANING, SCOPES, AccessNotConfigured, KeyRefused
 from infra.logs import configure_logging
 from infra.progress import progress
 from infra.settings import Settings
@@ -48,8 +51,59 @@ def _serve(platform: Platform, host: str, port: int) -> uvicorn.Server:
 def run_api(args: argparse.Namespace) -> int:
     platform = bootstrap(Settings(), mode=args.mode)
     try:
+        server = _serve(platform, args.host, args.port)
         print(f"Peakend API on http://{args.host}:{args.port}  (docs: /docs)", flush=True)
-        asyncio.run(_serve(platform, args.host, args.port).serve())
+        asyncio.run(server.serve())
+    except AccessNotConfigured as why:
+        print(f"peakend api: refused: {why}", file=sys.stderr)
+        return 2
+    finally:
+        platform.close()
+    return 0
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    platform = bootstrap(Settings(), mode="none", start=False)
+    actor = audit.command_actor()
+    try:
+        if args.action == "create":
+            try:
+                key, secret = platform.keys.create(args.name, args.scope)
+            except (KeyRefused, ValueError) as refusal:
+                print(f"peakend keys create: {refusal}", file=sys.stderr)
+                return 2
+            audit.record(
+                platform.store, actor, "key_created", key.id, name=key.name, scopes=args.scope
+            )
+            print(
+                f"created key {key.id} named {key.name!r}, scopes {', '.join(sorted(key.scopes))}"
+            )
+            print(f"  {secret}\nKeep it now: it is stored only as a digest and never shown again.")
+        elif args.action == "list":
+            keys = platform.keys.list(include_revoked=args.all)
+            print(f"{'id':<21} {'name':<24} {'scopes':<28} {'hint':<14} last used / revoked")
+            for k in keys:
+                when = (
+                    f"revoked {k.revoked_at:%Y-%m-%d %H:%M}"
+                    if k.revoked_at
+                    else (f"{k.last_used_at:%Y-%m-%d %H:%M:%S}" if k.last_used_at else "never")
+                )
+                scopes = ",".join(sorted(k.scopes))
+                print(f"{k.id:<21} {k.name:<24} {scopes:<28} {k.hint:<14} {when}")
+        else:
+            try:
+                revoked = platform.keys.revoke(args.key)
+            except KeyRefused as refusal:
+                print(f"peakend keys revoke: {refusal}", file=sys.stderr)
+                return 2
+            if revoked is None:
+                print(f"peakend keys revoke: no active key {args.key!r}", file=sys.stderr)
+                return 1
+            audit.record(platform.store, actor, "key_revoked", revoked.id, name=revoked.name)
+            print(
+                f"revoked key {revoked.id} named {revoked.name!r}; API processes refuse it "
+                f"within {platform.settings.key_cache_seconds:g} s"
+            )
     finally:
         platform.close()
     return 0
@@ -125,6 +179,7 @@ async def _demo(platform: Platform, args: argparse.Namespace) -> None:
             return
         await asyncio.sleep(0.05)
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    key = platform.keys.ensure_development_key()
     simulator = Simulator(
         SimulatorConfig(
             seed=args.seed, customers=args.customers, sourceless_rate=DEMO_SOURCELESS_RATE
@@ -135,6 +190,10 @@ async def _demo(platform: Platform, args: argparse.Namespace) -> None:
     print(
         "\nPeakend demo is running; simulated traffic at "
         f"{args.rate:g} touchpoints/s from {args.customers} customers.\n"
+        f"  development API key (every scope; refused outside development):\n"
+        f"                 {key}\n"
+        f'  try            curl -H "Authorization: Bearer {key}" {base}/v1/analytics/pyramid\n'
+        "  in /docs       Authorize, then paste the key\n"
         f"  API docs       {base}/docs\n"
         f"  health         {base}/v1/healthz\n"
         f"  a VIP customer {base}/v1/customers/{vip}\n"
@@ -172,6 +231,7 @@ async def _demo(platform: Platform, args: argparse.Namespace) -> None:
             total=args.total,
             stop=stop,
             on_batch=count,
+            api_key=key,
         )
     )
     reporting = asyncio.create_task(report())
@@ -185,7 +245,9 @@ async def _demo(platform: Platform, args: argparse.Namespace) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    platform = bootstrap(Settings())
+    # The demo is development by definition: its well-known key and secrets are refused
+    # anywhere else.
+    platform = bootstrap(Settings(environment="development"))
     try:
         if args.history and head(platform.records) == 0:
             seed_history(
@@ -217,6 +279,14 @@ def run_replay(args: argparse.Namespace) -> int:
                 batch_size=settings.project_batch_size,
                 on_progress=on_progress,
             )
+        audit.record(
+            platform.store,
+            audit.command_actor(),
+            "replay",
+            None,
+            events=result.read,
+            position=result.position,
+        )
         print(
             f"replayed {result.read} events ({result.applied} projection updates) into "
             f"{len(platform.store.projections)} projections; swapped in at position "
@@ -231,6 +301,14 @@ def run_retry(_: argparse.Namespace) -> int:
     platform = bootstrap(Settings(), start=False)
     try:
         result = retry_quarantined(platform.records, platform.store)
+        audit.record(
+            platform.store,
+            audit.command_actor(),
+            "retry_quarantined",
+            None,
+            released=result.released,
+            failing=len(result.failing),
+        )
     finally:
         platform.close()
     print(f"released {result.released} quarantined documents; {len(result.failing)} still fail")
@@ -542,12 +620,37 @@ def parser() -> argparse.ArgumentParser:
         help="re-apply the events of quarantined documents (after a reducer fix)",
     )
     retry.set_defaults(run=run_retry)
+
+    keys = commands.add_parser("keys", help="API keys: create, list, revoke")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="a new key (its secret is shown once)")
+    create.add_argument("--name", required=True, help="unique: who or what uses it")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=SCOPES,
+        help="repeat for several: " + "; ".join(f"{s}: {m}" for s, m in SCOPE_MEANING.items()),
+    )
+    listing = key_actions.add_parser("list", help="the keys (never their secrets)")
+    listing.add_argument("--all", action="store_true", help="revoked keys too")
+    revoke = key_actions.add_parser("revoke", help="revoke a key by id or name")
+    revoke.add_argument("key", help="the key's id (key_…) or name")
+    keys.set_defaults(run=run_keys)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    configure_logging(Settings(), level=logging.getLevelName(args.log_level))
+    try:
+        settings = Settings(environment="development") if args.run is run_demo else Settings()
+    except ValidationError as refused:
+        for error in refused.errors():
+            print(
+                f"peakend: settings: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr
+            )
+        return 2
+    configure_logging(settings, level=logging.getLevelName(args.log_level))
     code: int = args.run(args)
     return code
 

@@ -1301,6 +1301,7 @@ async def send_http(
     backoff: float = 0.2,
     timeout: float = 30.0,
     transport: httpx.AsyncBaseTransport | None = None,
+    api_key: str | None = None,
 ) -> SendStats:
     """POST the simulator's touchpoints to ``{base_url}/v1/touchpoints`` in batches (a JSON
     list each) at about ``rate`` touchpoints per second (``math.inf``: as fast as the
@@ -1310,6 +1311,7 @@ async def send_http(
     Each batch is accepted whole (HTTP 202) or rejected whole (any other status; the API
     refuses a batch with any invalid item). ``on_batch(accepted, rejected)`` is called
     after each batch with that batch's counts. ``transport`` replaces the network (tests).
+    ``api_key``: sent as ``Authorization: Bearer``; it needs the ingest scope.
     """
     if not rate > 0:
         raise ValueError("rate: touchpoints per second, above 0")
@@ -1320,7 +1322,8 @@ async def send_http(
     url = base_url.rstrip("/") + "/v1/touchpoints"
     stats = SendStats()
     started = time.monotonic()
-    async with httpx.AsyncClient(timeout=timeout, transport=transport) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(timeout=timeout, transport=transport, headers=headers) as client:
         while total is None or stats.sent < total:
             if stop is not None and stop.is_set():
                 break

@@ -12,15 +12,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from hypothesis import settings as hypothesis_settings
 
 from infra.bootstrap import Platform, bootstrap
 from infra.database import create_database, drop_database, with_database
+from infra.keys import SCOPES
 from infra.settings import Settings
 from streams.embedded import EmbeddedDriver
 
@@ -108,14 +111,39 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Served:
+    """A platform's API served over real HTTP, and an API key with every scope (made for
+    this test, hashed in its database like any other): every test calls the API with a
+    key. ``client()`` is an ``httpx.Client`` sending it."""
+
+    url: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def client(self, **options: Any) -> httpx.Client:
+        headers = {**self.headers, **options.pop("headers", {})}
+        return httpx.Client(base_url=self.url, headers=headers, **options)
+
+
+def key_for(platform: Platform, *scopes: str, name: str | None = None) -> str:
+    """A new API key of ``platform`` with these scopes (default: every scope)."""
+    _, secret = platform.keys.create(name or f"test-{uuid.uuid4().hex[:8]}", scopes or SCOPES)
+    return secret
+
+
 @pytest.fixture
-def serve() -> Iterator[Callable[[Platform], str]]:
-    """Serve a platform's API over real HTTP on a free loopback port; returns its URL."""
+def serve() -> Iterator[Callable[[Platform], Served]]:
+    """Serve a platform's API over real HTTP on a free loopback port, with a key."""
     from api.app import create_app
 
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(platform: Platform) -> str:
+    def start(platform: Platform) -> Served:
+        key = key_for(platform, name=f"tests-{uuid.uuid4().hex[:8]}")
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
@@ -128,7 +156,7 @@ def serve() -> Iterator[Callable[[Platform], str]]:
                 raise RuntimeError("the API did not start")
             time.sleep(0.02)
         servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
+        return Served(f"http://127.0.0.1:{port}", key)
 
     yield start
     for server, thread in servers:

@@ -21,7 +21,7 @@ import pytest
 from infra.bootstrap import Platform
 from projections.analytics import last_fit_outcome
 from tests.builders import envelope, new_id, purchase, survey_answer
-from tests.conftest import embedded
+from tests.conftest import Served, embedded
 
 Item = dict[str, Any]
 
@@ -102,8 +102,8 @@ def dec(value: Any) -> Decimal:
 
 
 @pytest.fixture
-def client(platform: Platform, serve: Callable[[Platform], str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=serve(platform), timeout=60) as http:
+def client(platform: Platform, serve: Callable[[Platform], Served]) -> Iterator[httpx.Client]:
+    with serve(platform).client(timeout=60) as http:
         yield http
 
 
@@ -1112,7 +1112,7 @@ def test_a_fitted_model_gives_each_customer_finite_expected_purchases_and_value(
 
 
 def test_the_population_measured_now_belongs_to_the_platform_asked(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     """Without ``as_of``, tier and RFM come from a cached population pass; two platforms
     in one process (two apps, two databases) must not see each other's population."""
@@ -1120,7 +1120,7 @@ def test_the_population_measured_now_belongs_to_the_platform_asked(
     for n in range(2):
         platform = make_platform()
         customer = new_id("C")
-        with httpx.Client(base_url=serve(platform), timeout=60) as http:
+        with serve(platform).client(timeout=60) as http:
             accepted = http.post(
                 "/v1/touchpoints", json=purchase(customer, "10.00", now - timedelta(days=1))
             )
@@ -1166,7 +1166,7 @@ def test_a_single_currency_data_set_reports_in_its_currency_without_configuratio
 
 
 def test_purchases_without_a_rate_count_and_their_money_is_listed_as_unconverted(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     """PEAKEND_CURRENCY=EUR and no USD rate: the USD orders count (orders, recency,
     frequency, lifecycle, the CLV model's purchases), their money is left out of every
@@ -1179,7 +1179,7 @@ def test_purchases_without_a_rate_count_and_their_money_is_listed_as_unconverted
         purchase(mixed, "10.00", ago(10), currency="USD"),
     ]
     items += [purchase(new_id("C"), "10.00", ago(5)) for _ in range(3)]
-    with httpx.Client(base_url=serve(platform), timeout=60) as http:
+    with serve(platform).client(timeout=60) as http:
         assert http.post("/v1/touchpoints", json=items).status_code == 202
         assert embedded(platform).wait_until_projected()
 
@@ -1202,14 +1202,14 @@ def test_purchases_without_a_rate_count_and_their_money_is_listed_as_unconverted
 
 
 def test_exchange_rates_value_each_purchase_at_the_rate_of_its_day(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     platform = make_platform(
         currency="EUR",
         exchange_rates={"USD": [["2020-01-01", "0.90"], ["2026-06-01", "0.95"]]},
     )
     buyer = new_id("C")
-    with httpx.Client(base_url=serve(platform), timeout=60) as http:
+    with serve(platform).client(timeout=60) as http:
         items = [
             purchase(buyer, "100.00", datetime(2026, 5, 31, 23, tzinfo=UTC), currency="USD"),
             purchase(buyer, "100.00", datetime(2026, 6, 1, 1, tzinfo=UTC), currency="USD"),
@@ -1287,7 +1287,7 @@ def test_a_fit_that_does_not_converge_is_a_422_recorded_as_the_last_outcome(
 
 
 def test_a_purchase_at_midnight_on_the_first_day_of_a_quarter_counts_in_that_quarter(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     platform = make_platform(reporting_timezone="Europe/Paris")
     at_midnight, before = new_id("C"), new_id("C")
@@ -1296,7 +1296,7 @@ def test_a_purchase_at_midnight_on_the_first_day_of_a_quarter_counts_in_that_qua
         purchase(at_midnight, "10.00", datetime(1998, 3, 31, 22, tzinfo=UTC)),
         purchase(before, "10.00", datetime(1998, 3, 31, 21, 59, 59, tzinfo=UTC)),
     ]
-    with httpx.Client(base_url=serve(platform), timeout=60) as http:
+    with serve(platform).client(timeout=60) as http:
         assert http.post("/v1/touchpoints", json=items).status_code == 202
         assert embedded(platform).wait_until_projected()
         answer = http.get(

@@ -16,7 +16,7 @@ import pytest
 from infra.bootstrap import Platform
 from streams.projector import head
 from tests.builders import envelope, nested, new_id, purchase, with_payload
-from tests.conftest import customer_of, embedded
+from tests.conftest import Served, customer_of, embedded
 
 Item = dict[str, Any]
 
@@ -52,8 +52,8 @@ def assert_nothing_recorded(
 
 
 @pytest.fixture
-def client(platform: Platform, serve: Callable[[Platform], str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=serve(platform)) as http:
+def client(platform: Platform, serve: Callable[[Platform], Served]) -> Iterator[httpx.Client]:
+    with serve(platform).client() as http:
         yield http
 
 
@@ -107,12 +107,12 @@ def test_an_empty_batch_is_refused_naming_the_body(
 
 
 def test_a_batch_over_the_limit_is_refused_with_413_naming_the_limit(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     platform = make_platform(ingest_max_batch=5)
     customer = new_customer()
     before = head(platform.records)
-    with httpx.Client(base_url=serve(platform)) as client:
+    with serve(platform).client() as client:
         response = client.post("/v1/touchpoints", json=[envelope(customer) for _ in range(6)])
         errors = refusal(response, 413)
         assert [(e["index"], e["field"]) for e in errors] == [(None, "body")]
@@ -126,14 +126,14 @@ def test_a_batch_over_the_limit_is_refused_with_413_naming_the_limit(
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_an_oversized_body_is_refused_with_413_naming_the_limit(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str], chunked: bool
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served], chunked: bool
 ) -> None:
     platform = make_platform(ingest_max_body_bytes=2048)
     customer = new_customer()
     body = json.dumps(envelope(customer, additional={"note": "x" * 4096})).encode()
     assert len(body) > 2048
     before = head(platform.records)
-    with httpx.Client(base_url=serve(platform)) as client:
+    with serve(platform).client() as client:
         content: bytes | Iterator[bytes] = (
             iter([body[i : i + 512] for i in range(0, len(body), 512)]) if chunked else body
         )
@@ -192,13 +192,13 @@ def test_a_bad_field_is_refused_with_422_naming_the_field_and_the_reason(
 
 
 def test_a_touchpoint_beyond_the_future_skew_is_refused_naming_occurred_at(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     platform = make_platform(max_future_skew_seconds=60)
     customer = new_customer()
     ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     before = head(platform.records)
-    with httpx.Client(base_url=serve(platform)) as client:
+    with serve(platform).client() as client:
         errors = refusal(
             client.post("/v1/touchpoints", json=envelope(customer, occurred_at=ahead)), 422
         )
@@ -401,20 +401,20 @@ def test_a_lone_surrogate_is_refused_with_a_4xx_not_a_server_error(
 
 
 def test_bad_input_from_one_client_never_fails_another_clients_good_request(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     """The recorder gathers concurrent requests into one transaction (``record_linger_ms``):
     one client's bad touchpoint must not make another client's good one fail."""
     platform = make_platform(record_linger_ms=500)
-    base = serve(platform)
+    served = serve(platform)
     good_customer, bad_customer = new_customer(), new_customer()
     good = envelope(good_customer)
 
     def send_good() -> httpx.Response:
-        with httpx.Client(base_url=base, timeout=30) as own:
+        with served.client(timeout=30) as own:
             return own.post("/v1/touchpoints", json=good)
 
-    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=base, timeout=30) as client:
+    with ThreadPoolExecutor(1) as pool, served.client(timeout=30) as client:
         good_response = pool.submit(send_good)
         time.sleep(0.1)  # the good request is waiting in the recorder's linger window
         bad_response = client.post(
@@ -531,11 +531,11 @@ def test_a_lone_surrogate_in_an_event_id_or_a_key_is_a_422_not_a_500(
 
 
 def test_the_earliest_instant_is_the_setting(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     platform = make_platform(earliest_occurred_at="2000-01-01T00:00:00Z")
     customer = new_customer()
-    with httpx.Client(base_url=serve(platform)) as client:
+    with serve(platform).client() as client:
         before = head(platform.records)
         errors = refusal(
             client.post("/v1/touchpoints", json=envelope(customer, "1999-12-31T23:59:59Z")), 422
@@ -560,11 +560,11 @@ def test_a_phone_without_a_country_code_is_refused_unless_a_region_is_set(
 
 
 def test_the_phone_region_and_the_identifier_kinds_are_settings(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     platform = make_platform(phone_default_region="DE", identifier_kinds=["member_no"])
     customer = new_customer()
-    with httpx.Client(base_url=serve(platform)) as client:
+    with serve(platform).client() as client:
         identifiers = {"id": customer, "phone": "030 1234567", "member_no": "M-1"}
         accepted = client.post("/v1/touchpoints", json=envelope(None, customer=identifiers))
         assert accepted.status_code == 202, accepted.text

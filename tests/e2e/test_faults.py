@@ -20,7 +20,7 @@ import pytest
 from infra.bootstrap import Platform, bootstrap
 from infra.settings import Settings
 from tests.builders import envelope, new_id
-from tests.conftest import customer_of, embedded
+from tests.conftest import Served, customer_of, embedded
 
 
 class Outage:
@@ -104,16 +104,24 @@ def outage_platform(fresh_database: Callable[[], str]) -> Iterator[tuple[Platfor
 
 
 def test_more_readers_than_connections_queue_and_all_get_answers(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     platform = make_platform(read_pool_size=4)
-    url = serve(platform)
+    served = serve(platform)
+    url = served.url
     customer = new_id("C")
-    assert httpx.post(f"{url}/v1/touchpoints", json=envelope(customer)).status_code == 202
+    assert (
+        httpx.post(
+            f"{url}/v1/touchpoints", headers=served.headers, json=envelope(customer)
+        ).status_code
+        == 202
+    )
     assert embedded(platform).wait_until_projected()
 
     def read(_: int) -> int:
-        return httpx.get(f"{url}/v1/customers/{customer}", timeout=30).status_code
+        return httpx.get(
+            f"{url}/v1/customers/{customer}", headers=served.headers, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(48) as pool:
         statuses = Counter(pool.map(read, range(480)))
@@ -140,20 +148,30 @@ def test_read_connections_left_idle_through_an_outage_are_replaced_before_use(
 
 
 def test_a_database_outage_is_a_prompt_503_and_recovery_is_automatic(
-    outage_platform: tuple[Platform, Outage], serve: Callable[[Platform], str]
+    outage_platform: tuple[Platform, Outage], serve: Callable[[Platform], Served]
 ) -> None:
     platform, outage = outage_platform
-    url = serve(platform)
+    served = serve(platform)
+    url = served.url
     customer = new_id("C")
-    assert httpx.post(f"{url}/v1/touchpoints", json=envelope(customer)).status_code == 202
+    assert (
+        httpx.post(
+            f"{url}/v1/touchpoints", headers=served.headers, json=envelope(customer)
+        ).status_code
+        == 202
+    )
     assert embedded(platform).wait_until_projected()
 
     outage.cut()
     answers = {}
     calls: dict[str, Callable[[], httpx.Response]] = {
-        "health": lambda: httpx.get(f"{url}/v1/healthz", timeout=30),
-        "read": lambda: httpx.get(f"{url}/v1/customers/{customer}", timeout=30),
-        "ingest": lambda: httpx.post(f"{url}/v1/touchpoints", json=envelope(customer), timeout=30),
+        "health": lambda: httpx.get(f"{url}/v1/healthz", headers=served.headers, timeout=30),
+        "read": lambda: httpx.get(
+            f"{url}/v1/customers/{customer}", headers=served.headers, timeout=30
+        ),
+        "ingest": lambda: httpx.post(
+            f"{url}/v1/touchpoints", headers=served.headers, json=envelope(customer), timeout=30
+        ),
     }
     for name, call in calls.items():
         started = time.monotonic()
@@ -174,30 +192,35 @@ def test_a_database_outage_is_a_prompt_503_and_recovery_is_automatic(
     outage.restore()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        posted = httpx.post(f"{url}/v1/touchpoints", json=envelope(customer), timeout=30)
+        posted = httpx.post(
+            f"{url}/v1/touchpoints", headers=served.headers, json=envelope(customer), timeout=30
+        )
         if posted.status_code == 202:
             break
         assert posted.status_code == 503
         time.sleep(0.5)
     assert posted.status_code == 202
     assert embedded(platform).wait_until_projected(timeout=30)
-    assert httpx.get(f"{url}/v1/customers/{customer}").status_code == 200
-    assert httpx.get(f"{url}/v1/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{url}/v1/customers/{customer}", headers=served.headers).status_code == 200
+    assert httpx.get(f"{url}/v1/healthz", headers=served.headers).json()["status"] == "ok"
 
 
 def test_two_api_processes_writing_one_customer_answer_every_request(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     first = make_platform()
     second = bootstrap(Settings(database_url=first.database_url))
     try:
-        urls = [serve(first), serve(second)]
+        servers = [serve(first), serve(second)]
+        urls = [s.url for s in servers]
         customer = new_id("C")
         sent = [envelope(customer) for _ in range(480)]
 
         def post(i: int) -> int:
             url = urls[i % 2]
-            return httpx.post(f"{url}/v1/touchpoints", json=sent[i], timeout=30).status_code
+            return httpx.post(
+                f"{url}/v1/touchpoints", headers=servers[0].headers, json=sent[i], timeout=30
+            ).status_code
 
         with ThreadPoolExecutor(8) as pool:
             statuses = Counter(pool.map(post, range(len(sent))))
@@ -207,7 +230,7 @@ def test_two_api_processes_writing_one_customer_answer_every_request(
         # One customer holds them all: the two processes resolved the source id alike.
         resolved = customer_of(first, customer)
         assert len(first.records.touchpoints_of(resolved)) == len(sent)
-        answer = httpx.get(f"{urls[0]}/v1/customers/{customer}").json()
+        answer = httpx.get(f"{urls[0]}/v1/customers/{customer}", headers=servers[0].headers).json()
         assert (answer["customer_id"], answer["touchpoints_total"]) == (resolved, len(sent))
     finally:
         second.close()

@@ -2,17 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from infra.bootstrap import Platform
 from tests.builders import envelope, new_id, purchase
-from tests.conftest import embedded
+from tests.conftest import Served, embedded
 
 
 def test_a_recorded_touchpoint_is_readable_in_its_projections(
-    platform: Platform, serve: Callable[[Platform], str]
+    platform: Platform, serve: Callable[[Platform], Served]
 ) -> None:
-    base = serve(platform)
+    served = serve(platform)
     customer = new_id("C")
     batch = [
         envelope(
@@ -30,7 +28,7 @@ def test_a_recorded_touchpoint_is_readable_in_its_projections(
             emotion=-2,
         ),
     ]
-    with httpx.Client(base_url=base) as client:
+    with served.client() as client:
         accepted = client.post("/v1/touchpoints", json=batch)
         assert accepted.status_code == 202, accepted.text
         recorded = [r["event_id"] for r in accepted.json()["recorded"]]

@@ -21,7 +21,7 @@ from domain.idempotency import Recorded
 from domain.touchpoints import parse_touchpoint
 from infra.bootstrap import Platform
 from tests.builders import Envelope, envelope
-from tests.conftest import embedded
+from tests.conftest import Served, embedded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -51,8 +51,8 @@ def tag() -> str:
 
 
 @pytest.fixture
-def client(platform: Platform, serve: Callable[[Platform], str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=serve(platform), timeout=30) as http:
+def client(platform: Platform, serve: Callable[[Platform], Served]) -> Iterator[httpx.Client]:
+    with serve(platform).client(timeout=30) as http:
         yield http
 
 
@@ -187,11 +187,11 @@ def test_customers_are_found_by_an_address_spelled_any_way(
 
 
 def test_a_national_phone_number_is_read_in_the_default_region(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     platform = make_platform(phone_default_region="DE")
     found = customer_id(platform, envelope({"phone": "+49 30 1234567"}, at(0)))
-    with httpx.Client(base_url=serve(platform), timeout=30) as client:
+    with serve(platform).client(timeout=30) as client:
         response = client.get("/v1/customers", params={"phone": "030 1234567"})
     assert response.status_code == 200, response.text
     assert response.json()["customers"] == [

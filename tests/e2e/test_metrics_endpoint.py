@@ -5,21 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from infra.bootstrap import Platform
 from streams.embedded import EmbeddedDriver
 from tests.builders import envelope, new_id
-from tests.conftest import embedded
+from tests.conftest import Served, embedded
 from tests.metrics_text import families, value
 
 
 def test_metrics_count_ingest_outcomes_batches_and_lag_after_real_requests(
-    platform: Platform, serve: Callable[[Platform], str]
+    platform: Platform, serve: Callable[[Platform], Served]
 ) -> None:
     customer = new_id("C")
     fresh = [envelope(customer) for _ in range(5)]
-    with httpx.Client(base_url=serve(platform)) as client:
+    with serve(platform).client() as client:
         assert client.post("/v1/touchpoints", json=fresh[:3]).status_code == 202
         for one in fresh[3:]:
             assert client.post("/v1/touchpoints", json=one).status_code == 202
@@ -77,13 +75,13 @@ def test_metrics_count_ingest_outcomes_batches_and_lag_after_real_requests(
 
 
 def test_each_platform_serves_only_its_own_counts(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     first, second = make_platform(), make_platform()
-    with httpx.Client(base_url=serve(first)) as client:
+    with serve(first).client() as client:
         assert client.post("/v1/touchpoints", json=envelope()).status_code == 202
         mine = families(client.get("/metrics").text)
-    with httpx.Client(base_url=serve(second)) as client:
+    with serve(second).client() as client:
         theirs = families(client.get("/metrics").text)
     assert value(mine, "peakend_ingest_requests_total", outcome="accepted") == 1
     assert value(theirs, "peakend_ingest_requests_total", outcome="accepted") == 0

@@ -18,6 +18,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from infra.bootstrap import Platform
 from tests.builders import envelope, new_id, purchase, survey_answer
+from tests.conftest import Served
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50"))
 
@@ -35,21 +36,24 @@ REFUSED_FOR_REASONS_BEYOND_THE_SCHEMA = {
 
 
 def test_every_operation_answers_as_the_published_schema_says(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     # The clock bound of occurred_at is the one envelope rule a static schema cannot state;
     # a skew of a century puts every instant the schema allows within it, so touchpoints
     # get the "schema-valid data is accepted" check too.
     platform = make_platform(max_future_skew_seconds=100 * 366 * 86400)
-    url = serve(platform)
+    served = serve(platform)
+    url = served.url
     customer = new_id("C")
     seed = [
         envelope(customer),
         purchase(customer, "20.00"),
         survey_answer(customer, "nps", 3),
     ]
-    assert httpx.post(f"{url}/v1/touchpoints", json=seed).status_code == 202
-    schema = schemathesis.openapi.from_dict(httpx.get(f"{url}/openapi.json").json())
+    assert httpx.post(f"{url}/v1/touchpoints", headers=served.headers, json=seed).status_code == 202
+    schema = schemathesis.openapi.from_dict(
+        httpx.get(f"{url}/openapi.json", headers=served.headers).json()
+    )
     failures: list[str] = []
     calls: list[int] = []
     operations = []
@@ -71,7 +75,7 @@ def test_every_operation_answers_as_the_published_schema_says(
         )
         @given(case=strategy)
         def run(case: Any) -> None:
-            response = case.call(base_url=url, timeout=30)
+            response = case.call(base_url=url, headers=served.headers, timeout=30)
             calls.append(response.status_code)
             excluded = (
                 [positive_data_acceptance]

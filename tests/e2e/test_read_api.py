@@ -14,7 +14,7 @@ import pytest
 from infra.bootstrap import Platform
 from tests import builders
 from tests.builders import envelope, new_id
-from tests.conftest import customer_of, embedded
+from tests.conftest import Served, customer_of, embedded
 
 Item = dict[str, Any]
 
@@ -40,8 +40,8 @@ def when(value: str) -> datetime:
 
 
 @pytest.fixture
-def client(platform: Platform, serve: Callable[[Platform], str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=serve(platform)) as http:
+def client(platform: Platform, serve: Callable[[Platform], Served]) -> Iterator[httpx.Client]:
+    with serve(platform).client() as http:
         yield http
 
 

@@ -14,7 +14,7 @@ from infra.bootstrap import Platform
 from projections import segment_store
 from streams.embedded import EmbeddedDriver
 from tests.builders import envelope, new_id, purchase, survey_answer
-from tests.conftest import customer_of, embedded
+from tests.conftest import Served, customer_of, embedded
 
 Recorder = Callable[..., None]
 
@@ -37,8 +37,8 @@ def live(make_platform: Callable[..., Platform]) -> Platform:
 
 
 @pytest.fixture
-def client(live: Platform, serve: Callable[[Platform], str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=serve(live), timeout=30) as http:
+def client(live: Platform, serve: Callable[[Platform], Served]) -> Iterator[httpx.Client]:
+    with serve(live).client(timeout=30) as http:
         yield http
 
 

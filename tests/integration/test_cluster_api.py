@@ -20,7 +20,7 @@ from infra.broker import LocalBroker
 from infra.kafka import create_topics
 from infra.settings import Settings
 from tests.builders import envelope
-from tests.conftest import customer_of
+from tests.conftest import Served, customer_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,12 +81,12 @@ def eventually(check: Callable[[], bool], timeout: float = 90.0) -> None:
 def test_http_ingest_in_cluster_mode_reaches_the_projections_through_kafka(
     cluster_platform: Platform,
     worker: subprocess.Popen[bytes],
-    serve: Callable[[Platform], str],
+    serve: Callable[[Platform], Served],
 ) -> None:
-    base = serve(cluster_platform)
+    served = serve(cluster_platform)
     customer = f"C-{uuid.uuid4().hex[:8]}"
     batch = [envelope(customer) for _ in range(3)]
-    with httpx.Client(base_url=base, timeout=30) as client:
+    with served.client(timeout=30) as client:
         accepted = client.post("/v1/touchpoints", json=batch)
         assert accepted.status_code == 202, accepted.text
         body = accepted.json()
@@ -119,17 +119,20 @@ def test_http_ingest_in_cluster_mode_reaches_the_projections_through_kafka(
 
 def test_invalid_input_in_cluster_mode_is_refused_before_kafka(
     cluster_platform: Platform,
-    serve: Callable[[Platform], str],
+    serve: Callable[[Platform], Served],
 ) -> None:
-    base = serve(cluster_platform)
-    refused = httpx.post(f"{base}/v1/touchpoints", json={**envelope("C-x"), "emotion": 7})
+    served = serve(cluster_platform)
+    base = served.url
+    refused = httpx.post(
+        f"{base}/v1/touchpoints", headers=served.headers, json={**envelope("C-x"), "emotion": 7}
+    )
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["field"] == "emotion"
 
 
 def test_ingest_answers_503_when_kafka_stops_acknowledging(
     fresh_database: Callable[[], str],
-    serve: Callable[[Platform], str],
+    serve: Callable[[Platform], Served],
 ) -> None:
     with LocalBroker() as lonely:
         settings = Settings(
@@ -141,12 +144,20 @@ def test_ingest_answers_503_when_kafka_stops_acknowledging(
         )
         create_topics(settings)
         with bootstrap(settings, mode="cluster") as platform:
-            base = serve(platform)
+            served = serve(platform)
+            base = served.url
             assert (
-                httpx.post(f"{base}/v1/touchpoints", json=envelope("C-1"), timeout=30).status_code
+                httpx.post(
+                    f"{base}/v1/touchpoints",
+                    headers=served.headers,
+                    json=envelope("C-1"),
+                    timeout=30,
+                ).status_code
                 == 202
             )
             lonely.stop()
-            refused = httpx.post(f"{base}/v1/touchpoints", json=envelope("C-2"), timeout=30)
+            refused = httpx.post(
+                f"{base}/v1/touchpoints", headers=served.headers, json=envelope("C-2"), timeout=30
+            )
     assert refused.status_code == 503
     assert "retry" in refused.json()["detail"]

@@ -6,17 +6,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-import httpx
-
 from infra.bootstrap import bootstrap
 from infra.kafka import create_topics
 from infra.settings import Settings
 from tests.builders import envelope
+from tests.conftest import Served
 from tests.metrics_text import families, value
 
 
 def test_the_cluster_api_counts_touchpoints_kafka_accepted(
-    broker: str, fresh_database: Callable[[], str], serve: Callable[..., str]
+    broker: str, fresh_database: Callable[[], str], serve: Callable[..., Served]
 ) -> None:
     settings = Settings(
         database_url=fresh_database(),
@@ -27,7 +26,7 @@ def test_the_cluster_api_counts_touchpoints_kafka_accepted(
     create_topics(settings)
     with (
         bootstrap(settings, mode="cluster") as platform,
-        httpx.Client(base_url=serve(platform)) as client,
+        serve(platform).client() as client,
     ):
         answer = client.post("/v1/touchpoints", json=[envelope() for _ in range(3)])
         assert answer.status_code == 202, answer.text

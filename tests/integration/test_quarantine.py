@@ -20,7 +20,7 @@ from projections.base import Projection, RecordedTouchpoint, State
 from projections.registry import PROJECTIONS
 from streams.projector import follow, replay, retry_quarantined
 from tests.builders import envelope, new_id
-from tests.conftest import customer_of
+from tests.conftest import Served, customer_of
 
 POISON: set[str] = set()  # event ids the fragile reducer fails on, until it is "fixed"
 
@@ -137,7 +137,7 @@ def test_a_replay_with_a_broken_reducer_completes_and_after_the_fix_clears_it(
 
 
 def test_a_quarantined_document_shows_in_its_answer_and_in_health(
-    fragile_platform: Platform, serve: Callable[[Platform], str]
+    fragile_platform: Platform, serve: Callable[[Platform], Served]
 ) -> None:
     platform = fragile_platform
     victim = new_id("C")
@@ -145,10 +145,11 @@ def test_a_quarantined_document_shows_in_its_answer_and_in_health(
     POISON.add(bad["event_id"])
     platform.records.record([parse_touchpoint(bad)])
     follow(platform.records, platform.store, batch_size=100)
-    url = serve(platform)
+    served = serve(platform)
+    url = served.url
 
-    customer = httpx.get(f"{url}/v1/customers/{victim}", timeout=10)
-    health = httpx.get(f"{url}/v1/healthz", timeout=10)
+    customer = httpx.get(f"{url}/v1/customers/{victim}", headers=served.headers, timeout=10)
+    health = httpx.get(f"{url}/v1/healthz", headers=served.headers, timeout=10)
 
     assert customer.status_code == 200
     (quarantined,) = customer.json()["quarantined"]
@@ -187,7 +188,7 @@ def test_an_event_older_code_let_in_quarantines_its_documents_and_the_rest_goes_
 
 
 def test_a_quarantined_journey_shows_in_its_answer(
-    fragile_platform: Platform, serve: Callable[[Platform], str]
+    fragile_platform: Platform, serve: Callable[[Platform], Served]
 ) -> None:
     platform = fragile_platform
     customer, journey = new_id("C"), new_id("J")
@@ -198,7 +199,7 @@ def test_a_quarantined_journey_shows_in_its_answer(
     platform.records.record([parse_touchpoint(first), parse_touchpoint(bad)])
     follow(platform.records, platform.store, batch_size=100)
 
-    answer = httpx.get(f"{serve(platform)}/v1/journeys/{journey}", timeout=10)
+    answer = serve(platform).client(timeout=10).get(f"/v1/journeys/{journey}")
 
     assert answer.status_code == 200, answer.text
     assert [t["event_id"] for t in answer.json()["touchpoints"]] == [first["event_id"]]

@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import quote
 from uuid import UUID
 
-import httpx
 import psycopg2
 import pytest
 from eventsourcing.persistence import StoredEvent
@@ -26,7 +25,7 @@ from projections.store import ReadModelStore
 from streams.projector import follow
 from streams.recorder import ColumnarRecorder
 from tests.builders import envelope
-from tests.conftest import embedded
+from tests.conftest import Served, embedded
 from tests.fixtures import stored
 from tests.identities import Identifier, by_identifier, customer_by
 
@@ -256,7 +255,7 @@ def renamed_rows(old: str, new: str) -> list[StoredEvent]:
 
 
 def test_an_old_customer_merged_into_an_earlier_one_redirects_to_it(
-    make_platform: Callable[..., Platform], serve: Callable[[Platform], str]
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
 ) -> None:
     """Old customer ids are whatever the source sent, characters that percent-encode
     included: merged into a customer first seen earlier, such a customer's answers
@@ -275,7 +274,7 @@ def test_an_old_customer_merged_into_an_earlier_one_redirects_to_it(
     assert merging.customer_id == earlier.customer_id != old
     assert embedded(platform).wait_until_projected()
 
-    with httpx.Client(base_url=serve(platform)) as client:
+    with serve(platform).client() as client:
         moved = client.get(f"/v1/customers/{quote(old, safe='')}/timeline", params={"limit": 2})
         assert moved.status_code == 307, moved.text
         survivor = f"/v1/customers/{earlier.customer_id}/timeline?limit=2"
