@@ -37,7 +37,7 @@ def declared_scopes(dependant: Dependant) -> list[str | None]:
 
 def api_routes(platform: Platform) -> list[tuple[str, str, str | None]]:
     """(method, concrete path, scope) of every route of the app."""
-    routes = []
+    routes: list[tuple[str, str, str | None]] = []
     # Through FastAPI's own walk of included routers, as requests are routed.
     for context in iter_route_contexts(create_app(platform).routes):
         if not isinstance(context.original_route, APIRoute) or context.path is None:
@@ -61,8 +61,10 @@ def test_the_auth_matrix(platform: Platform, serve: Callable[[Platform], Served]
     """No key: 401 with a challenge; a bad key: 401 invalid_token; every scope but the
     route's: 403 naming it; only the route's scope: past authorisation."""
     served = serve(platform)
-    only = {scope: key_for(platform, scope) for scope in SCOPES}
-    all_but = {scope: key_for(platform, *(s for s in SCOPES if s != scope)) for scope in SCOPES}
+    only: dict[str, str] = {scope: key_for(platform, scope) for scope in SCOPES}
+    all_but: dict[str, str] = {
+        scope: key_for(platform, *(s for s in SCOPES if s != scope)) for scope in SCOPES
+    }
     with httpx.Client(base_url=served.url, timeout=30) as client:
         for method, path, scope in api_routes(platform):
 
