@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -205,6 +206,32 @@ class Settings(BaseSettings):
     def _identity_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("identity_secret: at least 32 characters of random text")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _web_origins(cls, value: list[str]) -> list[str]:
+        # Exactly as a browser sends Origin (compared as strings): no path, no default
+        # port, lower case. No "*": an origin on the list may also send unsafe requests
+        # past api/browsers.py's cross-site refusal, so each one is named.
+        for origin in value:
+            parts = urlsplit(origin)
+            default = {"http": 80, "https": 443}.get(parts.scheme)
+            try:
+                port = parts.port
+            except ValueError:  # not a number, or out of range: no origin to suggest
+                port, default = None, None
+            host = parts.hostname or ""
+            shown = f"[{host}]" if ":" in host else host
+            canonical = f"{parts.scheme}://{shown}" + (
+                f":{port}" if port not in (None, default) else ""
+            )
+            if default is None or not host or not origin.isascii() or origin != canonical:
+                raise ValueError(
+                    f"cors_origins: {origin!r} is not a web origin, scheme://host[:port] with "
+                    'no path, each one named (no "*"; e.g. https://app.example.com)'
+                    + (f"; write {canonical!r}" if default and host and origin.isascii() else "")
+                )
         return value
 
     @field_validator("phone_default_region")
