@@ -139,6 +139,37 @@ class MergeOut(BaseModel):
     split_at: datetime | None = Field(description="when the merge was undone; null: it stands")
 
 
+class ConsentRecordOut(BaseModel):
+    """One consent touchpoint (consent_given or consent_withdrawn)."""
+
+    purpose: str = Field(description="what it is for, such as marketing")
+    granted: bool = Field(description="true: consent_given; false: consent_withdrawn")
+    at: datetime = Field(description="event time: when the customer decided")
+    event_id: str = Field(description="the touchpoint that recorded it")
+    channel: str
+    policy_version: str | None = Field(description="the notice or consent text shown")
+    method: str | None = Field(
+        description="how it was captured: web_form, app, double_opt_in, paper_form, verbal, "
+        "email_reply, preference_center, unsubscribe_link, import, other"
+    )
+    evidence_ref: str | None = Field(description="where the proof is kept")
+    captured_by: str | None = Field(description="the staff member or system that took it")
+
+
+class ConsentOut(BaseModel):
+    """The consent state of one purpose after every recorded decision (domain.consent)."""
+
+    granted: bool = Field(description="whether the purpose may be served now (opt-in)")
+    since: datetime = Field(description="event time from which this state holds unbroken")
+    decided_at: datetime = Field(description="event time of the deciding (latest) decision")
+    event_id: str = Field(description="the touchpoint of the deciding decision")
+    channel: str
+    policy_version: str | None
+    method: str | None
+    evidence_ref: str | None
+    captured_by: str | None
+
+
 class CustomerOut(BaseModel):
     customer_id: str
     identifiers: list[IdentifierOut] = Field(
@@ -166,6 +197,14 @@ class CustomerOut(BaseModel):
     open_complaints: list[dict[str, Any]]
     complaints_total: int
     last_survey_answers: list[dict[str, Any]]
+    consents: dict[str, ConsentOut] = Field(
+        description="per purpose ever decided, the current state: the latest decision by "
+        "event time wins, a withdrawal on a tie; a purpose not listed is not permitted"
+    )
+    consent_history: list[ConsentRecordOut] = Field(
+        description="every consent touchpoint, in event-time order (a withdrawal after a "
+        "grant at the same instant)"
+    )
     loyalty_status: str
     loyalty: LoyaltyOut
     measures_as_of: datetime

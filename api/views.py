@@ -50,6 +50,8 @@ def customer_view(
         "open_complaints": customer.open_complaints(state),
         "complaints_total": len(state["complaints"]),
         "last_survey_answers": customer.last_survey_answers(state),
+        "consents": state.get("consents", {}),  # .get: a document projected before consent
+        "consent_history": state.get("consent_history", []),
         "loyalty_status": status["status"],
         "loyalty": status,
         "quarantined": [asdict(q) for q in platform.store.quarantines(customer_id)],

@@ -55,6 +55,14 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from domain.consent import (
+    CONSENT_GIVEN,
+    CONSENT_WITHDRAWN,
+    PURPOSE_PATTERN,
+    PURPOSE_RULE,
+    ConsentMethod,
+)
+
 SCHEMA_VERSION = 1
 CENT = Decimal("0.01")
 
@@ -116,6 +124,7 @@ INSTANT_PATTERN = (
 INSTANT_EXAMPLE = "2026-03-01T10:30:00+01:00"
 _INSTANT = re.compile(INSTANT_PATTERN)
 _AMOUNT = re.compile(AMOUNT_PATTERN)
+_PURPOSE = re.compile(PURPOSE_PATTERN)
 
 
 def _string_schema(pattern: str, max_length: int, min_length: int = 1) -> dict[str, Any]:
@@ -522,6 +531,38 @@ class MessagePayload(_Strict):
     subject: Text | None = None
 
 
+def _purpose(value: str) -> str:
+    if not _PURPOSE.fullmatch(value):
+        raise ValueError(f"{printable(value, 40)!r} is not a purpose name; {PURPOSE_RULE}")
+    return value
+
+
+Purpose = Annotated[
+    str,
+    AfterValidator(_purpose),
+    WithJsonSchema({"type": "string", "pattern": PURPOSE_PATTERN, "description": PURPOSE_RULE}),
+]
+
+
+class ConsentPayload(_Strict):
+    """A consent decision for one purpose (``domain.consent``): what a controller needs to
+    demonstrate it (GDPR Art. 7(1)): what it was for, which notice the customer saw, how
+    it was captured, by whom, and where the proof is kept. The proof itself (a signed
+    form, a recording) stays where it is; ``evidence_ref`` names it."""
+
+    purpose: Purpose = Field(description="what the consent is for, such as marketing")
+    policy_version: Text | None = Field(
+        default=None, description="the version of the notice or consent text shown"
+    )
+    method: ConsentMethod | None = Field(default=None, description="how it was captured")
+    evidence_ref: Identifier | None = Field(
+        default=None, description="where the proof is kept: a form number, a recording id"
+    )
+    captured_by: Identifier | None = Field(
+        default=None, description="the staff member or system that captured it"
+    )
+
+
 PAYLOADS: dict[str, type[BaseModel]] = {
     "visit": VisitPayload,
     "call": CallPayload,
@@ -534,6 +575,8 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "complaint_resolved": ComplaintPayload,
     "complaint_followed_up": ComplaintPayload,
     "survey_answered": SurveyAnsweredPayload,
+    CONSENT_GIVEN: ConsentPayload,
+    CONSENT_WITHDRAWN: ConsentPayload,
 }
 KNOWN_TYPES = tuple(sorted(PAYLOADS))
 COMPLAINT_TYPES = frozenset(t for t in PAYLOADS if t.startswith("complaint_"))

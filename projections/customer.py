@@ -2,7 +2,9 @@
 
 One document per customer id: identifiers, first/last seen (event time), counts by type
 and by channel, spend per currency and distinct orders, the latest touchpoints, every
-complaint with its handling steps, and the latest answer to each survey question.
+complaint with its handling steps, the latest answer to each survey question, and
+consent per purpose (``consents``: the current state; ``consent_history``: every
+consent touchpoint, the record ``domain.consent`` judges from).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from datetime import UTC, date, datetime, tzinfo
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from domain.consent import CONSENT_TYPES, ConsentDecision, Consents, decision_of
 from domain.money import ExchangeRates, add_unconverted
 from projections.base import Projection, RecordedTouchpoint, State, insert_by_time, utc_iso
 
@@ -103,6 +106,51 @@ def _with_traits(held: dict[str, Any], given: dict[str, Any], stamp: list[str]) 
     return merged
 
 
+def _consent_record(decision: ConsentDecision) -> dict[str, Any]:
+    return {
+        "purpose": decision.purpose,
+        "granted": decision.granted,
+        "at": utc_iso(decision.at),
+        "event_id": decision.event_id,
+        "channel": decision.channel,
+        "policy_version": decision.policy_version,
+        "method": decision.method,
+        "evidence_ref": decision.evidence_ref,
+        "captured_by": decision.captured_by,
+    }
+
+
+def consents_of(state: State) -> Consents:
+    """The customer's consent decisions as ``domain.consent`` judges them: what an alert
+    rule or a webhook passes to ``domain.consent.permits`` with the purpose it serves."""
+    return Consents.of(
+        ConsentDecision(**{**record, "at": datetime.fromisoformat(record["at"])})
+        for record in state.get("consent_history", [])
+    )
+
+
+def _consent_documents(consents: Consents) -> dict[str, Any]:
+    """``consent_history``: every decision in the order it takes effect (event time; a
+    withdrawal after a grant at the same instant); ``consents``: per purpose, the state
+    after all of them (``Consents.state``)."""
+    current = {
+        purpose: {
+            "granted": state.granted,
+            "since": utc_iso(state.since),
+            **{
+                ("decided_at" if key == "at" else key): value
+                for key, value in _consent_record(state.decision).items()
+                if key != "purpose"
+            },
+        }
+        for purpose, state in consents.current().items()
+    }
+    return {
+        "consents": current,
+        "consent_history": [_consent_record(d) for d in consents.decisions],
+    }
+
+
 def traits(state: State) -> dict[str, Any]:
     return {key: held["value"] for key, held in state.get("traits", {}).items()}
 
@@ -123,6 +171,8 @@ def reduce(state: State | None, event: RecordedTouchpoint) -> State:
         "recent_touchpoints": [],
         "complaints": {},
         "survey_answers": {},
+        "consents": {},
+        "consent_history": [],
     }
     recent = insert_by_time(
         current["recent_touchpoints"],
@@ -154,6 +204,15 @@ def reduce(state: State | None, event: RecordedTouchpoint) -> State:
         nxt["complaints"] = _complaint_step(current["complaints"], event, at)
     elif event.type == "survey_answered":
         nxt["survey_answers"] = _survey_answer(current["survey_answers"], event, at)
+    elif event.type in CONSENT_TYPES:
+        decision = decision_of(
+            event.type,
+            event.payload,
+            at=event.occurred_at,
+            event_id=event.event_id,
+            channel=event.channel,
+        )
+        nxt.update(_consent_documents(consents_of(current).with_decision(decision)))
     declared = event.additional.get("traits")
     if isinstance(declared, dict) and declared:
         nxt["traits"] = _with_traits(current.get("traits", {}), declared, [at, event.event_id])

@@ -81,6 +81,22 @@ SAMPLES: list[tuple[str, dict[str, Any]]] = [
     ("survey-importance", survey_answer(None, "importance", 10, attribute="speed")),
     ("survey-kano", survey_answer(None, "kano_functional", "like", feature="wifi")),
     ("survey-spend", survey_answer(None, "category_spend", "1200.50", currency="EUR")),
+    ("consent_given", envelope(None, T0, type="consent_given", payload={"purpose": "marketing"})),
+    (
+        "consent_withdrawn",
+        envelope(
+            None,
+            T0,
+            type="consent_withdrawn",
+            payload={
+                "purpose": "profiling_v2",
+                "policy_version": "2026-01",
+                "method": "unsubscribe_link",
+                "evidence_ref": "msg-77",
+                "captured_by": "newsletter",
+            },
+        ),
+    ),
     (
         # The e-mail and phone patterns are conservative (tests/unit/test_identifiers.py):
         # "Ann@Example.com" and "+49 (30) 123-456" are accepted, in the schema's own words
@@ -137,6 +153,19 @@ def test_a_valid_envelope_of_every_type_is_valid_by_the_published_schema(
             with_payload(purchase(), items=[{"sku": "A", "quantity": 10**30}]), id="quantity"
         ),
         pytest.param(envelope(None, T0, additional={"n\u0000": 1}), id="nul-key"),
+        pytest.param(envelope(None, T0, type="consent_given"), id="consent-without-purpose"),
+        pytest.param(
+            envelope(None, T0, type="consent_given", payload={"purpose": "Marketing"}),
+            id="upper-case-purpose",
+        ),
+        pytest.param(
+            envelope(None, T0, type="consent_withdrawn", payload={"purpose": "a" * 41}),
+            id="long-purpose",
+        ),
+        pytest.param(
+            envelope(None, T0, type="consent_given", payload={"purpose": "x", "method": "fax"}),
+            id="unknown-consent-method",
+        ),
     ],
 )
 def test_what_the_parser_refuses_the_schema_refuses_too(raw: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.consent import permits
 from domain.customer import Customer
 from domain.touchpoints import parse_touchpoint, touchpoint_of
 from projections import customer, journeys, loyalty
@@ -110,6 +111,18 @@ def answer(
         "C1", metric, value, when(minute), question_id=question_id, **extra
     )
     return raw | {"event_id": event_id, **fields}
+
+
+def consent(
+    event_id: str, minute: int, purpose: str, *, granted: bool = True, **fields: Any
+) -> Envelope:
+    """A ``consent_given`` (or, not ``granted``, ``consent_withdrawn``) for ``purpose``;
+    ``fields`` add payload fields (policy_version, method...) or, for ``channel``,
+    ``journey``, replace envelope fields."""
+    envelope_fields = {k: fields.pop(k) for k in ("channel", "journey") if k in fields}
+    kind = "consent_given" if granted else "consent_withdrawn"
+    payload = {"purpose": purpose, **fields}
+    return touchpoint(event_id, minute, kind, payload=payload, **envelope_fields)
 
 
 def recorded(*raws: dict[str, Any]) -> list[RecordedTouchpoint]:
@@ -673,6 +686,110 @@ def test_survey_answers_given_at_the_same_instant_agree_in_any_arrival_order() -
     assert one_way["survey_answers"] == other_way["survey_answers"]
 
 
+def test_customer_document_shows_consent_per_purpose_and_its_history() -> None:
+    events = recorded(
+        consent("tp-3", 30, "marketing", granted=False, channel="email", method="unsubscribe_link"),
+        consent("tp-1", 0, "marketing", policy_version="v1", method="web_form", channel="web"),
+        consent("tp-2", 10, "surveys", policy_version="v1", captured_by="agent-7"),
+        consent("tp-4", 40, "surveys", policy_version="v2", evidence_ref="form-12"),
+    )
+
+    state = fold(customer.reduce, events)
+
+    assert [
+        (h["event_id"], h["purpose"], h["granted"], h["at"]) for h in state["consent_history"]
+    ] == [
+        ("tp-1", "marketing", True, iso(0)),
+        ("tp-2", "surveys", True, iso(10)),
+        ("tp-3", "marketing", False, iso(30)),
+        ("tp-4", "surveys", True, iso(40)),
+    ]
+    assert state["consent_history"][0] == {
+        "purpose": "marketing",
+        "granted": True,
+        "at": iso(0),
+        "event_id": "tp-1",
+        "channel": "web",
+        "policy_version": "v1",
+        "method": "web_form",
+        "evidence_ref": None,
+        "captured_by": None,
+    }
+    assert state["consents"] == {
+        "marketing": {
+            "granted": False,
+            "since": iso(30),
+            "decided_at": iso(30),
+            "event_id": "tp-3",
+            "channel": "email",
+            "policy_version": None,
+            "method": "unsubscribe_link",
+            "evidence_ref": None,
+            "captured_by": None,
+        },
+        "surveys": {
+            "granted": True,
+            "since": iso(10),  # granted without a break since the first grant
+            "decided_at": iso(40),
+            "event_id": "tp-4",
+            "channel": "store",
+            "policy_version": "v2",
+            "method": None,
+            "evidence_ref": "form-12",
+            "captured_by": None,
+        },
+    }
+    assert state["counts_by_type"] == {"consent_given": 3, "consent_withdrawn": 1}
+
+
+def test_a_late_withdrawal_that_happened_first_does_not_undo_a_later_grant() -> None:
+    events = recorded(
+        consent("tp-2", 20, "marketing"),
+        consent("tp-1", 10, "marketing", granted=False),  # older, arrives later
+    )
+
+    state = fold(customer.reduce, events)
+
+    assert state["consents"]["marketing"]["granted"] is True
+    assert [h["event_id"] for h in state["consent_history"]] == ["tp-1", "tp-2"]
+
+
+def test_consents_of_the_document_are_what_permits_judges() -> None:
+    events = recorded(
+        consent("tp-1", 0, "marketing"), consent("tp-2", 30, "marketing", granted=False)
+    )
+
+    consents = customer.consents_of(fold(customer.reduce, events))
+
+    assert permits(consents, "marketing", when(29))
+    assert not permits(consents, "marketing", when(30))
+    assert not permits(consents, "marketing")
+    assert not permits(consents, "surveys", when(29))
+
+
+def test_withdrawal_wins_a_tie_with_a_grant_in_any_arrival_order() -> None:
+    grant, withdrawal = recorded(
+        consent("tp-b", 5, "marketing"), consent("tp-a", 5, "marketing", granted=False)
+    )
+
+    one_way = fold(customer.reduce, [grant, withdrawal])
+    other_way = fold(customer.reduce, [withdrawal, grant])
+
+    assert one_way["consents"] == other_way["consents"]
+    assert one_way["consent_history"] == other_way["consent_history"]
+    assert one_way["consents"]["marketing"]["granted"] is False
+    assert [h["event_id"] for h in one_way["consent_history"]] == ["tp-b", "tp-a"]
+
+
+def test_a_document_projected_before_consent_existed_has_no_consents() -> None:
+    state = fold(customer.reduce, recorded(touchpoint("tp-1", 0)))
+    del state["consents"], state["consent_history"]
+
+    assert customer.consents_of(state).decisions == ()
+    state = customer.reduce(state, recorded(consent("tp-2", 1, "marketing"))[0])
+    assert list(state["consents"]) == ["marketing"]
+
+
 # ---------------------------------------------------------------------------------------
 # Loyalty reducer and view (Dick & Basu)
 # ---------------------------------------------------------------------------------------
@@ -889,6 +1006,10 @@ def every_kind_of_touchpoint() -> list[RecordedTouchpoint]:
             emotion=0,
             customer={"id": "C1", "phone": "+4930123456"},
         ),
+        consent("tp-12", 31, "marketing", policy_version="v1", method="web_form"),
+        consent("tp-13", 12, "marketing", granted=False, journey=step("complaint")),
+        consent("tp-14", 31, "surveys", granted=False),
+        consent("tp-15", 31, "surveys"),
     )
 
 
@@ -939,6 +1060,11 @@ def payloads(draw: st.DrawFn, kind: str) -> dict[str, Any]:
         if kind == "complaint_resolved" and draw(st.booleans()):
             payload["compensation"] = str(draw(MONEY))
         return payload
+    if kind in ("consent_given", "consent_withdrawn"):
+        consent_payload = {"purpose": draw(st.sampled_from(["marketing", "surveys"]))}
+        if draw(st.booleans()):
+            consent_payload["policy_version"] = draw(st.sampled_from(["v1", "v2"]))
+        return consent_payload
     if kind == "survey_answered":
         metric, low, high = draw(st.sampled_from([("nps", 0, 10), ("csat", 1, 5), ("ces", 1, 7)]))
         return {
@@ -970,6 +1096,8 @@ def journey_of_one_customer(draw: st.DrawFn, max_size: int = 25) -> list[dict[st
                     "complaint_acknowledged",
                     "complaint_resolved",
                     "survey_answered",
+                    "consent_given",
+                    "consent_withdrawn",
                 ]
             )
         )
@@ -1049,6 +1177,8 @@ def timeline(state: State) -> dict[str, Any]:
                 "spend_by_currency",
                 "recent_touchpoints",
                 "survey_answers",
+                "consents",
+                "consent_history",
             )
         },
         "orders": state["orders"],
