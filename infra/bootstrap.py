@@ -28,6 +28,7 @@ from streams.embedded import EmbeddedDriver
 from streams.projector import head, replay
 from streams.recorder import CustomerRecords
 from streams.relay import RELAY
+from streams.sealing import PersonalFields, Sealing
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,13 @@ def _stores(
             "APPLICATION_RECORDER_TOPIC": "streams.recorder:ColumnarRecorder",
         },
         rules=settings.identity_rules,
+        sealing=Sealing(
+            settings.master_key_bytes,
+            PersonalFields.of(
+                settings.personal_payload_fields, settings.personal_additional_fields
+            ),
+            cache_seconds=settings.key_cache_seconds,
+        ),
     )
     store = ReadModelStore(
         _pool(settings, url, settings.read_pool_size),

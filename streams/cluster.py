@@ -47,7 +47,7 @@ from infra.settings import Settings
 from projections.store import ReadModelStore
 from streams.projector import PROJECTED, project
 from streams.recorder import CustomerRecords
-from streams.relay import LogNotifications, decode, relay
+from streams.relay import LogNotifications, decode_batch, relay
 
 log = logging.getLogger(__name__)
 WORKER = f"worker-{os.getpid()}"
@@ -296,15 +296,23 @@ def create_app(
         async def project_customer_events(stream: faust.StreamT[bytes]) -> None:
             async for events in batches(stream):
                 touchpoints = []
-                for event in events:
-                    try:
-                        decoded = decode(records.mapper, event.message.value or b"")
-                    except Exception as error:  # only the relay writes here: a bug, kept
-                        log.exception(
-                            "undecodable customer event %s[%d]@%d",
+                # The batch's keys in one query, in a thread; retried while the database
+                # is unavailable (a message that cannot be read comes back as its error).
+                batch_decoded = await until_done(
+                    partial(decode_batch, records, [e.message.value or b"" for e in events]),
+                    "decoding customer events",
+                    lambda: app.should_stop,
+                    partial(metrics.database_error, "projector"),
+                )
+                for event, decoded in zip(events, batch_decoded, strict=True):
+                    if isinstance(decoded, Exception):  # only the relay writes here: a bug
+                        error = decoded
+                        log.error(
+                            "undecodable customer event %s[%d]@%d: %r",
                             event.message.topic,
                             event.message.partition,
                             event.message.offset,
+                            error,
                         )
                         await dead_letters_topic.send(
                             key=event.message.key,

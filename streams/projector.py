@@ -63,11 +63,11 @@ def follow(
     if not notifications:
         return Progress(position, 0, 0)
     events = []
-    for notification in notifications:
-        if not notification.topic.endswith(_PROJECTED_TOPICS):
-            continue
+    projected = [n for n in notifications if n.topic.endswith(_PROJECTED_TOPICS)]
+    decode = records.decoder(projected)  # the page's keys, in one query
+    for notification in projected:
         try:
-            events.append(records.mapper.to_domain_event(notification))
+            events.append(decode(notification))
         except Exception as error:  # a stored event this code cannot read: set it aside
             log.exception("notification %d cannot be decoded; quarantined", notification.id)
             store.quarantine_undecodable(

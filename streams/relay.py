@@ -7,13 +7,19 @@ PostgreSQL. A crash between publishing and saving the position republishes a few
 the projectors skip what they have applied (per-document stream versions), so the
 effect is exactly once. One relay is active at a time: the others find the position row
 locked and wait their turn.
+
+The relay passes each stored state through as bytes, never parsing it: personal fields
+stay sealed under their customer's key on the topic too (``streams.sealing``), and a
+projector opens them as the embedded follower does, loading a batch's keys at once.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import select
+from collections.abc import Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -28,7 +34,7 @@ from streams.recorder import CustomerRecords
 log = logging.getLogger(__name__)
 
 RELAY = "relay"
-SCHEMA = 1
+SCHEMA = 2  # 2: the stored state as bytes (base64); 1 embedded it as JSON
 
 
 class LogNotifications:
@@ -68,46 +74,75 @@ class Producer(Protocol):
     def flush(self, timeout: float | None = None) -> None: ...
 
 
-def encode(
-    notification: Notification, state: dict[str, Any], survivors: dict[str, str]
-) -> tuple[bytes, bytes]:
-    """A customer-events message (key, value): the stored event as the event store keeps
-    it (its JSON ``state``, parsed once by the caller, included verbatim), with its log
-    position; keyed by the survivor of its customer (which every Customer event names),
-    so that a customer's streams, merged, share one partition from then on."""
-    customer_id = str(state.get("customer_id", ""))
-    key = survivors.get(customer_id, customer_id)
-    return key.encode(), json.dumps(
+def encode(notification: Notification, customer: tuple[str, str] | None) -> tuple[bytes, bytes]:
+    """A customer-events message (key, value): the stored event's state as the event
+    store keeps it (bytes, personal fields sealed: base64 in ``state_base64``, never
+    parsed here), with its log position and place; keyed by the survivor that answers for
+    its stream (``customer``: the stream's customer id and survivor, from the identity
+    index), so that a customer's streams, merged, share one partition from then on. A
+    stream the index does not know yet is keyed by its own id."""
+    stream = notification.originator_id
+    stream_hex = stream.hex if isinstance(stream, UUID) else str(stream)
+    customer_id, survivor = customer or ("", stream_hex)
+    return survivor.encode(), json.dumps(
         {
             "schema": SCHEMA,
             "position": notification.id,
             "customer_id": customer_id,
-            "originator_id": notification.originator_id.hex
-            if isinstance(notification.originator_id, UUID)
-            else str(notification.originator_id),
+            "originator_id": stream_hex,
             "originator_version": notification.originator_version,
             "topic": notification.topic,
-            "state": state,
+            "state_base64": base64.b64encode(notification.state).decode("ascii"),
         },
         separators=(",", ":"),
     ).encode()
 
 
-def decode(mapper: Mapper[UUID], value: bytes) -> Any:
-    """The domain event in a customer-events message."""
+def stored_event(value: bytes) -> StoredEvent:
+    """The stored event in a customer-events message (schema 2; schema 1, which embedded
+    the state as JSON, is still read)."""
     message = json.loads(value)
-    if message.get("schema") != SCHEMA:
-        raise ValueError(
-            f"schema: customer-events messages are version {SCHEMA}, got {message.get('schema')!r}"
-        )
-    return mapper.to_domain_event(
-        StoredEvent(
-            originator_id=UUID(message["originator_id"]),
-            originator_version=message["originator_version"],
-            topic=message["topic"],
-            state=json.dumps(message["state"], separators=(",", ":")).encode(),
-        )
+    schema = message.get("schema")
+    if schema == SCHEMA:
+        state = base64.b64decode(message["state_base64"], validate=True)
+    elif schema == 1:
+        state = json.dumps(message["state"], separators=(",", ":")).encode()
+    else:
+        raise ValueError(f"schema: customer-events messages are version {SCHEMA}, got {schema!r}")
+    return StoredEvent(
+        originator_id=UUID(message["originator_id"]),
+        originator_version=message["originator_version"],
+        topic=message["topic"],
+        state=state,
     )
+
+
+def decode(mapper: Mapper[UUID], value: bytes) -> Any:
+    """The domain event in one customer-events message (a batch: ``decode_batch``)."""
+    return mapper.to_domain_event(stored_event(value))
+
+
+def decode_batch(records: CustomerRecords, values: Sequence[bytes]) -> list[Any]:
+    """The domain events in a batch of customer-events messages, the keys of their
+    streams loaded in one query; a message that cannot be read gives its exception in
+    its place."""
+    parsed: list[StoredEvent | Exception] = []
+    for value in values:
+        try:
+            parsed.append(stored_event(value))
+        except Exception as error:
+            parsed.append(error)
+    decode_one = records.decoder([p for p in parsed if isinstance(p, StoredEvent)])
+    decoded: list[Any] = []
+    for item in parsed:
+        if isinstance(item, Exception):
+            decoded.append(item)
+            continue
+        try:
+            decoded.append(decode_one(item))
+        except Exception as error:
+            decoded.append(error)
+    return decoded
 
 
 def relay(
@@ -130,13 +165,11 @@ def relay(
         )
         if not notifications:
             return 0
-        states = [json.loads(n.state) for n in notifications]
-        survivors = records.identity.survivors_of(
-            sorted({str(state.get("customer_id", "")) for state in states})
-        )
+        streams = [UUID(str(n.originator_id)) for n in notifications]
+        customers = records.customers_of(sorted(set(streams)))
         sent = []
-        for notification, state in zip(notifications, states, strict=True):
-            key, value = encode(notification, state, survivors)
+        for notification, stream in zip(notifications, streams, strict=True):
+            key, value = encode(notification, customers.get(stream))
             sent.append(producer.send(topic, key=key, value=value))
         producer.flush()
         for future in sent:
