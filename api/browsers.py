@@ -5,6 +5,7 @@ preflight.
 Documentation: ``/docs`` (Swagger UI) and ``/redoc`` load their scripts, styles and icon
 from ``/static/`` (vendored in ``api/static``, see its README), never from a CDN: they
 work offline, and opening them tells no other site who reads this API's documentation.
+Their Content-Security-Policy holds the vendored code to that too.
 
 CORS: off unless ``cors_origins`` names origins; then those origins, and only they, may
 call the API from a web page with the methods it has (GET, POST, DELETE) and the headers
@@ -44,6 +45,9 @@ taken for another origin.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -148,6 +152,25 @@ class RefuseCrossSite:
         )
 
 
+def confined(page: HTMLResponse) -> HTMLResponse:
+    """``page`` with a Content-Security-Policy that lets the browser load, connect to and
+    run only what this server serves, and the page's own inline scripts (by hash): the
+    vendored code cannot reach another site either (ReDoc's sidebar shows Redocly's logo
+    from their CDN; refused, the image is left out). Inline styles are allowed: Swagger UI
+    and ReDoc set them from script."""
+    scripts = re.findall(rb"<script>(.*?)</script>", page.body, flags=re.DOTALL)
+    hashes = "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in scripts
+    )
+    page.headers["content-security-policy"] = (
+        f"default-src 'self'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; worker-src 'self' blob:; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+    return page
+
+
 def install(
     app: FastAPI, settings: Settings, *, docs_dependencies: Sequence[params.Depends] = ()
 ) -> None:
@@ -162,30 +185,34 @@ def install(
     @app.get("/docs", include_in_schema=False, dependencies=pages)
     def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_swagger_ui_html(
-            openapi_url=root + (app.openapi_url or "/openapi.json"),
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{root}{SWAGGER_UI}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{SWAGGER_UI}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{SWAGGER_UI}/favicon-32x32.png",
-            oauth2_redirect_url=root + OAUTH2_REDIRECT_URL,
-            # Its default sends the document's URL to validator.swagger.io for a badge.
-            swagger_ui_parameters={"validatorUrl": None},
+        return confined(
+            get_swagger_ui_html(
+                openapi_url=root + (app.openapi_url or "/openapi.json"),
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{root}{SWAGGER_UI}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{SWAGGER_UI}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{SWAGGER_UI}/favicon-32x32.png",
+                oauth2_redirect_url=root + OAUTH2_REDIRECT_URL,
+                # Its default sends the document's URL to validator.swagger.io for a badge.
+                swagger_ui_parameters={"validatorUrl": None},
+            )
         )
 
     @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False, dependencies=pages)
     def swagger_ui_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
+        return confined(get_swagger_ui_oauth2_redirect_html())
 
     @app.get("/redoc", include_in_schema=False, dependencies=pages)
     def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_redoc_html(
-            openapi_url=root + (app.openapi_url or "/openapi.json"),
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{REDOC}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{SWAGGER_UI}/favicon-32x32.png",
-            with_google_fonts=False,
+        return confined(
+            get_redoc_html(
+                openapi_url=root + (app.openapi_url or "/openapi.json"),
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{REDOC}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{SWAGGER_UI}/favicon-32x32.png",
+                with_google_fonts=False,
+            )
         )
 
     allowed = frozenset(settings.cors_origins)

@@ -4,6 +4,8 @@ on another site could send without a preflight (api/browsers.py)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -53,6 +55,23 @@ def segment_names(client: httpx.Client) -> set[str]:
 ASSET_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
 
 
+def assert_confined(page: httpx.Response) -> None:
+    """The page's Content-Security-Policy names no other site, so the browser loads
+    nothing from one (not even what the vendored code would), and lets the page's own
+    inline scripts run (by hash)."""
+    policy = dict(
+        (d.split()[0], d.split()[1:]) for d in page.headers["content-security-policy"].split("; ")
+    )
+    assert policy["default-src"] == ["'self'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    for sources in policy.values():
+        for source in sources:
+            assert source.startswith("'") or source in ("data:", "blob:"), source
+    for script in re.findall(r"<script>(.*?)</script>", page.text, flags=re.DOTALL):
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in policy["script-src"]
+
+
 @pytest.mark.parametrize("page", ["/docs", "/redoc", "/docs/oauth2-redirect"])
 def test_a_docs_page_refers_only_to_assets_served_here(
     platform: Platform, serve: Serve, page: str
@@ -64,6 +83,7 @@ def test_a_docs_page_refers_only_to_assets_served_here(
         assert answer.headers["content-type"].startswith("text/html")
         html = answer.text
         assert not re.findall(r"(?:https?:)?//[\w.-]+\.\w", html), "an off-site URL"
+        assert_confined(answer)
         assets = re.findall(r'(?:src|href)="([^"]+)"', html)
         assert all(a.startswith("/") and not a.startswith("//") for a in assets), assets
         for asset in assets:
