@@ -23,6 +23,7 @@ from api import admin, health, views
 from api.analytics import router as analytics_router
 from api.auth import AUTH_ANSWERS, PUBLIC, READ, Ingester, take_ingest
 from api.auth import install as install_auth
+from api.browsers import install as install_browsers
 from api.deps import AsOf, PlatformDep
 from api.errors import ErrorBoundary, install_echo_safe_errors
 from api.identity import MOVED, AnsweringCustomer, Moved, moved_response
@@ -203,8 +204,8 @@ async def ingest(caller: Ingester, request: Request, platform: PlatformDep) -> I
         detail = f"malformed JSON: {error}"
         raise Refused(400, detail, _body_error(detail)) from None
     touchpoints = _parse_batch(raw, platform)
-    settings = platform.settings
     take_ingest(request, caller, len(touchpoints))
+    settings = platform.settings
     try:
         outcomes = await asyncio.wait_for(
             # Shielded: a timeout answers 503 but must not cancel the submission, which
@@ -274,8 +275,8 @@ def get_customer(
     "/customers/{customer_id}/timeline",
     response_model=TimelineOut,
     responses={**NOT_FOUND, **MOVED},
-)
     dependencies=[READ],
+)
 def get_timeline(
     customer_id: AnsweringCustomer,
     platform: PlatformDep,
@@ -304,8 +305,8 @@ def get_timeline(
     "/customers/{customer_id}/journeys",
     response_model=list[JourneyOut],
     responses={**NOT_FOUND, **MOVED},
-)
     dependencies=[READ],
+)
 def get_customer_journeys(
     customer_id: AnsweringCustomer, platform: PlatformDep, as_of: AsOf = None
 ) -> list[dict[str, Any]]:
@@ -342,11 +343,11 @@ async def healthz(platform: PlatformDep) -> Any:
 
 
 def create_app(platform: Platform) -> FastAPI:
-    @asynccontextmanager
     """The API of a platform; refused (``AccessNotConfigured``) outside development
     when no API key is active, or when the development key is."""
     platform.keys.check_usable(platform.settings.environment)
 
+    @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         periodic = jobs(platform)
         for job in periodic:
@@ -361,19 +362,23 @@ def create_app(platform: Platform) -> FastAPI:
         version="1",
         description="Event-sourced customer-experience platform: record touchpoints, read "
         "live projections of customers and journeys.",
+        docs_url=None,  # served by api.browsers, from vendored assets
+        redoc_url=None,
     )
     app.state.platform = platform
     app.add_middleware(ErrorBoundary, retry_after=platform.settings.retry_after_seconds)
+    # Runs before authentication (added after it), inside the ingest counters.
+    install_browsers(app, platform.settings, docs_dependencies=[PUBLIC])
     # What any route may answer besides its own: the error boundary's answers.
     for routes in (router, identity_router, analytics_router, segments_router, admin.router):
         app.include_router(routes, responses={**AUTH_ANSWERS, **BOUNDARY_ANSWERS})
     install_metrics(app, platform.metrics)
+    install_auth(app, platform.settings)
 
     install_echo_safe_errors(app)
 
     @app.exception_handler(Moved)
     async def moved(_: Request, error: Moved) -> JSONResponse:
-    install_auth(app, platform.settings)
         return moved_response(error)
 
     @app.exception_handler(Refused)
