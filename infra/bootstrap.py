@@ -15,7 +15,7 @@ import psycopg2
 
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
-from infra import audit
+from infra import audit, rejects
 from infra.database import BoundedPool, embedded_server_url, eventsourcing_env
 from infra.keys import KeyStore
 from infra.metrics import Metrics, ScrapeSources, last_clv_fit
@@ -183,6 +183,7 @@ def _stores(
         replay(records, store, batch_size=settings.project_batch_size)
     KeyStore(store, cache_seconds=0).create_table()
     audit.create_table(store)
+    rejects.create_table(store)
     return records, store
 
 

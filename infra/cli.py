@@ -8,6 +8,7 @@ peakend worker   a Faust stream worker (cluster mode); run as many as you like
 peakend relay    the outbox relay alone (workers run it too unless --no-relay)
 peakend topics create   create the Kafka topics
 peakend import FILE     bulk-load historical touchpoints (JSON Lines, or CSV + mapping)
+peakend purge-rejects   delete import reject files past their retention
 """
 
 from __future__ import annotations
@@ -475,6 +476,24 @@ def run_import(args: argparse.Namespace) -> int:
     return 1 if summary.rejected else 0
 
 
+def run_purge_rejects(_: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from infra.rejects import purge_expired
+
+    settings = Settings()
+    platform = bootstrap(settings, mode="none", start=False)
+    try:
+        retention = timedelta(hours=settings.reject_file_retention_hours)
+        removed = purge_expired(platform.store, retention)
+    finally:
+        platform.close()
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} reject files older than {settings.reject_file_retention_hours:g} h")
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -561,6 +580,12 @@ def parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     load.set_defaults(run=run_import)
+
+    purge = commands.add_parser(
+        "purge-rejects",
+        help="delete import reject files older than PEAKEND_REJECT_FILE_RETENTION_HOURS",
+    )
+    purge.set_defaults(run=run_purge_rejects)
 
     bench = commands.add_parser("bench", help="measure throughput and freshness")
     bench.add_argument("--n", type=int, default=20_000, help="touchpoints per run")

@@ -3,9 +3,10 @@
 JSON Lines files hold one envelope per line; CSV files are turned into envelopes by a
 column mapping (below). Lines are validated, recorded in batches (one event-store
 transaction each), idempotent by ``event_id``; refused lines go to a reject file with
-their line number and reasons. The position of the last recorded batch is kept in
-PostgreSQL, so an interrupted import resumes where it stopped (``--restart`` starts over;
-re-recording is harmless anyway).
+their line number and reasons, kept for ``PEAKEND_REJECT_FILE_RETENTION_HOURS`` (every
+import first purges the expired ones: ``infra.rejects``). The position of the last
+recorded batch is kept in PostgreSQL, so an interrupted import resumes where it stopped
+(``--restart`` starts over; re-recording is harmless anyway).
 
 A CSV mapping is a JSON object from envelope fields (dotted paths) to sources:
 
@@ -35,6 +36,7 @@ from api import analytics as analytics_api
 from domain.idempotency import Outcome, conflict_error
 from domain.money import add_unconverted, unconverted_out
 from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
+from infra import rejects as rejects_kept
 from infra.bootstrap import Platform
 from projections import analytics
 
@@ -161,6 +163,11 @@ def import_file(
     reject_path = reject_path or path.with_name(path.name + ".rejects.jsonl")
     follower = f"import:{path.resolve()}"
     store, records = platform.store, platform.records
+    # Raw refused lines live no longer than the retention on a machine that imports.
+    rejects_kept.purge_expired(
+        store, timedelta(hours=platform.settings.reject_file_retention_hours)
+    )
+    rejects_kept.register(store, reject_path)
     done = 0 if restart else store.position(follower)
     summary = ImportSummary(source=str(path), reject_file=str(reject_path))
     batch: list[TouchpointIn] = []
@@ -186,7 +193,7 @@ def import_file(
 
     with (
         path.open(encoding="utf-8", newline="") as handle,
-        reject_path.open("w" if done == 0 else "a", encoding="utf-8") as rejects,
+        rejects_kept.writing(reject_path, append=done > 0) as rejects,
     ):
         for number, original, parsed in _lines(handle, fmt, mapping):
             summary.lines += 1
@@ -221,6 +228,7 @@ def import_file(
                 on_progress(number)
         flush()
         on_progress(last_line)
+    rejects_kept.register(store, reject_path)  # its retention runs from the last write
     _summarise_money(platform, summary, money_seen)
     return summary
 

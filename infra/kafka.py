@@ -2,6 +2,13 @@
 
 Messages are JSON with a ``schema`` field. Touchpoints are keyed by the customer id the
 envelope resolves to, so one customer's touchpoints stay in one partition, in order.
+
+The dead-letter topic ``<prefix>.touchpoints.dlq`` holds refused touchpoints with their
+original bytes, which may name a customer. Kafka cannot delete one message: a dead letter
+is removed by the topic's retention only (``PEAKEND_DEAD_LETTER_RETENTION_HOURS``, set by
+``create_topics``, re-set on an existing topic), whole segments at a time, so a message
+may outlive the retention by up to a segment's span (an hour at most) and the broker's
+retention check. An erasure cannot reach it before then, which is why the default is short.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from domain.idempotency import Outcome, Recorded
@@ -52,24 +59,77 @@ class Topics:
         return (self.touchpoints, self.dead_letters, self.customer_events, self.alerts)
 
 
+def dead_letter_configs(settings: Settings) -> dict[str, str]:
+    """The dead-letter topic's configuration: time-based deletion after
+    ``dead_letter_retention_hours``, in segments of at most an hour (Kafka deletes whole
+    segments, once the newest message in one is past the retention)."""
+    retention_ms = max(1, round(settings.dead_letter_retention_hours * 3_600_000))
+    return {
+        "cleanup.policy": "delete",
+        "retention.ms": str(retention_ms),
+        "segment.ms": str(min(retention_ms, 3_600_000)),
+    }
+
+
 def create_topics(settings: Settings) -> dict[str, str]:
-    """Create the platform's topics with the configured partitions and replication;
-    returns what happened to each (created / exists)."""
+    """Create the platform's topics with the configured partitions and replication, the
+    dead-letter topic with its retention (``dead_letter_configs``); returns what happened
+    to each: created, exists, or "exists, retention set" when an existing dead-letter
+    topic's configuration was changed to match the settings."""
     topics = Topics.named(settings.kafka_topic_prefix)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="peakend-admin")
     outcome = {}
     try:
         for name in topics.all():
+            configs = dead_letter_configs(settings) if name == topics.dead_letters else {}
             try:
                 admin.create_topics(
-                    [NewTopic(name, settings.kafka_partitions, settings.kafka_replication)]
+                    [
+                        NewTopic(
+                            name,
+                            settings.kafka_partitions,
+                            settings.kafka_replication,
+                            topic_configs=configs,
+                        )
+                    ]
                 )
                 outcome[name] = "created"
             except TopicAlreadyExistsError:
                 outcome[name] = "exists"
+                if configs and _align_configs(admin, name, configs):
+                    outcome[name] = "exists, retention set"
     finally:
         admin.close()
     return outcome
+
+
+def topic_configs(admin: KafkaAdminClient, topic: str) -> dict[str, str | None]:
+    """A topic's configuration as the broker reports it (defaults included)."""
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+    )
+    entries: Mapping[str, Mapping[str, Any]] = described.get("topic", {}).get(topic, {})
+    return {key: entry.get("value") for key, entry in entries.items()}
+
+
+def _align_configs(admin: KafkaAdminClient, topic: str, wanted: Mapping[str, str]) -> bool:
+    """Set the configs of ``topic`` that differ from ``wanted`` (only those keys: an
+    incremental alter where the broker has it); True if any did."""
+    current = topic_configs(admin, topic)
+    differing = {key: value for key, value in wanted.items() if current.get(key) != value}
+    if not differing:
+        return False
+    # raise_on_unknown=False: a broker may list only the configs set on the topic, not
+    # every one it accepts (Tansu does); the alter's own answer says if one is refused.
+    answer = admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic, configs=differing)],
+        raise_on_unknown=False,
+    )
+    result = answer.get("topic", {}).get(topic)
+    if result != "OK":
+        raise RuntimeError(f"{topic}: the broker refused {sorted(differing)}: {result}")
+    log.info("%s: set %s", topic, ", ".join(f"{k}={v}" for k, v in sorted(differing.items())))
+    return True
 
 
 def _json(value: Any) -> bytes:
@@ -166,7 +226,15 @@ class TouchpointProducer:
         self._producer.close(timeout)
 
 
-__all__ = ["InvalidTouchpoint", "KafkaIngest", "Topics", "TouchpointProducer", "create_topics"]
+__all__ = [
+    "InvalidTouchpoint",
+    "KafkaIngest",
+    "Topics",
+    "TouchpointProducer",
+    "create_topics",
+    "dead_letter_configs",
+    "topic_configs",
+]
 
 
 class KafkaIngest:
