@@ -30,6 +30,8 @@ The rules, in order:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -107,11 +109,27 @@ def blocked_setting(values: Iterable[str]) -> frozenset[str]:
     return frozenset(value.strip().casefold() for value in values)
 
 
-def source_key(identifiers: Mapping[str, str]) -> str:
-    """The identifier the source knows a touchpoint's customer by (its strongest), as
-    ``kind:value``: what cluster mode keys a touchpoint message by."""
+def identifier_digest(secret: bytes, kind: str, value: str) -> bytes:
+    """The keyed hash an identifier is known by outside the events: HMAC-SHA256 under
+    ``secret`` (the ``identity_secret`` setting) of ``kind:value``, the value normalised.
+
+    Keyed, never a plain hash: e-mail addresses, phone numbers and card numbers are few
+    enough to hash every candidate, so a plain digest would give the value away to anyone
+    holding the table; without the secret this one names nobody. The same identifier
+    always gives the same digest under one secret (look-ups, partition keys)."""
+    if not secret:
+        raise ValueError("identity secret: empty; an unkeyed digest is a plain hash")
+    # surrogatepass: a value read back from an old event is digested, whatever it holds.
+    message = f"{kind}:{value}".encode("utf-8", "surrogatepass")
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def source_key(identifiers: Mapping[str, str], secret: bytes) -> str:
+    """The identifier the source knows a touchpoint's customer by (its strongest), as its
+    digest in hex (``identifier_digest``): what cluster mode keys a touchpoint message
+    by. A topic's keys are visible to any reader of it: the value is not among them."""
     kind, value = _by_strength(identifiers)[0]
-    return f"{kind}:{value}"
+    return identifier_digest(secret, kind, value).hex()
 
 
 def _by_strength(identifiers: Mapping[str, str]) -> list[Identifier]:
@@ -122,7 +140,9 @@ def _by_strength(identifiers: Mapping[str, str]) -> list[Identifier]:
 @dataclass
 class Group:
     """What resolution needs to know of a customer group: its identifiers per kind
-    (counts, and the source ids themselves)."""
+    (counts), and a token per source id, only ever counted: the identity index gives
+    their digests, a batch gives the values it links (a value is known to the index or
+    new in the batch, so never in both forms)."""
 
     counts: dict[str, int] = field(default_factory=dict)
     source_ids: set[str] = field(default_factory=set)
@@ -300,8 +320,9 @@ def _refused(
             at,
             n,
             SOURCE_IDS_DIFFER,
-            f"id: the customers are {len(source_ids)} records of the source system "
-            f"({', '.join(sorted(source_ids))}); they are never merged automatically",
+            # The source ids are not named: a reason is kept and shown as it is.
+            f"id: the customers are {len(source_ids)} records of the source system; "
+            "they are never merged automatically",
             dict(usable),
             involved,
         )

@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import psycopg2
 
+from domain.identity import identifier_digest
 from domain.touchpoints import parse_touchpoint
 from infra.broker import LocalBroker, free_port
 from infra.database import create_database, drop_database, with_database
@@ -176,19 +177,23 @@ def wait_visible(url: str, expected: int, *, timeout: float, desc: str) -> float
         conn.close()
 
 
-def probe_lags(url: str, sent_at: dict[str, float]) -> list[float]:
+def probe_lags(url: str, sent_at: dict[str, float], secret: bytes) -> list[float]:
     conn = psycopg2.connect(url)
+    by_digest = {identifier_digest(secret, "id", value): value for value in sent_at}
     try:
         with conn.cursor() as cur:
             # A probe's customer is found by its source id, through the identity index.
             cur.execute(
-                "SELECT i.value, extract(epoch FROM r.updated_at) FROM identity_identifier i"
+                "SELECT i.digest, extract(epoch FROM r.updated_at) FROM identity_identifier i"
                 " JOIN identity_customer c ON c.customer_id = i.customer_id"
                 " JOIN rm_customer r ON r.key = c.survivor"
-                " WHERE i.kind = 'id' AND i.value = ANY(%s)",
-                (list(sent_at),),
+                " WHERE i.kind = 'id' AND i.digest = ANY(%s)",
+                ([psycopg2.Binary(d) for d in by_digest],),
             )
-            return [(float(at) - sent_at[value]) * 1000 for value, at in cur.fetchall()]
+            return [
+                (float(at) - sent_at[by_digest[bytes(digest)]]) * 1000
+                for digest, at in cur.fetchall()
+            ]
     finally:
         conn.close()
 
@@ -335,7 +340,10 @@ def embedded(
                     if offered == math.inf
                     else f"embedded: freshness at {offered:g}/s offered"
                 )
-                figures.append(Figure(name, len(load), done - start, probe_lags(url, sent_at)))
+                secret = Settings(database_url=url).identity_secret_bytes  # the api's
+                figures.append(
+                    Figure(name, len(load), done - start, probe_lags(url, sent_at, secret))
+                )
     return figures[0], figures[1]
 
 
@@ -392,7 +400,10 @@ def cluster(
                 )
                 with processes(commands, env, log_dir):
                     producer = TouchpointProducer(
-                        servers, topic=Topics.named(prefix).touchpoints, linger_ms=5
+                        servers,
+                        identity_secret=settings.identity_secret_bytes,
+                        topic=Topics.named(prefix).touchpoints,
+                        linger_ms=5,
                     )
                     _warm_up(producer, url)
                     load = with_probes([dict(e) for e in envelopes], 20)
@@ -426,7 +437,8 @@ def cluster(
                         if offered == math.inf
                         else f"cluster: freshness at {offered:g}/s offered"
                     )
-                    figures.append(Figure(name, len(load), done - start, probe_lags(url, sent_at)))
+                    lags = probe_lags(url, sent_at, settings.identity_secret_bytes)
+                    figures.append(Figure(name, len(load), done - start, lags))
     finally:
         if broker is not None:
             broker.stop()

@@ -4,31 +4,58 @@ Derived state, written by the recorder in the same transaction as the events it 
 from (``IdentityIndex.write`` reads the identity events about to be stored), and rebuilt
 from the event store alone by folding the same function over the log (``rebuild``).
 
+It holds no identifier in clear: an identifier is its kind and its keyed digest
+(``domain.identity.identifier_digest``: HMAC-SHA256 under the ``identity_secret``
+setting, handed over by ``configure``), and every look-up digests the normalised value
+asked for. Merges and refusals keep only the kinds of the identifiers involved.
+
 Tables (in the event store's schema):
 - ``identity_customer``: every stream, its parent (the stream it was merged into) and
   its survivor (the root of its group, which answers for it);
-- ``identity_identifier``: (kind, value) -> the stream that first carried it, when and by
-  which touchpoint: unique, so two recorders linking one identifier at once conflict and
-  one retries;
-- ``identity_merge``: every merge, with its proof and, once undone, when it was split;
+- ``identity_identifier``: (kind, digest) -> the stream that first carried it, when, by
+  which touchpoint, and the version of the event that linked it: unique, so two
+  recorders linking one identifier at once conflict and one retries;
+- ``identity_merge``: every merge, with its proof (the touchpoint, the kinds, the
+  version of the ``Merged`` event) and, once undone, when it was split;
 - ``identity_apart``: pairs a split keeps apart;
-- ``identity_conflict``: every merge or link a guard rail refused.
+- ``identity_conflict``: every merge or link a guard rail refused (the rule, the kinds,
+  the customers, the version of the ``IdentityRefused`` event);
+- ``identity_format``: the format the tables were built in (``FORMAT``). Tables of an
+  earlier format (values in clear: no marker) are dropped when the tables are created
+  and rebuilt from the event store at start (``CustomerRecords.index_identities``).
+
+Showing identifiers (a customer's, a merge's proof, a conflict's): the values come from
+the events that carried them, decrypted as any event is read, found by the place each
+row keeps (stream and version) and fetched in the same query as the rows. Chosen over
+the customer document because it is exact (the document lags the index, and after a
+split no longer holds the released customer's identifiers, which the merge history
+still names), costs no query more, and is purged by the erasure as the events are: once
+a customer's keys are destroyed its events cannot be read, and ``forget`` has deleted
+its identifier rows and the kinds of the merges and conflicts it took part in. A value
+whose event cannot be read is not shown (an identifier is left out; a merge or conflict
+shows no identifiers).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.sql import SQL, Composed, Identifier
+from eventsourcing.persistence import StoredEvent
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from domain.customer import Customer
-from domain.identity import Group, IdentityRules, Known
+from domain.identity import Group, IdentityRules, Known, identifier_digest
 from projections.base import utc_iso
 from projections.store import RESURVIVE
+
+log = logging.getLogger(__name__)
+
+# Reads a batch of stored events: given them all (their keys loaded at once), decodes one.
+Decoder = Callable[[Sequence[StoredEvent]], Callable[[StoredEvent], Any]]
 
 TABLES = (
     "identity_customer",
@@ -37,6 +64,15 @@ TABLES = (
     "identity_apart",
     "identity_conflict",
 )
+FORMAT_TABLE = "identity_format"
+# 1 (no marker): values in clear. 2: keyed digests; merges and conflicts keep kinds.
+FORMAT = 2
+
+_UNIT = chr(31)  # joins a row's kinds or customers into one array element (unnest is flat)
+
+# A refusal's reason when its event cannot be shown.
+FORGOTTEN = "the personal data of a customer involved was erased"
+UNREADABLE = "the refusal's event cannot be read"
 
 
 @dataclass(frozen=True)
@@ -54,8 +90,12 @@ class Located:
 
 
 class IdentityIndex:
-    def __init__(self, schema: str, connect: Callable[[], Any]) -> None:
+    def __init__(
+        self, schema: str, connect: Callable[[], Any], events_table: str = "stored_events"
+    ) -> None:
         self._connect = connect  # a context manager giving a psycopg connection
+        self._secret: bytes | None = None
+        self._decoder: Decoder | None = None
 
         def t(name: str) -> Identifier:
             return Identifier(schema, name)
@@ -63,11 +103,37 @@ class IdentityIndex:
         self.customers, self.identifiers = t("identity_customer"), t("identity_identifier")
         self.merges, self.apart = t("identity_merge"), t("identity_apart")
         self.refusals = t("identity_conflict")
+        self.format = t(FORMAT_TABLE)
         self.touchpoints = t("touchpoint_index")
+        self.events = t(events_table)
         self.refuse = t("peakend_identity_conflict")
 
+    def configure(self, *, secret: bytes, decoder: Decoder) -> None:
+        """Hand the index what its owner holds: the secret identifiers are digested
+        under, and how stored events are read (decrypted, a batch at a time), to show
+        the values."""
+        if not secret:
+            raise ValueError("identity secret: empty")
+        self._secret, self._decoder = secret, decoder
+
+    def digest(self, kind: str, value: str) -> bytes:
+        if self._secret is None:
+            raise RuntimeError(
+                "the identity index has no secret: CustomerRecords(identity_secret=...)"
+            )
+        return identifier_digest(self._secret, kind, value)
+
     def create_statements(self) -> list[Composed]:
+        tables = SQL(", ").join(
+            [self.customers, self.identifiers, self.merges, self.apart, self.refusals]
+        )
         return [
+            SQL("CREATE TABLE IF NOT EXISTS {} (format integer NOT NULL)").format(self.format),
+            # Derived tables of an earlier format go; start rebuilds them from the log.
+            SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM {} WHERE format = {}) THEN"
+                " DROP TABLE IF EXISTS {}; END IF; END $$"
+            ).format(self.format, Literal(FORMAT), tables),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (customer_id text PRIMARY KEY,"
                 " originator_id uuid NOT NULL, parent text, survivor text NOT NULL)"
@@ -76,9 +142,9 @@ class IdentityIndex:
                 "CREATE INDEX IF NOT EXISTS identity_customer_survivor_idx ON {} (survivor)"
             ).format(self.customers),
             SQL(
-                "CREATE TABLE IF NOT EXISTS {} (kind text NOT NULL, value text NOT NULL,"
+                "CREATE TABLE IF NOT EXISTS {} (kind text NOT NULL, digest bytea NOT NULL,"
                 " customer_id text NOT NULL, linked_at timestamptz NOT NULL,"
-                " linked_by text NOT NULL, PRIMARY KEY (kind, value))"
+                " linked_by text NOT NULL, version bigint NOT NULL, PRIMARY KEY (kind, digest))"
             ).format(self.identifiers),
             SQL(
                 "CREATE INDEX IF NOT EXISTS identity_identifier_customer_idx ON {} (customer_id)"
@@ -86,7 +152,7 @@ class IdentityIndex:
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (survivor text NOT NULL, absorbed text NOT NULL,"
                 " event_id text NOT NULL, merged_at timestamptz NOT NULL,"
-                " identifiers jsonb NOT NULL, split_at timestamptz,"
+                " kinds text[] NOT NULL, version bigint NOT NULL, split_at timestamptz,"
                 " PRIMARY KEY (absorbed, event_id))"
             ).format(self.merges),
             SQL(
@@ -102,8 +168,8 @@ class IdentityIndex:
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (seq bigserial PRIMARY KEY,"
                 " event_id text NOT NULL, customer_id text NOT NULL, rule text NOT NULL,"
-                " reason text NOT NULL, identifiers jsonb NOT NULL, customers text[] NOT NULL,"
-                " refused_at timestamptz NOT NULL)"
+                " kinds text[] NOT NULL, customers text[] NOT NULL,"
+                " refused_at timestamptz NOT NULL, version bigint NOT NULL)"
             ).format(self.refusals),
         ]
 
@@ -119,8 +185,8 @@ class IdentityIndex:
         skipped by the server, yet psycopg takes it as prepared, and every later use on
         that connection fails ("prepared statement _pg3_N does not exist")."""
         customers: list[tuple[str, Any]] = []
-        links: list[tuple[str, str, str, datetime, str]] = []
-        refusals: list[tuple[str, str, str, str, str, list[str], datetime]] = []
+        links: list[tuple[str, bytes, str, datetime, str, int]] = []
+        refusals: list[tuple[str, str, str, str, str, datetime, int]] = []
         changes: list[Any] = []  # merges and splits, applied in order after the inserts
         legacy: set[str] = set()
         for event in events:
@@ -129,26 +195,20 @@ class IdentityIndex:
                 if not event.identified:
                     legacy.add(event.customer_id)
             elif isinstance(event, Customer.IdentifiersLinked):
-                links += [
-                    (kind, value, event.customer_id, event.linked_at, event.event_id)
-                    for kind, value in event.identifiers.items()
-                ]
+                links += self._links(event, event.linked_at)
             elif isinstance(event, Customer.TouchpointRecorded) and legacy_links:
                 if event.customer_id in legacy:
-                    links += [
-                        (kind, value, event.customer_id, event.occurred_at, event.event_id)
-                        for kind, value in event.identifiers.items()
-                    ]
+                    links += self._links(event, event.occurred_at)
             elif isinstance(event, Customer.IdentityRefused):
                 refusals.append(
                     (
                         event.event_id,
                         event.customer_id,
                         event.rule,
-                        event.reason,
-                        json.dumps(event.identifiers, sort_keys=True),
-                        list(event.customers),
+                        _UNIT.join(sorted(event.identifiers)),
+                        _UNIT.join(event.customers),
                         event.refused_at,
+                        event.originator_version,
                     )
                 )
             elif isinstance(event, Customer.Merged | Customer.Split):
@@ -166,9 +226,9 @@ class IdentityIndex:
         if links:
             cursor.execute(
                 SQL(
-                    "INSERT INTO {} (kind, value, customer_id, linked_at, linked_by)"
-                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],"
-                    " %b::timestamptz[], %s::text[])"
+                    "INSERT INTO {} (kind, digest, customer_id, linked_at, linked_by, version)"
+                    " SELECT * FROM unnest(%s::text[], %b::bytea[], %s::text[],"
+                    " %b::timestamptz[], %s::text[], %b::bigint[])"
                     + (" ON CONFLICT DO NOTHING" if legacy_links else "")
                 ).format(self.identifiers),
                 tuple(map(list, zip(*links, strict=True))),
@@ -182,22 +242,28 @@ class IdentityIndex:
         if refusals:
             cursor.execute(
                 SQL(
-                    "INSERT INTO {} (event_id, customer_id, rule, reason, identifiers, customers,"
-                    " refused_at) SELECT e, c, r, why, i::jsonb, string_to_array(cs, chr(31)),"
-                    " at FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-                    " %s::text[], %b::timestamptz[]) AS u(e, c, r, why, i, cs, at)"
+                    "INSERT INTO {} (event_id, customer_id, rule, kinds, customers, refused_at,"
+                    " version) SELECT e, c, r, string_to_array(ks, chr(31)),"
+                    " string_to_array(cs, chr(31)), at, v FROM unnest(%s::text[], %s::text[],"
+                    " %s::text[], %s::text[], %s::text[], %b::timestamptz[], %b::bigint[])"
+                    " AS u(e, c, r, ks, cs, at, v)"
                 ).format(self.refusals),
-                (
-                    [r[0] for r in refusals],
-                    [r[1] for r in refusals],
-                    [r[2] for r in refusals],
-                    [r[3] for r in refusals],
-                    [r[4] for r in refusals],
-                    [chr(31).join(r[5]) for r in refusals],
-                    [r[6] for r in refusals],
-                ),
+                tuple(map(list, zip(*refusals, strict=True))),
                 prepare=False,
             )
+
+    def _links(self, event: Any, at: datetime) -> list[tuple[str, bytes, str, datetime, str, int]]:
+        return [
+            (
+                kind,
+                self.digest(kind, value),
+                event.customer_id,
+                at,
+                event.event_id,
+                event.originator_version,
+            )
+            for kind, value in event.identifiers.items()
+        ]
 
     def check_limits(self, cursor: Any, events: Sequence[Any], rules: IdentityRules) -> None:
         """Fail the write (a unique violation, which the recorder retries on a fresh
@@ -253,15 +319,16 @@ class IdentityIndex:
         self._resurvive(cursor, merged.absorbed)
         cursor.execute(
             SQL(
-                "INSERT INTO {} (survivor, absorbed, event_id, merged_at, identifiers)"
-                " VALUES (%s, %s, %s, %s, %s::jsonb)"
+                "INSERT INTO {} (survivor, absorbed, event_id, merged_at, kinds, version)"
+                " VALUES (%s, %s, %s, %s, %s, %s)"
             ).format(self.merges),
             (
                 merged.customer_id,
                 merged.absorbed,
                 merged.event_id,
                 merged.merged_at,
-                json.dumps(merged.identifiers, sort_keys=True),
+                sorted(merged.identifiers),
+                merged.originator_version,
             ),
             prepare=False,
         )
@@ -291,27 +358,58 @@ class IdentityIndex:
             prepare=False,
         )
 
+    def forget(self, cursor: Any, streams: Sequence[str]) -> None:
+        """Erase what the index holds of ``streams`` (a customer erased on request, in
+        the erasure's transaction): their identifiers go, so nothing finds them by one
+        any more, and the merges and conflicts they took part in name no identifier
+        (their kinds emptied: nothing of their proof is shown). The opaque structure stays:
+        stream -> survivor, merges, pairs kept apart, so every id still resolves."""
+        wanted = list(streams)
+        cursor.execute(
+            SQL("DELETE FROM {} WHERE customer_id = ANY(%s)").format(self.identifiers),
+            (wanted,),
+            prepare=False,
+        )
+        cursor.execute(
+            SQL(
+                "UPDATE {} SET kinds = '{{}}' WHERE (survivor = ANY(%s) OR absorbed = ANY(%s))"
+                " AND kinds <> '{{}}'"
+            ).format(self.merges),
+            (wanted, wanted),
+            prepare=False,
+        )
+        cursor.execute(
+            SQL(
+                "UPDATE {} SET kinds = '{{}}' WHERE (customer_id = ANY(%s)"
+                " OR customers && %s::text[]) AND kinds <> '{{}}'"
+            ).format(self.refusals),
+            (wanted, wanted),
+            prepare=False,
+        )
+
     # -- reading ----------------------------------------------------------------------
 
     def known(self, identifiers: Sequence[tuple[str, str]]) -> Known:
         """What resolution needs to know of a batch's identifiers: one query for their
-        owners, and (when any is known) one for their groups and the pairs kept apart."""
+        owners (by digest), and (when any is known) one for their groups and the pairs
+        kept apart. A group's source ids are their digests (hex): only counted."""
         known = Known()
         if not identifiers:
             return known
-        kinds, values = [k for k, _ in identifiers], [v for _, v in identifiers]
+        digests = [self.digest(k, v) for k, v in identifiers]
+        named = dict(zip(digests, identifiers, strict=True))
         with self._connect() as conn, conn.cursor() as cursor:
             cursor.execute(
                 SQL(
-                    "SELECT i.kind, i.value, i.customer_id, c.survivor FROM {} i"
-                    " JOIN unnest(%s::text[], %s::text[]) AS w(kind, value)"
-                    " ON i.kind = w.kind AND i.value = w.value"
+                    "SELECT i.digest, i.customer_id, c.survivor FROM {} i"
+                    " JOIN unnest(%s::text[], %b::bytea[]) AS w(kind, digest)"
+                    " ON i.kind = w.kind AND i.digest = w.digest"
                     " JOIN {} c ON c.customer_id = i.customer_id"
                 ).format(self.identifiers, self.customers),
-                (kinds, values),
+                ([k for k, _ in identifiers], digests),
             )
             for row in cursor.fetchall():
-                known.owners[(row["kind"], row["value"])] = row["customer_id"]
+                known.owners[named[bytes(row["digest"])]] = row["customer_id"]
                 known.survivors[row["customer_id"]] = row["survivor"]
             survivors = sorted(set(known.survivors.values()))
             if not survivors:
@@ -319,8 +417,8 @@ class IdentityIndex:
             cursor.execute(
                 SQL(
                     "SELECT c.survivor, i.kind, count(*) AS n,"
-                    " array_agg(i.value) FILTER (WHERE i.kind = 'id') AS source_ids"
-                    " FROM {} c JOIN {} i ON i.customer_id = c.customer_id"
+                    " array_agg(encode(i.digest, 'hex')) FILTER (WHERE i.kind = 'id')"
+                    " AS source_ids FROM {} c JOIN {} i ON i.customer_id = c.customer_id"
                     " WHERE c.survivor = ANY(%s) GROUP BY c.survivor, i.kind"
                 ).format(self.customers, self.identifiers),
                 (survivors,),
@@ -360,7 +458,7 @@ class IdentityIndex:
 
     def locate(self, reference: str) -> Located | None:
         """The customer that answers for ``reference``: a customer id (a survivor, or a
-        stream merged into one), else a source customer id (kind ``id``)."""
+        stream merged into one), else a source customer id (kind ``id``, by digest)."""
         with self._connect() as conn, conn.cursor() as cursor:
             cursor.execute(
                 SQL(
@@ -368,9 +466,9 @@ class IdentityIndex:
                     " WHERE customer_id = %s"
                     " UNION ALL SELECT i.customer_id, c.survivor, true FROM {} i"
                     " JOIN {} c ON c.customer_id = i.customer_id"
-                    " WHERE i.kind = 'id' AND i.value = %s ORDER BY by_source LIMIT 1"
+                    " WHERE i.kind = 'id' AND i.digest = %s ORDER BY by_source LIMIT 1"
                 ).format(self.customers, self.identifiers, self.customers),
-                (reference, reference),
+                (reference, self.digest("id", reference)),
             )
             row = cursor.fetchone()
         if row is None:
@@ -380,18 +478,20 @@ class IdentityIndex:
         )
 
     def find(self, identifiers: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
-        """(kind, value, survivor) for each of these identifiers the index knows."""
+        """(kind, value, survivor) for each of these (normalised) identifiers the index
+        knows, in the order asked; looked up by digest."""
+        digests = [self.digest(k, v) for k, v in identifiers]
         with self._connect() as conn, conn.cursor() as cursor:
             cursor.execute(
                 SQL(
-                    "SELECT i.kind, i.value, c.survivor FROM {} i"
-                    " JOIN unnest(%s::text[], %s::text[]) WITH ORDINALITY AS w(kind, value, n)"
-                    " ON i.kind = w.kind AND i.value = w.value"
+                    "SELECT w.n, c.survivor FROM {} i"
+                    " JOIN unnest(%s::text[], %b::bytea[]) WITH ORDINALITY AS w(kind, digest, n)"
+                    " ON i.kind = w.kind AND i.digest = w.digest"
                     " JOIN {} c ON c.customer_id = i.customer_id ORDER BY w.n"
                 ).format(self.identifiers, self.customers),
-                ([k for k, _ in identifiers], [v for _, v in identifiers]),
+                ([k for k, _ in identifiers], digests),
             )
-            return [(r["kind"], r["value"], r["survivor"]) for r in cursor.fetchall()]
+            return [(*identifiers[r["n"] - 1], r["survivor"]) for r in cursor.fetchall()]
 
     def members(self, survivor: str) -> list[str]:
         """The streams a survivor answers for (itself first)."""
@@ -416,62 +516,103 @@ class IdentityIndex:
             return {row["customer_id"]: row["parent"] for row in cursor.fetchall()}
 
     def identifiers_of(self, survivor: str) -> list[dict[str, Any]]:
-        """Every identifier linked to a customer's streams, first seen first."""
+        """Every identifier linked to a customer's streams, first seen first, each value
+        read from the event that linked it (one query; see the module docstring)."""
         with self._connect() as conn, conn.cursor() as cursor:
             cursor.execute(
                 SQL(
-                    "SELECT i.kind, i.value, i.customer_id, i.linked_at, i.linked_by FROM {} i"
-                    " JOIN {} c ON c.customer_id = i.customer_id WHERE c.survivor = %s"
-                    ' ORDER BY i.linked_at, i.kind, i.value COLLATE "C"'
-                ).format(self.identifiers, self.customers),
+                    "SELECT i.kind, i.digest, i.customer_id, i.linked_at, i.linked_by,"
+                    " i.version, c.originator_id, e.topic, e.state FROM {} i"
+                    " JOIN {} c ON c.customer_id = i.customer_id"
+                    " LEFT JOIN {} e ON e.originator_id = c.originator_id"
+                    " AND e.originator_version = i.version WHERE c.survivor = %s"
+                ).format(self.identifiers, self.customers, self.events),
                 (survivor,),
             )
-            return [
-                {
-                    "kind": row["kind"],
-                    "value": row["value"],
-                    "first_seen": utc_iso(row["linked_at"]),
-                    "first_seen_in": row["linked_by"],
-                    "stream": row["customer_id"],
-                }
-                for row in cursor.fetchall()
-            ]
+            rows = cursor.fetchall()
+        carriers = _Carriers(rows, self._decoder)
+        shown: list[tuple[tuple[datetime, str, str], dict[str, Any]]] = []
+        for row in rows:
+            kind, value = row["kind"], carriers.identifiers(row).get(row["kind"])
+            if value is None or self.digest(kind, value) != bytes(row["digest"]):
+                continue  # its event cannot be read (erased): nothing to show
+            item = {
+                "kind": kind,
+                "value": value,
+                "first_seen": utc_iso(row["linked_at"]),
+                "first_seen_in": row["linked_by"],
+                "stream": row["customer_id"],
+            }
+            shown.append(((row["linked_at"], kind, value), item))
+        return [item for _, item in sorted(shown, key=lambda pair: pair[0])]
 
     def merge_history(self, survivor: str) -> list[dict[str, Any]]:
-        """Every merge into or of the customer's streams (split ones too), oldest first."""
+        """Every merge into or of the customer's streams (split ones too), oldest first,
+        each with the identifiers that proved it as its ``Merged`` event holds them."""
         with self._connect() as conn, conn.cursor() as cursor:
             cursor.execute(
                 SQL(
-                    "SELECT m.* FROM {} m WHERE m.survivor IN"
-                    " (SELECT customer_id FROM {} WHERE survivor = %s)"
-                    " OR m.absorbed IN (SELECT customer_id FROM {} WHERE survivor = %s)"
+                    "SELECT m.*, c.originator_id, e.topic, e.state FROM {m} m"
+                    " JOIN {c} c ON c.customer_id = m.survivor"
+                    " LEFT JOIN {e} e ON e.originator_id = c.originator_id"
+                    " AND e.originator_version = m.version"
+                    " WHERE m.survivor IN (SELECT customer_id FROM {c} WHERE survivor = %s)"
+                    " OR m.absorbed IN (SELECT customer_id FROM {c} WHERE survivor = %s)"
                     " ORDER BY m.merged_at, m.absorbed"
-                ).format(self.merges, self.customers, self.customers),
+                ).format(m=self.merges, c=self.customers, e=self.events),
                 (survivor, survivor),
             )
-            return [_merge_out(row) for row in cursor.fetchall()]
+            rows = cursor.fetchall()
+        carriers = _Carriers(rows, self._decoder)
+        return [
+            {
+                "survivor": row["survivor"],
+                "absorbed": row["absorbed"],
+                "event_id": row["event_id"],
+                "merged_at": utc_iso(row["merged_at"]),
+                "identifiers": _kinds_of(carriers.identifiers(row), row["kinds"]),
+                "split_at": utc_iso(row["split_at"]) if row["split_at"] else None,
+            }
+            for row in rows
+        ]
 
     def conflicts(self, *, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-        """Refused merges and links, newest first, and how many there are."""
+        """Refused merges and links, newest first, and how many there are; the reason and
+        the identifiers as the ``IdentityRefused`` event holds them (one query a page)."""
         with self._connect() as conn, conn.cursor() as cursor:
             cursor.execute(SQL("SELECT count(*) AS n FROM {}").format(self.refusals))
             row = cursor.fetchone()
             cursor.execute(
-                SQL("SELECT * FROM {} ORDER BY seq DESC LIMIT %s OFFSET %s").format(self.refusals),
+                SQL(
+                    "SELECT r.*, c.originator_id, e.topic, e.state FROM {} r"
+                    " JOIN {} c ON c.customer_id = r.customer_id"
+                    " LEFT JOIN {} e ON e.originator_id = c.originator_id"
+                    " AND e.originator_version = r.version"
+                    " ORDER BY r.seq DESC LIMIT %s OFFSET %s"
+                ).format(self.refusals, self.customers, self.events),
                 (limit, offset),
             )
-            return int(row["n"]) if row else 0, [
+            rows = cursor.fetchall()
+        carriers = _Carriers(rows, self._decoder)
+        items = []
+        for r in rows:
+            event = carriers.event(r)
+            if not r["kinds"]:  # forgotten: a refusal always names at least one
+                reason = FORGOTTEN
+            else:
+                reason = event.reason if event is not None else UNREADABLE
+            items.append(
                 {
                     "event_id": r["event_id"],
                     "recorded_on": r["customer_id"],
                     "rule": r["rule"],
-                    "reason": r["reason"],
-                    "identifiers": r["identifiers"],
+                    "reason": reason,
+                    "identifiers": _kinds_of(carriers.identifiers(r), r["kinds"]),
                     "customers": list(r["customers"]),
                     "refused_at": utc_iso(r["refused_at"]),
                 }
-                for r in cursor.fetchall()
-            ]
+            )
+        return int(row["n"]) if row else 0, items
 
     def is_empty(self) -> bool:
         with self._connect() as conn, conn.cursor() as cursor:
@@ -481,12 +622,35 @@ class IdentityIndex:
             row = cursor.fetchone()
             return bool(row and row["empty"])
 
+    def is_current(self) -> bool:
+        """Whether the index was built, to the end, in this code's ``FORMAT``."""
+        with self._connect() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE format = %s) AS current").format(
+                    self.format
+                ),
+                (FORMAT,),
+            )
+            row = cursor.fetchone()
+            return bool(row and row["current"])
+
     def clear(self, cursor: Any) -> None:
+        """Empty every table, the format marker too (a rebuild cut short is redone)."""
         cursor.execute(
-            SQL("TRUNCATE {}, {}, {}, {}, {} RESTART IDENTITY").format(
-                self.customers, self.identifiers, self.merges, self.apart, self.refusals
+            SQL("TRUNCATE {}, {}, {}, {}, {}, {} RESTART IDENTITY").format(
+                self.customers,
+                self.identifiers,
+                self.merges,
+                self.apart,
+                self.refusals,
+                self.format,
             )
         )
+
+    def mark_current(self, cursor: Any) -> None:
+        """Record that the index is built in ``FORMAT`` (a rebuild's last step)."""
+        cursor.execute(SQL("DELETE FROM {}").format(self.format))
+        cursor.execute(SQL("INSERT INTO {} (format) VALUES (%s)").format(self.format), (FORMAT,))
 
     def survivors_of(self, streams: Sequence[str]) -> dict[str, str]:
         with self._connect() as conn, conn.cursor() as cursor:
@@ -499,12 +663,45 @@ class IdentityIndex:
             return {row["customer_id"]: row["survivor"] for row in cursor.fetchall()}
 
 
-def _merge_out(row: Any) -> dict[str, Any]:
-    return {
-        "survivor": row["survivor"],
-        "absorbed": row["absorbed"],
-        "event_id": row["event_id"],
-        "merged_at": utc_iso(row["merged_at"]),
-        "identifiers": row["identifiers"],
-        "split_at": utc_iso(row["split_at"]) if row["split_at"] else None,
-    }
+class _Carriers:
+    """The events a page of index rows points at (fetched with the rows), read as one
+    batch; one that cannot be read (an erased customer's) is None."""
+
+    def __init__(self, rows: Sequence[Any], decoder: Decoder | None) -> None:
+        if decoder is None:
+            raise RuntimeError("the identity index cannot read events: configure() it")
+        stored = {
+            (r["originator_id"], r["version"]): StoredEvent(
+                r["originator_id"], r["version"], r["topic"], bytes(r["state"])
+            )
+            for r in rows
+            if r["state"] is not None
+        }
+        self._read: dict[tuple[Any, int], Any] = {}
+        if not stored:
+            return
+        try:
+            decode = decoder(list(stored.values()))
+        except Exception:  # one stream's keys cannot be loaded: each on its own
+            log.debug("identity: a batch of events cannot be read together", exc_info=True)
+            decode = _one_by_one(decoder)
+        for place, event in stored.items():
+            try:
+                self._read[place] = decode(event)
+            except Exception:  # erased (its key destroyed) or unreadable: not shown
+                log.debug("identity: event %s@%d cannot be read", *place, exc_info=True)
+
+    def event(self, row: Any) -> Any:
+        return self._read.get((row["originator_id"], row["version"]))
+
+    def identifiers(self, row: Any) -> dict[str, str]:
+        identifiers = getattr(self.event(row), "identifiers", None)
+        return dict(identifiers) if isinstance(identifiers, dict) else {}
+
+
+def _one_by_one(decoder: Decoder) -> Callable[[StoredEvent], Any]:
+    return lambda event: decoder([event])(event)
+
+
+def _kinds_of(identifiers: dict[str, str], kinds: Sequence[str]) -> dict[str, str]:
+    return {kind: identifiers[kind] for kind in kinds if kind in identifiers}

@@ -23,7 +23,8 @@ absent. An event stored before sealing (no blob) reads as it was stored.
 
 Keys are loaded for a whole batch of streams in one query (``Keyring.keys``); unwrapped
 keys are cached in memory for ``cache_seconds`` at most (``settings.key_cache_seconds``),
-so an erasure in another process takes effect here within that time. A stream's first
+so an erasure in another process takes effect here within that time. Only keys found
+are cached, never a stream's lack of one (its first events may be committing elsewhere). A stream's first
 key is inserted in the same transaction as the events it seals (``customer_keys`` in the
 recorder's insert kwargs); the table's primary key makes a concurrent creation of the same
 stream's key fail one transaction, which the recorder retries on fresh keys.
@@ -193,8 +194,8 @@ class Keyring:
         self._load = load
         self._clock = clock
         self._schema = "public"
-        # stream -> (expiry, key or None when the stream has none): a short-lived view.
-        self._cache: dict[UUID, tuple[float, DataKey | None]] = {}
+        # stream -> (expiry, key): a short-lived view of the table (keys found only).
+        self._cache: dict[UUID, tuple[float, DataKey]] = {}
         self._lock = threading.Lock()
         self._next_prune = 0.0
         self.queries = 0  # key loads that went to the store (tests count them)
@@ -228,32 +229,36 @@ class Keyring:
 
         self._load = load
 
-    def keys(
-        self, streams: Iterable[UUID], *, fresh_absent: bool = False
-    ) -> dict[UUID, DataKey | None]:
-        """The data key of each stream (None: it has none, or it was destroyed), from the
-        cache while fresh, the others in ONE query. ``fresh_absent``: a stream cached as
-        keyless is asked again (a writer about to make it a key)."""
+    def keys(self, streams: Iterable[UUID]) -> KeyBatch:
+        """The data keys of a batch of streams: from the cache while fresh, the others in
+        ONE query."""
         now = self._clock()
         found: dict[UUID, DataKey | None] = {}
         missing: list[UUID] = []
         for stream in set(streams):
             cached = self._cache.get(stream)
-            if cached is not None and cached[0] > now and not (fresh_absent and cached[1] is None):
+            if cached is not None and cached[0] > now:
                 found[stream] = cached[1]
             else:
                 missing.append(stream)
-        if missing:
-            if self._load is None:
-                raise SealingError("the keyring is attached to no key store")
-            self.queries += 1
-            wrapped = self._load(missing)
-            loaded = {
-                s: DataKey.of(self.unwrap(s, wrapped[s])) if s in wrapped else None for s in missing
-            }
-            found.update(loaded)
-            self._remember(loaded, now)
-        return found
+        batch = KeyBatch(self, found)
+        batch.fetch(missing)
+        return batch
+
+    def fetch(self, streams: Sequence[UUID]) -> dict[UUID, DataKey | None]:
+        """The keys of ``streams`` from the store (one query; None: the stream has none,
+        or it was destroyed). Only keys found are cached: a stream without a key now may
+        have one a moment later (another writer's first events), and must not read as
+        erased meanwhile."""
+        if not streams:
+            return {}
+        if self._load is None:
+            raise SealingError("the keyring is attached to no key store")
+        self.queries += 1
+        wrapped = self._load(streams)
+        found = {s: DataKey.of(self.unwrap(s, w)) for s, w in wrapped.items()}
+        self.remember(found)
+        return {s: found.get(s) for s in streams}
 
     def create(
         self, streams: Iterable[UUID]
@@ -272,7 +277,7 @@ class Keyring:
         """Cache keys whose transaction committed."""
         self._remember(keys, self._clock())
 
-    def _remember(self, keys: Mapping[UUID, DataKey | None], now: float) -> None:
+    def _remember(self, keys: Mapping[UUID, DataKey], now: float) -> None:
         if self.cache_seconds <= 0:
             return
         expiry = now + self.cache_seconds
@@ -332,7 +337,33 @@ def open_sealed(key: DataKey | None, stream: UUID, version: int, sealed: str) ->
     return key.aead.decrypt(nonce, blob[1 + _KID_BYTES + _NONCE_BYTES :], _aad(stream, version))
 
 
-Keys = Mapping[UUID, DataKey | None]
+class KeyBatch:
+    """The keys one batch of events is read (or sealed) with: what the cache held and
+    what one query loaded. A key served from the cache can be older than an event's blob
+    (the stream's key destroyed and made anew elsewhere since): ``reread`` asks the store
+    once for it."""
+
+    def __init__(self, keyring: Keyring, cached: dict[UUID, DataKey | None]) -> None:
+        self._keyring = keyring
+        self._keys = cached
+        self._loaded: set[UUID] = set()
+
+    def fetch(self, streams: Sequence[UUID]) -> None:
+        self._keys.update(self._keyring.fetch(streams))
+        self._loaded.update(streams)
+
+    def get(self, stream: UUID) -> DataKey | None:
+        if stream not in self._keys:  # not in the batch: alone (one query)
+            self.fetch([stream])
+        return self._keys[stream]
+
+    def reread(self, stream: UUID) -> DataKey | None:
+        if stream not in self._loaded:
+            self.fetch([stream])
+        return self._keys[stream]
+
+    def __contains__(self, stream: object) -> bool:
+        return stream in self._keys
 
 
 class SealingMapper(Mapper[UUID]):
@@ -364,9 +395,9 @@ class SealingMapper(Mapper[UUID]):
         key, loaded in one query or made now; yields the new keys' rows, to insert in the
         same transaction as the events. New keys are cached once the block succeeds."""
         wanted = set(streams)
-        keys = self.keyring.keys(wanted, fresh_absent=True)
-        made, rows = self.keyring.create(s for s in sorted(wanted) if keys.get(s) is None)
-        self._writing.keys = {**keys, **made}
+        batch = self.keyring.keys(wanted)
+        made, rows = self.keyring.create(s for s in sorted(wanted) if batch.get(s) is None)
+        self._writing.keys = {**{s: batch.get(s) for s in wanted}, **made}
         try:
             yield rows
         finally:
@@ -404,7 +435,7 @@ class SealingMapper(Mapper[UUID]):
 
     # -- reading --------------------------------------------------------------------
 
-    def keys_for(self, stored_events: Iterable[StoredEvent]) -> Keys:
+    def keys_for(self, stored_events: Iterable[StoredEvent]) -> KeyBatch:
         """The keys a batch of stored events needs, in one query (none if the batch holds
         no event that may be sealed)."""
         return self.keyring.keys(
@@ -412,7 +443,7 @@ class SealingMapper(Mapper[UUID]):
         )
 
     def to_domain_event(
-        self, stored_event: StoredEvent, keys: Keys | None = None
+        self, stored_event: StoredEvent, keys: KeyBatch | None = None
     ) -> DomainEventProtocol[UUID]:
         """The domain event; ``keys``: the batch's keys (``keys_for``), else the stream's
         key is looked up alone (cached, else one query)."""
@@ -429,10 +460,15 @@ class SealingMapper(Mapper[UUID]):
             sealed = state.pop(SEALED, None)
         if sealed is not None:
             # Outside the undecodable guard: a store outage is not a bad event.
-            if keys is None or stream not in keys:
-                keys = self.keyring.keys([stream])
+            batch = keys if keys is not None else self.keyring.keys([stream])
+            key = batch.get(stream)
             with _undecodable(stored_event):
-                if (opened := open_sealed(keys[stream], stream, version, sealed)) is not None:
+                opened = open_sealed(key, stream, version, sealed)
+            if opened is None and (newer := batch.reread(stream)) is not key:
+                with _undecodable(stored_event):
+                    opened = open_sealed(newer, stream, version, sealed)
+            if opened is not None:
+                with _undecodable(stored_event):
                     _put_back(event_class, state, self.transcoder.decode(opened))
             _erased(event_class, state)
         state["originator_id"] = find_id_convertor(event_class, UUID)(stream)

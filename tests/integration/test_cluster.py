@@ -72,7 +72,7 @@ def envelopes(seed: int, n: int, customers: int = 300) -> list[dict[str, Any]]:
 class CustomerNames:
     """Stable names for a platform's random customer ids, from its identity index.
 
-    A customer (a survivor) is named after the smallest identifier (``kind:value``)
+    A customer (a survivor) is named after the smallest identifier (``kind:digest``)
     linked to any of its streams, or, when none is (blocked values only), after the
     smallest event id recorded on them. A stream merged into another is named
     ``absorbed <...>`` after its own identifiers: a document still held under it never
@@ -86,7 +86,7 @@ def customer_names(platform: Platform) -> CustomerNames:
     """Every customer stream of the platform's identity index, named (one query)."""
     query = """
         SELECT c.customer_id, c.survivor,
-          (SELECT min(i.kind || ':' || i.value COLLATE "C") FROM identity_identifier i
+          (SELECT min(i.kind || ':' || encode(i.digest, 'hex')) FROM identity_identifier i
             WHERE i.customer_id = c.customer_id) AS identifier,
           (SELECT min(t.event_id COLLATE "C") FROM touchpoint_index t
             WHERE t.customer_id = c.customer_id) AS event_id
@@ -364,7 +364,11 @@ class Cluster:
         return self.start("worker", *args)
 
     def producer(self) -> TouchpointProducer:
-        return TouchpointProducer(self.bootstrap, topic=self.topics.touchpoints)
+        return TouchpointProducer(
+            self.bootstrap,
+            identity_secret=self.platform.settings.identity_secret_bytes,
+            topic=self.topics.touchpoints,
+        )
 
     def logs_tail(self) -> str:
         return "\n".join(s.tail() for s in self.services)

@@ -1,14 +1,14 @@
 """Identity resolution in cluster mode (DOMAIN.md §1, *Identify*), on real services:
 Faust workers as subprocesses, a Kafka-protocol broker, PostgreSQL.
 
-Touchpoints are keyed by their strongest identifier (``domain.identity.source_key``),
-so one person's touchpoints under an e-mail address and under a phone number travel in
-different partitions, to different workers; the relay keys customer events by the
-survivor. Whatever the partitions and workers, the end must be what embedded mode (the
-oracle) makes of the same envelopes, which is what a person known as one customer from
-the start has: compared through ``customer_names`` (customer ids are random), and with
-the identity index holding one customer per person, and no document left under a
-customer merged into another.
+Touchpoints are keyed by their strongest identifier (``domain.identity.source_key``: its
+keyed digest), so one person's touchpoints under an e-mail address and under a phone
+number travel in different partitions, to different workers; the relay keys customer
+events by the survivor. Whatever the partitions and workers, the end must be what
+embedded mode (the oracle) makes of the same envelopes, which is what a person known as
+one customer from the start has: compared through ``customer_names`` (customer ids are
+random), and with the identity index holding one customer per person, and no document
+left under a customer merged into another.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from domain.identity import source_key
 from domain.touchpoints import parse_touchpoint
 from infra.bootstrap import Platform
 from infra.kafka import TouchpointProducer
+from infra.settings import Settings
 from projections.base import utc_iso
 from tests.builders import T0, Envelope, complaint, envelope, purchase, survey_answer
 from tests.conftest import embedded, free_port
@@ -58,9 +59,11 @@ def cluster(broker: str, fresh_database: Callable[[], str], tmp_path: Path) -> I
 
 def partition_of(raw: Envelope) -> int:
     """The touchpoints partition the producer client sends ``raw`` to: its key is the
-    strongest of its (normalised) identifiers, hashed as Kafka's default partitioner
-    does."""
-    key = source_key(parse_touchpoint(raw).customer.present()).encode()
+    strongest of its (normalised) identifiers' keyed digest (under the identity secret
+    the cluster's settings have, as these tests': the development one), hashed as
+    Kafka's default partitioner does."""
+    identifiers = parse_touchpoint(raw).customer.present()
+    key = source_key(identifiers, Settings().identity_secret_bytes).encode()
     return int(murmur2(key) & 0x7FFFFFFF) % PARTITIONS
 
 

@@ -139,7 +139,9 @@ def test_two_recorders_racing_on_the_same_event_ids_record_each_once(
     """Two processes on one database (each with its own aggregate cache): the index's
     unique key fails the loser's transaction, which is retried and finds duplicates."""
     platform = make_platform()
-    other = CustomerRecords(env=platform.records.env)
+    other = CustomerRecords(
+        env=platform.records.env, identity_secret=platform.settings.identity_secret_bytes
+    )
     customers = [new_id("C") for _ in range(3)]
     batches = [parsed(*(envelope(customers[i % 3]) for i in range(30))) for _ in range(10)]
     outcomes: list[list[Any]] = [[], []]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -20,6 +22,7 @@ from domain.identity import (
     Known,
     Resolution,
     blocked_setting,
+    identifier_digest,
     new_customer_id,
     resolve,
     source_key,
@@ -137,8 +140,26 @@ def test_usable_identifiers_drop_blocked_ones_and_come_strongest_first() -> None
     ]
 
 
-def test_the_source_key_is_the_strongest_identifier() -> None:
-    assert source_key({"device_id": "D1", "phone": "+4930123456"}) == "phone:+4930123456"
+def test_the_source_key_is_the_strongest_identifiers_keyed_digest() -> None:
+    secret = b"s" * 32
+    key = source_key({"device_id": "D1", "phone": "+4930123456"}, secret)
+    assert key == identifier_digest(secret, "phone", "+4930123456").hex()
+    assert key == source_key({"phone": "+4930123456"}, secret)  # the same: one partition
+    assert "+4930123456" not in key
+
+
+def test_an_identifier_digest_is_keyed_by_the_secret_and_is_no_plain_hash() -> None:
+    one, other = b"1" * 32, b"2" * 32
+    digest = identifier_digest(one, "email", "ann@shop.de")
+    assert digest == identifier_digest(one, "email", "ann@shop.de")  # deterministic
+    assert digest != identifier_digest(other, "email", "ann@shop.de")
+    assert digest != identifier_digest(one, "phone", "ann@shop.de")  # the kind counts
+    assert digest != identifier_digest(one, "email", "bob@shop.de")
+    for plain in (b"ann@shop.de", b"email:ann@shop.de"):
+        assert digest not in (hashlib.sha256(plain).digest(), hashlib.sha1(plain).digest())
+    assert digest == hmac.new(one, b"email:ann@shop.de", hashlib.sha256).digest()
+    with pytest.raises(ValueError, match="secret"):
+        identifier_digest(b"", "email", "ann@shop.de")
 
 
 def test_new_customer_ids_are_random_and_opaque() -> None:

@@ -335,7 +335,39 @@ def test_new_keys_are_cached_only_once_their_save_succeeded() -> None:
         [m.to_stored_event(e) for e in events]
         raise RuntimeError("the insert failed")
 
-    assert m.keyring.keys([customer.id]) == {customer.id: None}
+    assert m.keyring.keys([customer.id]).get(customer.id) is None
+
+
+def test_a_stream_found_without_a_key_is_asked_again_next_time() -> None:
+    m, table, _ = mapper(cache_seconds=300)
+    customer = Customer.register("cus_1")
+    touchpoint(customer)
+    events = customer.collect_events()
+    assert m.keyring.keys([customer.id]).get(customer.id) is None  # nothing yet
+    other, _, _ = mapper()  # another process writes the stream's first events
+    other.keyring = Keyring(MASTER, cache_seconds=300, load=table.load)
+    records = stored(other, table, *events)
+
+    assert m.to_domain_event(records[1], m.keys_for(records)) == events[1]
+
+
+def test_a_key_cached_before_the_stream_got_a_new_one_is_read_again_once() -> None:
+    m, table, _ = mapper(cache_seconds=300)
+    customer = Customer.register("cus_1")
+    touchpoint(customer)
+    stored(m, table, *customer.collect_events())
+    table.rows.clear()  # destroyed elsewhere, and a new key made there since
+    fresh = touchpoint(customer)
+    other, _, _ = mapper()
+    other.keyring = Keyring(MASTER, cache_seconds=300, load=table.load)
+    (record,) = stored(other, table, *customer.collect_events())
+    loads = len(table.loads)
+
+    batch = m.keys_for([record])  # the old key, from the cache
+    assert len(table.loads) == loads
+    assert m.to_domain_event(record, batch) == fresh
+    assert m.to_domain_event(record, batch) == fresh
+    assert len(table.loads) == loads + 1  # read again once for the batch
 
 
 def test_the_composition_root_gives_the_records_a_sealing_mapper() -> None:
