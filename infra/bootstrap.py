@@ -152,6 +152,7 @@ def _stores(
             "APPLICATION_RECORDER_TOPIC": "streams.recorder:ColumnarRecorder",
         },
         rules=settings.identity_rules,
+        identity_secret=settings.identity_secret_bytes,  # identifiers are digested under it
         sealing=Sealing(
             settings.master_key_bytes,
             PersonalFields.of(

@@ -1,7 +1,9 @@
 """Kafka: topic names, topic creation, and the producer client for touchpoint systems.
 
-Messages are JSON with a ``schema`` field. Touchpoints are keyed by the customer id the
-envelope resolves to, so one customer's touchpoints stay in one partition, in order.
+Messages are JSON with a ``schema`` field. Touchpoints are keyed by the identifier the
+source knows the customer by, as its keyed digest (``domain.identity.source_key``: a
+topic's keys are visible to any reader of it), so one identifier's touchpoints stay in one
+partition, in order; every producer of a topic must key under the same identity secret.
 
 The dead-letter topic ``<prefix>.touchpoints.dlq`` holds refused touchpoints with their
 original bytes, which may name a customer. Kafka cannot delete one message: a dead letter
@@ -140,16 +142,18 @@ class TouchpointProducer:
     """Publish touchpoints to ``<prefix>.touchpoints`` from a touchpoint system.
 
     ``send`` validates each envelope first (an invalid one raises ``InvalidTouchpoint``
-    naming its fields, and nothing of the call is sent), keys it by the customer it
-    resolves to, and returns one future per envelope that resolves once the broker has
-    acknowledged it (``acks=all``) or fails with the reason. The underlying kafka-python
-    producer batches (``linger_ms``) and retries transient errors itself.
+    naming its fields, and nothing of the call is sent), keys it by the digest of its
+    strongest identifier under ``identity_secret`` (the setting), and returns one future
+    per envelope that resolves once the broker has acknowledged it (``acks=all``) or
+    fails with the reason. The underlying kafka-python producer batches (``linger_ms``)
+    and retries transient errors itself.
     """
 
     def __init__(
         self,
         bootstrap: str,
         *,
+        identity_secret: bytes,
         topic: str = Topics.named("peakend").touchpoints,
         linger_ms: int = 5,
         retries: int = 10,
@@ -160,6 +164,7 @@ class TouchpointProducer:
         **kafka_options: Any,
     ) -> None:
         self.topic = topic
+        self._identity_secret = identity_secret
         self.max_future_skew = max_future_skew
         self.earliest = earliest
         self.phone_region = phone_region
@@ -179,6 +184,7 @@ class TouchpointProducer:
     def from_settings(cls, settings: Settings) -> TouchpointProducer:
         return cls(
             settings.kafka_bootstrap,
+            identity_secret=settings.identity_secret_bytes,
             topic=Topics.named(settings.kafka_topic_prefix).touchpoints,
             linger_ms=settings.kafka_linger_ms,
             max_future_skew=settings.max_future_skew,
@@ -210,7 +216,7 @@ class TouchpointProducer:
     def send_valid(self, touchpoints: Iterable[TouchpointIn]) -> list[Future[Any]]:
         futures: list[Future[Any]] = []
         for touchpoint in touchpoints:
-            key = source_key(touchpoint.customer.present()).encode()
+            key = source_key(touchpoint.customer.present(), self._identity_secret).encode()
             value = _json(touchpoint.model_dump(mode="json", by_alias=True, exclude_none=True))
             acked: Future[Any] = Future()
             sent = self._producer.send(self.topic, key=key, value=value)

@@ -31,7 +31,7 @@ the customer document because it is exact (the document lags the index, and afte
 split no longer holds the released customer's identifiers, which the merge history
 still names), costs no query more, and is purged by the erasure as the events are: once
 a customer's keys are destroyed its events cannot be read, and ``forget`` has deleted
-its identifier rows and the kinds of the merges and conflicts it took part in. A value
+its identifier rows and the kinds of the merges and conflicts its events hold. A value
 whose event cannot be read is not shown (an identifier is left out; a merge or conflict
 shows no identifiers).
 """
@@ -360,32 +360,28 @@ class IdentityIndex:
 
     def forget(self, cursor: Any, streams: Sequence[str]) -> None:
         """Erase what the index holds of ``streams`` (a customer erased on request, in
-        the erasure's transaction): their identifiers go, so nothing finds them by one
-        any more, and the merges and conflicts they took part in name no identifier
-        (their kinds emptied: nothing of their proof is shown). The opaque structure stays:
-        stream -> survivor, merges, pairs kept apart, so every id still resolves."""
+        the erasure's transaction, its keys destroyed): their identifiers go, so nothing
+        finds them by one any more, and the merges and conflicts whose events they hold
+        name no identifier any more (kinds emptied). The opaque structure stays: stream
+        -> survivor, merges, pairs kept apart, so every id still resolves.
+
+        Exactly what a rebuild makes of the erased events (identifiers ``{}``): rows whose
+        event is on another stream (a merge into a customer not erased, a refusal
+        recorded on one) keep their kinds, as that event keeps its identifiers."""
         wanted = list(streams)
         cursor.execute(
             SQL("DELETE FROM {} WHERE customer_id = ANY(%s)").format(self.identifiers),
             (wanted,),
             prepare=False,
         )
-        cursor.execute(
-            SQL(
-                "UPDATE {} SET kinds = '{{}}' WHERE (survivor = ANY(%s) OR absorbed = ANY(%s))"
-                " AND kinds <> '{{}}'"
-            ).format(self.merges),
-            (wanted, wanted),
-            prepare=False,
-        )
-        cursor.execute(
-            SQL(
-                "UPDATE {} SET kinds = '{{}}' WHERE (customer_id = ANY(%s)"
-                " OR customers && %s::text[]) AND kinds <> '{{}}'"
-            ).format(self.refusals),
-            (wanted, wanted),
-            prepare=False,
-        )
+        for table, stream in ((self.merges, "survivor"), (self.refusals, "customer_id")):
+            cursor.execute(
+                SQL("UPDATE {} SET kinds = '{{}}' WHERE {} = ANY(%s) AND kinds <> '{{}}'").format(
+                    table, Identifier(stream)
+                ),
+                (wanted,),
+                prepare=False,
+            )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -597,8 +593,8 @@ class IdentityIndex:
         items = []
         for r in rows:
             event = carriers.event(r)
-            if not r["kinds"]:  # forgotten: a refusal always names at least one
-                reason = FORGOTTEN
+            if not r["kinds"] or (event is not None and not event.reason):
+                reason = FORGOTTEN  # a refusal names at least one identifier, and why
             else:
                 reason = event.reason if event is not None else UNREADABLE
             items.append(

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import Application, project_aggregate
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregate
+from eventsourcing.persistence import IntegrityError, Mapper, Recording, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
@@ -33,7 +34,9 @@ from domain.idempotency import (
 )
 from domain.identity import Arrival, IdentityRules, Link, Merge, Refusal, Resolution, resolve
 from domain.touchpoints import Touchpoint, TouchpointIn, touchpoint_of
+from streams import sealing
 from streams.identity import IdentityIndex
+from streams.sealing import Keyring, Sealing, SealingMapper
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,10 @@ class ColumnarRecorder(PostgresApplicationRecorder):
     one row per touchpoint, keyed by ``event_id`` (unique across the whole store, so a
     concurrent recording of the same event id fails the whole transaction and is retried),
     with its content fingerprint, its place in the store and its event time (the
-    timeline is paged by event time from it)."""
+    timeline is paged by event time from it).
+
+    And the *keyring* (``streams.sealing``): a stream's first data key is inserted in the
+    same transaction as the events it seals (``customer_keys``)."""
 
     index_table = "touchpoint_index"
 
@@ -95,6 +101,14 @@ class ColumnarRecorder(PostgresApplicationRecorder):
             datastore.schema, datastore.get_connection, events_table=events_table_name
         )
         self.sql_create_statements.extend(self.identity.create_statements())
+        self.sql_create_statements.extend(sealing.create_statements(datastore.schema))
+        self.insert_keys_statement = sealing.insert_statement(datastore.schema)
+        # The relay keys each stored event by the survivor of its stream (``customers_of``).
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE INDEX IF NOT EXISTS identity_customer_stream_idx ON {} (originator_id)"
+            ).format(self.identity.customers)
+        )
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -115,6 +129,12 @@ class ColumnarRecorder(PostgresApplicationRecorder):
         if identity_events := kwargs.get("identity_events"):
             self.identity.write(curs, identity_events)
             self.identity.check_limits(curs, identity_events, kwargs["identity_rules"])
+        if keys := kwargs.get("customer_keys"):  # a concurrent writer's key: unique violation
+            curs.execute(
+                self.insert_keys_statement,
+                ([stream for stream, _ in keys], [wrapped for _, wrapped in keys]),
+                prepare=False,
+            )
         curs.execute(
             self.insert_events_statement,
             (
@@ -139,17 +159,58 @@ class CustomerRecords(Application[UUID]):
         self,
         env: dict[str, str] | None = None,
         rules: IdentityRules | None = None,
+        sealing: Sealing | None = None,
         identity_secret: bytes | None = None,
     ):
-        """``identity_secret``: what the identity index digests identifiers under (the
+        """``sealing``: seal personal fields per customer (``streams.sealing``); the
+        composition root always gives it. Without it events are stored as eventsourcing's
+        mapper stores them (an in-memory store for tests of the event schema).
+        ``identity_secret``: what the identity index digests identifiers under (the
         ``identity_secret`` setting); without it (an in-memory store) nothing resolves."""
+        self.sealing = sealing
         super().__init__(env=env)
         self.identity_rules = rules or IdentityRules()
         if identity_secret is not None:
-            self.identity.configure(secret=identity_secret, decoder=self._decoder)
+            self.identity.configure(secret=identity_secret, decoder=self.decoder)
+        if isinstance(self.mapper, SealingMapper):
+            datastore = self._columnar().datastore
+            self.mapper.keyring.attach(datastore.schema, datastore.get_connection)
 
-    def _decoder(self, _: Sequence[StoredEvent]) -> Callable[[StoredEvent], Any]:
-        return self.mapper.to_domain_event
+    def construct_mapper(self) -> Mapper[UUID]:
+        base = super().construct_mapper()
+        return base if self.sealing is None else self.sealing.mapper(base)
+
+    @property
+    def keyring(self) -> Keyring:
+        """The customers' data keys (``Keyring.destroy`` erases a customer's)."""
+        if not isinstance(self.mapper, SealingMapper):
+            raise TypeError("these customer records seal nothing (built without sealing)")
+        return self.mapper.keyring
+
+    def save(
+        self,
+        *objs: MutableOrImmutableAggregate[UUID] | DomainEventProtocol[UUID] | None,
+        **kwargs: Any,
+    ) -> list[Recording[UUID]]:
+        """eventsourcing's save, with the data keys of the streams saved prepared first
+        (one query), and those made for new streams inserted in the same transaction."""
+        mapper = self.mapper
+        if not isinstance(mapper, SealingMapper):
+            return super().save(*objs, **kwargs)
+        streams: set[UUID] = set()
+        for obj in objs:
+            pending = getattr(obj, "pending_events", None)
+            if pending:
+                streams.add(obj.id)  # type: ignore[union-attr]  # an aggregate
+            elif pending is None and obj is not None:
+                streams.add(obj.originator_id)  # type: ignore[union-attr]  # an event
+        with mapper.writing(streams) as new_keys:
+            return super().save(*objs, customer_keys=new_keys, **kwargs)
+
+    def decoder(self, stored_events: Sequence[StoredEvent]) -> Callable[[StoredEvent], Any]:
+        """Decode the events of one batch: their streams' keys are loaded first, in one
+        query (``streams.sealing.decoder``)."""
+        return sealing.decoder(self.mapper, stored_events)
 
     @property
     def identity(self) -> IdentityIndex:
@@ -455,25 +516,29 @@ class CustomerRecords(Application[UUID]):
         streams: dict[UUID, list[Any]] = {}
         with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
             cursor.execute(query, (list(aggregate_ids),))
-            for row in cursor.fetchall():
-                stored = StoredEvent(
+            rows = [
+                StoredEvent(
                     row["originator_id"],
                     row["originator_version"],
                     row["topic"],
                     bytes(row["state"]),
                 )
-                try:
-                    event = self.mapper.to_domain_event(stored)
-                except Exception:  # the follower quarantines it as undecodable
-                    if not skip_undecodable:
-                        raise
-                    log.exception(
-                        "stream %s@%d cannot be decoded",
-                        stored.originator_id,
-                        stored.originator_version,
-                    )
-                    continue
-                streams.setdefault(row["originator_id"], []).append(event)
+                for row in cursor.fetchall()
+            ]
+        decode = self.decoder(rows)
+        for stored in rows:
+            try:
+                event = decode(stored)
+            except Exception:  # the follower quarantines it as undecodable
+                if not skip_undecodable:
+                    raise
+                log.exception(
+                    "stream %s@%d cannot be decoded",
+                    stored.originator_id,
+                    stored.originator_version,
+                )
+                continue
+            streams.setdefault(event.originator_id, []).append(event)
         return streams
 
     def stored_touchpoints(
@@ -524,14 +589,12 @@ class CustomerRecords(Application[UUID]):
         with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
             cursor.execute(query, ([p[0] for p in places], [p[1] for p in places]))
             rows = cursor.fetchall()
-        events = [
-            self.mapper.to_domain_event(
-                StoredEvent(
-                    r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])
-                )
-            )
+        stored = [
+            StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
             for r in rows
         ]
+        decode = self.decoder(stored)
+        events = [decode(s) for s in stored]
         return [e for e in events if isinstance(e, Customer.TouchpointRecorded)]
 
     def _recorded_contents(self, known: Sequence[_Known]) -> dict[str, Content]:
@@ -582,6 +645,8 @@ class CustomerRecords(Application[UUID]):
             start=position, limit=page, inclusive_of_start=False
         ):
             position = notifications[-1].id
+            touchpoints = [n for n in notifications if n.topic.endswith(TOUCHPOINT_TOPIC_SUFFIX)]
+            decode = self.decoder(touchpoints)
             rows = [
                 (
                     e.event_id,
@@ -591,9 +656,8 @@ class CustomerRecords(Application[UUID]):
                     e.originator_version,
                     e.occurred_at,
                 )
-                for n in notifications
-                if n.topic.endswith(TOUCHPOINT_TOPIC_SUFFIX)
-                and isinstance(e := self.mapper.to_domain_event(n), Customer.TouchpointRecorded)
+                for n in touchpoints
+                if isinstance(e := decode(n), Customer.TouchpointRecorded)
             ]
             if rows:
                 with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
@@ -616,13 +680,30 @@ class CustomerRecords(Application[UUID]):
         """Every touchpoint recorded for a customer (every stream it answers for),
         straight from the event store, in event-time order (ties: by ``event_id``, as in
         the projections)."""
+        streams = [customer_aggregate_id(s) for s in self.identity.members(customer_id)]
         recorded = [
             e
-            for stream in self.identity.members(customer_id)
-            for e in self.events.get(customer_aggregate_id(stream))
+            for events in self._streams(streams, skip_undecodable=False).values()
+            for e in events
             if isinstance(e, Customer.TouchpointRecorded)
         ]
         return sorted(recorded, key=_event_time_order)
+
+    def customers_of(self, streams: Sequence[UUID]) -> dict[UUID, tuple[str, str]]:
+        """Each stream's customer id and the survivor that answers for it (the identity
+        index), in ONE query: the relay keys stored events by it without reading them."""
+        if not streams:
+            return {}
+        recorder = self._columnar()
+        query = SQL(
+            "SELECT originator_id, customer_id, survivor FROM {} WHERE originator_id = ANY(%s)"
+        ).format(recorder.identity.customers)
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(query, (list(streams),))
+            return {
+                row["originator_id"]: (row["customer_id"], row["survivor"])
+                for row in cursor.fetchall()
+            }
 
     def index_identities(self, *, page: int = 5000, rebuild: bool = False) -> int:
         """Build the identity index from the event store alone: when it is empty (a
@@ -643,7 +724,8 @@ class CustomerRecords(Application[UUID]):
         ):
             position = notifications[-1].id
             read += len(notifications)
-            events = [self.mapper.to_domain_event(n) for n in notifications]
+            decode = self.decoder(notifications)
+            events = [decode(n) for n in notifications]
             with recorder.datastore.transaction(commit=True) as cursor:
                 identity.write(cursor, events, legacy_links=True)
         with recorder.datastore.transaction(commit=True) as cursor:
