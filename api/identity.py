@@ -128,7 +128,9 @@ def identity_conflicts(
 ) -> dict[str, Any]:
     """Merges and links the guard rails refused, newest first: the rule, the reason, the
     identifiers and the customers involved. Each touchpoint was recorded all the same,
-    on ``recorded_on``."""
+    on ``recorded_on``. The identity index keeps no value in clear: the reason and the
+    identifiers are read from the refusal's event (``identifiers`` empty, the reason
+    saying so, once the customer it was recorded on is erased)."""
     total, items = platform.records.identity.conflicts(limit=limit, offset=offset)
     return {"total": total, "offset": offset, "limit": limit, "items": items}
 
