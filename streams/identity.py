@@ -20,9 +20,9 @@ Tables (in the event store's schema):
 - ``identity_apart``: pairs a split keeps apart;
 - ``identity_conflict``: every merge or link a guard rail refused (the rule, the kinds,
   the customers, the version of the ``IdentityRefused`` event);
-- ``identity_format``: the format the tables were built in (``FORMAT``). Tables of an
-  earlier format (values in clear: no marker) are dropped when the tables are created
-  and rebuilt from the event store at start (``CustomerRecords.index_identities``).
+- ``identity_format``: the format the index was built in, to the end (``FORMAT``). The
+  tables of format 1 (values in clear, no marker) are dropped when the tables are
+  created, and start rebuilds every index not marked (``CustomerRecords.index_identities``).
 
 Showing identifiers (a customer's, a merge's proof, a conflict's): the values come from
 the events that carried them, decrypted as any event is read, found by the place each
@@ -94,6 +94,7 @@ class IdentityIndex:
         self, schema: str, connect: Callable[[], Any], events_table: str = "stored_events"
     ) -> None:
         self._connect = connect  # a context manager giving a psycopg connection
+        self._schema = schema
         self._secret: bytes | None = None
         self._decoder: Decoder | None = None
 
@@ -127,13 +128,17 @@ class IdentityIndex:
         tables = SQL(", ").join(
             [self.customers, self.identifiers, self.merges, self.apart, self.refusals]
         )
+        # By their shape, not the marker: a create never drops a rebuild in progress.
+        identifiers = Literal('"{}"."identity_identifier"'.format(self._schema.replace('"', '""')))
         return [
             SQL("CREATE TABLE IF NOT EXISTS {} (format integer NOT NULL)").format(self.format),
-            # Derived tables of an earlier format go; start rebuilds them from the log.
+            # Derived tables of format 1 (values in clear: no digest column) go; start
+            # rebuilds them from the log (no marker: ``CustomerRecords.index_identities``).
             SQL(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM {} WHERE format = {}) THEN"
-                " DROP TABLE IF EXISTS {}; END IF; END $$"
-            ).format(self.format, Literal(FORMAT), tables),
+                "DO $$ BEGIN IF to_regclass({i}) IS NOT NULL AND NOT EXISTS (SELECT 1"
+                " FROM pg_attribute WHERE attrelid = to_regclass({i}) AND attname = 'digest'"
+                " AND NOT attisdropped) THEN DROP TABLE IF EXISTS {t}; END IF; END $$"
+            ).format(i=identifiers, t=tables),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (customer_id text PRIMARY KEY,"
                 " originator_id uuid NOT NULL, parent text, survivor text NOT NULL)"
