@@ -175,12 +175,30 @@ class Customer(Aggregate):
         identifiers: dict[str, str]
         customers: list[str]
 
+    class Erased(Aggregate.Event):
+        """The personal data of this customer and of every customer merged into it
+        (``streams``, this one included) was erased at the customer's request (right to
+        be forgotten): their encryption keys were destroyed with this event, so what
+        their events held in personal fields can no longer be read, and the identity
+        index forgot their identifiers. It holds no personal data itself; the anonymous
+        facts (types, times, amounts, scores) stay, and so do the aggregates."""
+
+        class_version = 1
+
+        customer_id: str
+        streams: list[str]
+        erased_at: datetime
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.erased_at = self.erased_at
+
     def __init__(self, customer_id: str, identified: bool) -> None:
         self.customer_id = customer_id
         self.identified = identified
         self.touchpoint_ids: set[str] = set()
         self.merged_into: str | None = None
         self.absorbed: set[str] = set()
+        self.erased_at: datetime | None = None
 
     @classmethod
     def register(cls, customer_id: str) -> Customer:
@@ -265,6 +283,19 @@ class Customer(Aggregate):
         )
         released.trigger_event(
             self.Released, customer_id=released.customer_id, survivor=self.customer_id, split_at=at
+        )
+
+    def erase(self, streams: list[str], *, at: datetime) -> None:
+        """Erase this customer's personal data, and that of the customers merged into it
+        (``streams``, this one included)."""
+        if self.merged_into is not None:
+            raise IdentityError(
+                f"customer {self.customer_id} is merged into {self.merged_into}: erase that one"
+            )
+        if self.customer_id not in streams:
+            raise IdentityError(f"the streams erased must include {self.customer_id} itself")
+        self.trigger_event(
+            self.Erased, customer_id=self.customer_id, streams=sorted(streams), erased_at=at
         )
 
     def refuse(

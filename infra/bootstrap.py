@@ -87,11 +87,11 @@ class Platform:
     driver: Ingest
     metrics: Metrics = field(default_factory=Metrics)
     pools: tuple[BoundedPool, ...] = ()  # every read-model pool, to close
-
     keys: KeyStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.store, cache_seconds=self.settings.key_cache_seconds)
+
     def close(self) -> None:
         """Stop the driver and close every connection; safe to call twice."""
         self.driver.stop()
@@ -173,6 +173,9 @@ def _stores(
     new = store.create_tables()
     analytics.create_model_table(store)
     segment_store.create_tables(store)
+    KeyStore(store, cache_seconds=0).create_table()
+    audit.create_table(store)
+    rejects.create_table(store)
     if new and head(records) > 0:
         # A projection added to an existing store has missed the events before it: all
         # are rebuilt from the event store (atomically swapped in) before anything runs.
@@ -182,9 +185,6 @@ def _stores(
             head(records),
         )
         replay(records, store, batch_size=settings.project_batch_size)
-    KeyStore(store, cache_seconds=0).create_table()
-    audit.create_table(store)
-    rejects.create_table(store)
     return records, store
 
 

@@ -148,9 +148,7 @@ class KeyStore:
             )
             if cur.fetchone() is None:
                 # A revoked development key keeps its name: this one gets a fresh name.
-                cur.execute(
-                    "DELETE FROM api_key WHERE digest = %s", (digest(DEVELOPMENT_API_KEY),)
-                )
+                cur.execute("DELETE FROM api_key WHERE digest = %s", (digest(DEVELOPMENT_API_KEY),))
         with contextlib.suppress(KeyRefused):  # a concurrent start made it
             self._insert(DEVELOPMENT_KEY_NAME, frozenset(SCOPES), DEVELOPMENT_API_KEY)
         self.invalidate()

@@ -192,7 +192,7 @@ class IdentityIndex:
         customers: list[tuple[str, Any]] = []
         links: list[tuple[str, bytes, str, datetime, str, int]] = []
         refusals: list[tuple[str, str, str, str, str, datetime, int]] = []
-        changes: list[Any] = []  # merges and splits, applied in order after the inserts
+        changes: list[Any] = []  # merges, splits, erasures: in order after the inserts
         legacy: set[str] = set()
         for event in events:
             if isinstance(event, Customer.Registered):
@@ -216,7 +216,7 @@ class IdentityIndex:
                         event.originator_version,
                     )
                 )
-            elif isinstance(event, Customer.Merged | Customer.Split):
+            elif isinstance(event, Customer.Merged | Customer.Split | Customer.Erased):
                 changes.append(event)
         if customers:
             cursor.execute(
@@ -242,8 +242,10 @@ class IdentityIndex:
         for change in changes:
             if isinstance(change, Customer.Merged):
                 self._merge(cursor, change)
-            else:
+            elif isinstance(change, Customer.Split):
                 self._split(cursor, change)
+            else:
+                self.forget(cursor, change.streams)
         if refusals:
             cursor.execute(
                 SQL(

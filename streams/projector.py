@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 
 FOLLOWER = "event-log"
 
-# What the projectors read of the log: touchpoints, and the identity changes that move
-# touchpoints from one customer's documents to another's.
-PROJECTED = (Customer.TouchpointRecorded, Customer.Merged, Customer.Split)
+# What the projectors read of the log: touchpoints, the identity changes that move
+# touchpoints from one customer's documents to another's, and erasures (documents
+# refolded without the personal data their keys no longer open).
+PROJECTED = (Customer.TouchpointRecorded, Customer.Merged, Customer.Split, Customer.Erased)
 _PROJECTED_TOPICS = tuple(c.__qualname__ for c in PROJECTED)
 
 
@@ -96,6 +97,9 @@ def project(
         elif isinstance(event, Customer.Merged | Customer.Split):
             applied += _apply(store, conn, touchpoints) + regroup(records, store, conn, event)
             touchpoints = []
+        elif isinstance(event, Customer.Erased):
+            applied += _apply(store, conn, touchpoints) + forget(records, store, conn, event)
+            touchpoints = []
     return applied + _apply(store, conn, touchpoints)
 
 
@@ -145,6 +149,39 @@ def regroup(
     was = store.survivors(conn, involved)
     store.regroup(conn, moved, change.customer_id if isinstance(change, Customer.Merged) else None)
     now = store.survivors(conn, involved)
+    return _refold(records, store, conn, involved, was, now, f"{type(change).__name__} {moved}")
+
+
+def forget(
+    records: CustomerRecords,
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    erased: Customer.Erased,
+) -> int:
+    """An erasure: every document holding touchpoints of the erased streams is folded
+    afresh from the event store, where those streams now read without personal data.
+    This process's cached keys of the streams go first: another process destroyed them,
+    and a key cached here must not open them once more."""
+    records.keyring.forget([customer_aggregate_id(c) for c in erased.streams])
+    involved = store.members(conn, [erased.customer_id]) | set(erased.streams)
+    survivors = store.survivors(conn, involved)
+    return _refold(
+        records, store, conn, involved, survivors, survivors, f"erasure {erased.customer_id}"
+    )
+
+
+def _refold(
+    records: CustomerRecords,
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    involved: set[str],
+    was: Mapping[str, str],
+    now: dict[str, str],
+    why: str,
+) -> int:
+    """Refold every document holding touchpoints of the ``involved`` streams, under the
+    survivors they had (``was``) and have (``now``), with the touchpoints of every other
+    stream that shares a document with them."""
     own = records.stored_touchpoints([customer_aggregate_id(c) for c in sorted(involved)])
     documents: dict[str, set[str]] = {}
     for projection in store.projections:
@@ -157,9 +194,8 @@ def regroup(
     )
     now |= store.survivors(conn, {t.customer_id for t in foreign})
     log.info(
-        "%s %s: refolding %d documents from %d touchpoints",
-        type(change).__name__.lower(),
-        moved,
+        "%s: refolding %d documents from %d touchpoints",
+        why,
         sum(map(len, documents.values())),
         len(own) + len(foreign),
     )

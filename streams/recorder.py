@@ -103,6 +103,7 @@ class ColumnarRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.extend(self.identity.create_statements())
         self.sql_create_statements.extend(sealing.create_statements(datastore.schema))
         self.insert_keys_statement = sealing.insert_statement(datastore.schema)
+        self.delete_keys_statement = sealing.delete_statement(datastore.schema)
         # The relay keys each stored event by the survivor of its stream (``customers_of``).
         self.sql_create_statements.append(
             SQL(
@@ -129,6 +130,9 @@ class ColumnarRecorder(PostgresApplicationRecorder):
         if identity_events := kwargs.get("identity_events"):
             self.identity.write(curs, identity_events)
             self.identity.check_limits(curs, identity_events, kwargs["identity_rules"])
+        if erased := [customer_aggregate_id(s) for s in kwargs.get("erased_streams", ())]:
+            # Crypto-shredding: the keys go with the event that says so, or not at all.
+            curs.execute(self.delete_keys_statement, (erased,), prepare=False)
         if keys := kwargs.get("customer_keys"):  # a concurrent writer's key: unique violation
             curs.execute(
                 self.insert_keys_statement,
@@ -257,6 +261,26 @@ class CustomerRecords(Application[UUID]):
 
         self._retrying(decide, attempts)
 
+    def erase(self, survivor: str, *, at: datetime, attempts: int = 10) -> list[str]:
+        """Erase ``survivor`` and every customer merged into it (the right to be
+        forgotten): an ``Erased`` event whose transaction destroys their keys and makes the
+        identity index forget their identifiers. Returns the streams erased."""
+        streams = self.identity.members(survivor)
+
+        def decide(customers: dict[UUID, Customer]) -> tuple[list[Recorded], list[_Indexed]]:
+            customers.update(self._customers({survivor}))
+            customers[customer_aggregate_id(survivor)].erase(streams, at=at)
+            return [], []
+
+        self._retrying(decide, attempts)
+        self.keyring.forget([customer_aggregate_id(s) for s in streams])
+        return streams
+
+    def erased_at(self, customer_id: str) -> datetime | None:
+        """When the customer was erased, if it was."""
+        customer = self._customers({customer_id})[customer_aggregate_id(customer_id)]
+        return customer.erased_at
+
     def _retrying(
         self,
         decide: Callable[[dict[UUID, Customer]], tuple[list[Recorded], list[_Indexed]]],
@@ -276,6 +300,9 @@ class CustomerRecords(Application[UUID]):
                         touchpoint_index=index,
                         identity_events=pending,
                         identity_rules=self.identity_rules,
+                        erased_streams=[
+                            s for e in pending if isinstance(e, Customer.Erased) for s in e.streams
+                        ],
                     )
             except (IntegrityError, IdentityError):
                 # IdentityError: a cached aggregate disagreed with the (fresh) identity

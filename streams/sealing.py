@@ -24,10 +24,11 @@ absent. An event stored before sealing (no blob) reads as it was stored.
 Keys are loaded for a whole batch of streams in one query (``Keyring.keys``); unwrapped
 keys are cached in memory for ``cache_seconds`` at most (``settings.key_cache_seconds``),
 so an erasure in another process takes effect here within that time. Only keys found
-are cached, never a stream's lack of one (its first events may be committing elsewhere). A stream's first
-key is inserted in the same transaction as the events it seals (``customer_keys`` in the
-recorder's insert kwargs); the table's primary key makes a concurrent creation of the same
-stream's key fail one transaction, which the recorder retries on fresh keys.
+are cached, never a stream's lack of one (its first events may be committing elsewhere).
+A stream's first key is inserted in the same transaction as the events it seals
+(``customer_keys`` in the recorder's insert kwargs); the table's primary key makes a
+concurrent creation of the same stream's key fail one transaction, which the recorder
+retries on fresh keys.
 """
 
 from __future__ import annotations
@@ -167,6 +168,13 @@ def insert_statement(schema: str) -> Composed:
     return SQL(
         "INSERT INTO {} (stream, wrapped) SELECT * FROM unnest(%b::uuid[], %b::bytea[])"
     ).format(Identifier(schema, KEY_TABLE))
+
+
+def delete_statement(schema: str) -> Composed:
+    """Destroy the keys of streams (an erasure), in the transaction of its event."""
+    return SQL("DELETE FROM {} WHERE stream = ANY(%b::uuid[])").format(
+        Identifier(schema, KEY_TABLE)
+    )
 
 
 Load = Callable[[Sequence[UUID]], dict[UUID, bytes]]
