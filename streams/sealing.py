@@ -79,6 +79,8 @@ _WHOLE: dict[type, dict[str, Callable[[], Any]]] = {
     Customer.Merged: {"identifiers": dict},
     # A refusal's reason can name identifiers (the source ids that differ).
     Customer.IdentityRefused: {"identifiers": dict, "reason": str},
+    # An operator's words on why a merge was wrong: free text, often naming the person.
+    Customer.Split: {"reason": str},
 }
 # Events that may carry a sealed blob, by how their topic ends (key loads skip the rest).
 SEALED_TOPICS = tuple(cls.__qualname__ for cls in _WHOLE)
