@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItem, parse_many
 from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from pydantic import BaseModel
 
 from api.deps import PlatformDep
@@ -78,11 +78,15 @@ AUTH_ANSWERS: dict[int | str, dict[str, Any]] = {
 
 
 class RateLimits:
-    """Moving-window limits per key (the ``limits`` library): one storage per API
-    process (``memory://``) unless the setting names a shared one (Redis)."""
+    """Limits per key (the ``limits`` library): one storage per API process
+    (``memory://``) unless the setting names a shared one (Redis). Sliding-window
+    counters: a hit costs the same whatever the limit (a moving window would keep an
+    entry per touchpoint counted), and the window slides, so no burst at its edge."""
 
     def __init__(self, settings: Settings) -> None:
-        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+        self.limiter = SlidingWindowCounterRateLimiter(
+            storage_from_string(settings.rate_limit_storage)
+        )
         self.ingest = parse_many(settings.ingest_rate_limit)
         self.reads = parse_many(settings.read_rate_limit)
 

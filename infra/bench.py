@@ -279,6 +279,7 @@ def naive(admin: str, envelopes: list[dict[str, Any]]) -> Figure:
 
 async def _post_all(
     base: str,
+    key: str,
     chunks: Iterator[list[dict[str, Any]]],
     senders: int,
     sent_at: dict[str, float],
@@ -297,7 +298,8 @@ async def _post_all(
                     sent_at[envelope["customer"]["id"]] = stamped
             on_sent(len(chunk))
 
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=base, timeout=60, headers=headers) as client:
         tasks = [asyncio.create_task(sender(client)) for _ in range(senders)]
         for chunk in chunks:
             await queue.put(chunk)
@@ -311,11 +313,15 @@ def embedded(
     admin: str, envelopes: list[dict[str, Any]], *, rate: float, log_dir: Path, batch: int = 250
 ) -> tuple[Figure, Figure]:
     """HTTP ingest -> event store -> projections, in one `peakend api` process."""
+    from infra.bootstrap import bootstrap
+
     figures = []
     for offered in (math.inf, rate):
         with fresh_database(admin) as url:
             port = free_port()
             env = {"PEAKEND_DATABASE_URL": url}
+            with bootstrap(Settings(database_url=url), mode="none", start=False) as setup:
+                _, key = setup.keys.create("bench", ["ingest"])
             with processes([["api", "--port", str(port)]], env, log_dir):
                 base = f"http://127.0.0.1:{port}"
                 _wait_http(base)
@@ -331,7 +337,12 @@ def embedded(
                     start = time.time()
                     asyncio.run(
                         _post_all(
-                            base, chunks, 4 if offered == math.inf else 2, sent_at, bar.update
+                            base,
+                            key,
+                            chunks,
+                            4 if offered == math.inf else 2,
+                            sent_at,
+                            bar.update,
                         )
                     )
                 done = wait_visible(url, len(load), timeout=600, desc="embedded: projecting")

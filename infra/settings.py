@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     # separated by ";"): ingest counts touchpoints, reads count requests. The storage is
     # a ``limits`` URI: memory:// counts per API process; redis://host:6379 shares the
     # count between processes.
-    ingest_rate_limit: str = "60000/minute"
-    read_rate_limit: str = "6000/minute"
+    ingest_rate_limit: str = "600000/minute"
+    read_rate_limit: str = "60000/minute"
     rate_limit_storage: str = "memory://"
     # Browsers: origins allowed to call the API from a web page (CORS); none by default.
     cors_origins: list[str] = []

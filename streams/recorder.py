@@ -265,11 +265,14 @@ class CustomerRecords(Application[UUID]):
         """Erase ``survivor`` and every customer merged into it (the right to be
         forgotten): an ``Erased`` event whose transaction destroys their keys and makes the
         identity index forget their identifiers. Returns the streams erased."""
-        streams = self.identity.members(survivor)
+        streams: list[str] = []
 
         def decide(customers: dict[UUID, Customer]) -> tuple[list[Recorded], list[_Indexed]]:
+            # Read again on every attempt: a merge into the survivor meanwhile is an event
+            # on its stream, so the save collides with it and is retried with the newcomer.
+            streams[:] = self.identity.members(survivor)
             customers.update(self._customers({survivor}))
-            customers[customer_aggregate_id(survivor)].erase(streams, at=at)
+            customers[customer_aggregate_id(survivor)].erase(list(streams), at=at)
             return [], []
 
         self._retrying(decide, attempts)
