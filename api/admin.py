@@ -8,18 +8,27 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.auth import Admin
 from api.deps import NO_NUL, PlatformDep, storable_text
 from infra import audit
-from infra.keys import NAME_PATTERN, SCOPES, ApiKey, KeyRefused, Scope
+from infra.keys import NAME_PATTERN, SCOPES, ApiKey, KeyRefused, Scope, check_name
 
 router = APIRouter(prefix="/v1")
 
 
 class KeyIn(BaseModel):
-    name: str = Field(pattern=NAME_PATTERN, description="unique; letters, digits, . _ -")
+    model_config = ConfigDict(extra="forbid")  # a key's secret is never chosen by a client
+
+    name: Annotated[
+        str,
+        Field(
+            pattern=NAME_PATTERN,
+            description="unique; letters, digits, . _ -; not starting with key_",
+        ),
+        AfterValidator(check_name),
+    ]
     scopes: list[Scope] = Field(min_length=1, max_length=len(SCOPES))
 
 

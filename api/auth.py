@@ -71,6 +71,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 
 AUTH_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"model": AuthErrorOut, "description": "more than one Authorization header"},
     401: {"model": AuthErrorOut, "description": "no API key, or one that is not active"},
     403: {"model": AuthErrorOut, "description": "the key lacks the route's scope"},
     429: {"model": AuthErrorOut, "description": "over the key's rate limit: retry after"},
@@ -124,7 +125,18 @@ def require(scope: Scope) -> Any:
     """The dependency of a route that needs ``scope``: the caller's key."""
 
     def caller(request: Request, credentials: Credentials, platform: PlatformDep) -> ApiKey:
+        sent = request.headers.getlist("authorization")
+        if len(sent) > 1:  # a proxy reading the other one would disagree on who calls
+            raise AccessRefused(
+                400,
+                "send one Authorization header, not several",
+                headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_request"'},
+            )
         if credentials is None:
+            if sent:
+                raise _unauthorized(
+                    "the Authorization header must be: Bearer <key>", "invalid_request"
+                )
             raise _unauthorized("an API key is required: Authorization: Bearer <key>", None)
         key = platform.keys.authenticate(credentials.credentials)
         if key is None:

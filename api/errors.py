@@ -120,12 +120,28 @@ class EscapedJSONResponse(JSONResponse):
         ).encode()
 
 
+ECHO_LIMIT = 200  # characters of a refused text, items of a refused list, echoed back
+
+
+def _echo(value: Any) -> Any:
+    """A refused input as the answer repeats it: enough to recognise, never the whole of a
+    10 MB string or a 10,000-item list (a hostile client would have it sent back)."""
+    if isinstance(value, str) and len(value) > ECHO_LIMIT:
+        return value[:ECHO_LIMIT] + f"… ({len(value)} characters)"
+    if isinstance(value, list | tuple) and len(value) > ECHO_LIMIT:
+        return [*value[:ECHO_LIMIT], f"… ({len(value)} items)"]
+    if isinstance(value, dict) and len(value) > ECHO_LIMIT:
+        return {k: value[k] for k in list(value)[:ECHO_LIMIT]}
+    return value
+
+
 def install_echo_safe_errors(app: FastAPI) -> None:
     """FastAPI's own 422 and HTTPException answers, in the same shape, rendered escaped."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        return EscapedJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+        errors = [{**e, "input": _echo(e["input"])} if "input" in e else e for e in error.errors()]
+        return EscapedJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def refused(_: Request, error: StarletteHTTPException) -> JSONResponse:

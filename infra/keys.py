@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import threading
 import time
@@ -42,8 +43,12 @@ SCOPE_MEANING: dict[Scope, str] = {
     "admin": "replay, erase, split, keys, model fits, audit",
 }
 PREFIX = "pk_live_"
+# An unknown key re-reads the active keys, at most this often: a key made by another API
+# process works at once, and a flood of bad keys costs one query a second.
+MISS_REREAD_SECONDS = 1.0
 DEVELOPMENT_KEY_NAME = "development"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+ID_PREFIX = "key_"  # ids are key_ and 16 hex digits; a name may not look like one
 
 
 class AccessNotConfigured(RuntimeError):
@@ -82,6 +87,18 @@ def digest(secret: str) -> bytes:
 def hint(secret: str) -> str:
     """What a listing shows of a key: enough to tell keys apart, nothing to use."""
     return secret[: len(PREFIX) + 4] + "…"
+
+
+def check_name(name: str) -> str:
+    """A key's name: what ``revoke`` and listings name it by, so never one that reads as
+    another key's id."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError(
+            "name: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    if name.startswith(ID_PREFIX):
+        raise ValueError(f"name: may not start with {ID_PREFIX!r}, which key ids start with")
+    return name
 
 
 def parse_scopes(given: Iterable[str]) -> frozenset[Scope]:
@@ -136,7 +153,7 @@ class KeyStore:
         """A new key and its secret (shown once, never stored)."""
         checked = parse_scopes(scopes)
         secret = new_secret()
-        return self._insert(name, checked, secret), secret
+        return self._insert(check_name(name), checked, secret), secret
 
     def ensure_development_key(self) -> str:
         """The development key with every scope (``peakend demo``): the well-known key
@@ -161,7 +178,7 @@ class KeyStore:
                     "INSERT INTO api_key (id, name, digest, scopes, hint)"
                     f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
                     (
-                        "key_" + secrets.token_hex(8),
+                        ID_PREFIX + secrets.token_hex(8),
                         name,
                         digest(secret),
                         sorted(scopes),
@@ -182,9 +199,10 @@ class KeyStore:
         with self.store.connection() as conn, conn.cursor() as cur:
             cur.execute("LOCK TABLE api_key IN SHARE ROW EXCLUSIVE MODE")
             cur.execute(
-                f"SELECT {_COLUMNS} FROM api_key WHERE (id = %s OR name = %s)"
-                " AND revoked_at IS NULL",
-                (id_or_name, id_or_name),
+                f"SELECT {_COLUMNS} FROM api_key WHERE revoked_at IS NULL AND "
+                + ("id" if id_or_name.startswith(ID_PREFIX) else "name")
+                + " = %s",
+                (id_or_name,),
             )
             row = cur.fetchone()
             if row is None:
@@ -249,6 +267,9 @@ class KeyStore:
         """The active key with this secret, or None; its use is noted for last-used."""
         presented = digest(secret)
         found = self._current().get(presented)
+        if found is None and self.clock() - self._read_at >= MISS_REREAD_SECONDS:
+            self.invalidate()  # made by another process since the last read?
+            found = self._current().get(presented)
         # The dictionary finds the candidate by the digest (which leaks nothing about
         # the secret); the comparison that decides is constant-time all the same.
         if found is None or not hmac.compare_digest(found[0], presented):

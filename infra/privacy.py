@@ -46,7 +46,9 @@ def erase(platform: Platform, customer_id: str, *, at: datetime | None = None) -
     removed = rejects.forget_values(
         platform.store, values, phone_region=platform.settings.phone_default_region
     )
-    streams = records.erase(customer_id, at=at)
+    streams, erased = records.erase(customer_id, at=at)
+    if not erased:  # a concurrent erasure got there first
+        return Erasure(customer_id, streams, records.erased_at(customer_id) or at, True, removed)
     return Erasure(customer_id, streams, at, False, removed)
 
 

@@ -261,23 +261,29 @@ class CustomerRecords(Application[UUID]):
 
         self._retrying(decide, attempts)
 
-    def erase(self, survivor: str, *, at: datetime, attempts: int = 10) -> list[str]:
+    def erase(self, survivor: str, *, at: datetime, attempts: int = 10) -> tuple[list[str], bool]:
         """Erase ``survivor`` and every customer merged into it (the right to be
         forgotten): an ``Erased`` event whose transaction destroys their keys and makes the
-        identity index forget their identifiers. Returns the streams erased."""
+        identity index forget their identifiers. Returns the streams and whether this call
+        erased them (False: it was erased already, by this call's rival too: two erasures
+        at once record one event, the other collides with it and finds it done)."""
         streams: list[str] = []
+        erased = [False]
 
         def decide(customers: dict[UUID, Customer]) -> tuple[list[Recorded], list[_Indexed]]:
             # Read again on every attempt: a merge into the survivor meanwhile is an event
             # on its stream, so the save collides with it and is retried with the newcomer.
             streams[:] = self.identity.members(survivor)
             customers.update(self._customers({survivor}))
-            customers[customer_aggregate_id(survivor)].erase(list(streams), at=at)
+            customer = customers[customer_aggregate_id(survivor)]
+            erased[0] = customer.erased_at is None
+            if erased[0]:
+                customer.erase(list(streams), at=at)
             return [], []
 
         self._retrying(decide, attempts)
         self.keyring.forget([customer_aggregate_id(s) for s in streams])
-        return streams
+        return streams, erased[0]
 
     def erased_at(self, customer_id: str) -> datetime | None:
         """When the customer was erased, if it was."""

@@ -16,9 +16,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from api.app import create_app
-from infra.bootstrap import Platform
+from infra.bootstrap import Platform, bootstrap
 from infra.keys import SCOPES, AccessNotConfigured
-from infra.settings import DEVELOPMENT_API_KEY
+from infra.settings import DEVELOPMENT_API_KEY, Settings
 from tests.builders import envelope, new_id
 from tests.conftest import Served, key_for
 
@@ -254,3 +254,67 @@ def test_in_development_the_development_key_works(
         headers={"Authorization": f"Bearer {DEVELOPMENT_API_KEY}"},
     )
     assert answer.status_code == 200
+
+
+def test_two_authorization_headers_are_refused(
+    platform: Platform, serve: Callable[[Platform], Served]
+) -> None:
+    served = serve(platform)
+    good = f"Bearer {served.key}".encode()
+    for pair in ([good, b"Bearer pk_live_bad"], [b"Bearer pk_live_bad", good]):
+        answer = httpx.get(
+            f"{served.url}/v1/analytics/pyramid", headers=[(b"Authorization", h) for h in pair]
+        )
+        assert answer.status_code == 400, answer.text
+        assert 'error="invalid_request"' in answer.headers["www-authenticate"]
+
+
+def test_a_header_that_is_not_a_bearer_key_says_so(
+    platform: Platform, serve: Callable[[Platform], Served]
+) -> None:
+    served = serve(platform)
+    answer = httpx.get(
+        f"{served.url}/v1/analytics/pyramid", headers={"Authorization": f"Token {served.key}"}
+    )
+    assert answer.status_code == 401
+    assert "Bearer <key>" in answer.json()["detail"]
+    assert 'error="invalid_request"' in answer.headers["www-authenticate"]
+
+
+def test_a_key_made_by_another_process_works_at_once(
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
+) -> None:
+    platform = make_platform(key_cache_seconds=300)
+    served = serve(platform)
+    with served.client() as client:
+        assert client.get("/v1/keys").status_code == 200  # the copy of the keys is read
+        settings = Settings(database_url=platform.database_url)
+        with bootstrap(settings, mode="none") as other:
+            _, made = other.keys.create("elsewhere", ["read"])
+        time.sleep(1.05)  # an unknown key re-reads the keys at most once a second
+        fresh = {"Authorization": f"Bearer {made}"}
+        assert client.get("/v1/analytics/pyramid", headers=fresh).status_code == 200
+
+
+def test_a_key_name_cannot_pass_for_an_id_nor_choose_the_secret(
+    platform: Platform, serve: Callable[[Platform], Served]
+) -> None:
+    with serve(platform).client() as admin:
+        other = admin.post("/v1/keys", json={"name": "reader", "scopes": ["read"]}).json()
+        mimic = admin.post("/v1/keys", json={"name": other["id"], "scopes": ["ingest"]})
+        assert mimic.status_code == 422 and "key_" in mimic.text
+        chosen = admin.post(
+            "/v1/keys", json={"name": "chooser", "scopes": ["read"], "key": "pk_live_mine"}
+        )
+        assert chosen.status_code == 422 and "key" in str(chosen.json()["detail"][0]["loc"])
+        assert admin.delete(f"/v1/keys/{other['id']}").json()["name"] == "reader"
+
+
+def test_a_huge_refused_value_is_not_echoed_whole(
+    platform: Platform, serve: Callable[[Platform], Served]
+) -> None:
+    with serve(platform).client() as admin:
+        refused = admin.post("/v1/keys", json={"name": "x" * 1_000_000, "scopes": ["read"]})
+    assert refused.status_code == 422
+    assert len(refused.content) < 5_000
+    assert "1000000 characters" in refused.text

@@ -21,6 +21,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from domain.customer import Customer, customer_aggregate_id
 from infra.bootstrap import Platform
 from infra.importer import import_file
 from streams.projector import replay
@@ -274,3 +275,31 @@ def test_the_export_holds_everything_stored_about_the_customer(
     assert len(exported["streams"]) == 2 and len(exported["merges"]) == 1
     assert [j["journey_id"] for j in exported["journeys"]] == [f"J-{tag}"]
     assert exported["profile"]["total_spend"] is not None
+
+
+def test_erasures_at_once_record_one_erasure(platform: Platform, served: Served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tag = f"race{uuid.uuid4().hex[:6]}"
+    who = person(tag)
+    with served.client(timeout=30) as client:
+        record(client, history(who, tag))
+        assert embedded(platform).wait_until_projected()
+        customer = customer_of(platform, who["id"])
+
+        def erase(_: int) -> dict[str, Any]:
+            with served.client(timeout=60) as own:
+                answer = own.delete(f"/v1/customers/{customer}")
+                assert answer.status_code == 202, answer.text
+                body: dict[str, Any] = answer.json()
+                return body
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(erase, range(8)))
+    assert sorted(a["already_erased"] for a in answers) == [False] + [True] * 7
+    erasures = [
+        e
+        for e in platform.records.events.get(customer_aggregate_id(customer))
+        if isinstance(e, Customer.Erased)
+    ]
+    assert len(erasures) == 1
