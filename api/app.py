@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -28,7 +26,6 @@ from api.deps import AsOf, PlatformDep
 from api.errors import ErrorBoundary, install_echo_safe_errors
 from api.identity import MOVED, AnsweringCustomer, Moved, moved_response
 from api.identity import router as identity_router
-from api.jobs import jobs
 from api.metrics import install as install_metrics
 from api.schemas import (
     BoundaryErrorOut,
@@ -347,17 +344,7 @@ def create_app(platform: Platform) -> FastAPI:
     when no API key is active, or when the development key is."""
     platform.keys.check_usable(platform.settings.environment)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        periodic = jobs(platform)
-        for job in periodic:
-            job.start()
-        yield
-        for job in periodic:
-            job.stop()
-
     app = FastAPI(
-        lifespan=lifespan,
         title="Peakend",
         version="1",
         description="Event-sourced customer-experience platform: record touchpoints, read "

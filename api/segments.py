@@ -153,10 +153,13 @@ def _members(rule: dict[str, Any], documents: dict[str, dict[str, Any]]) -> set[
     return {c for c, doc in documents.items() if segments.matches(rule, doc)}
 
 
-def evaluate(platform: Platform, only: str | None = None) -> dict[str, dict[str, Any]]:
-    """Evaluate every segment (or one) now; record entries and exits. A segment whose
-    evaluation fails is marked with the error and keeps its members; the others go on."""
-    now = datetime.now(UTC)
+def evaluate(
+    platform: Platform, only: str | None = None, *, at: datetime | None = None
+) -> dict[str, dict[str, Any]]:
+    """Evaluate every segment (or one) as of ``at`` (default now); record entries and
+    exits. A segment whose evaluation fails is marked with the error and keeps its
+    members; the others go on."""
+    now = at or datetime.now(UTC)
     defined = [
         d for d in segment_store.definitions(platform.store) if only is None or d["name"] == only
     ]

@@ -15,7 +15,7 @@ import psycopg2
 
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
-from infra import audit, rejects
+from infra import audit, rejects, scheduler
 from infra.database import BoundedPool, embedded_server_url, eventsourcing_env
 from infra.keys import KeyStore
 from infra.metrics import Metrics, ScrapeSources, last_clv_fit
@@ -173,6 +173,8 @@ def _stores(
     new = store.create_tables()
     analytics.create_model_table(store)
     segment_store.create_tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        scheduler.create_tables(cur)
     KeyStore(store, cache_seconds=0).create_table()
     audit.create_table(store)
     rejects.create_table(store)

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 import uvicorn
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 
 from api import analytics as analytics_api
 from api.app import create_app
-from infra import audit
+from infra import audit, jobs
 from infra.bootstrap import Platform, bootstrap
 from infra.keys import SCOPE_MEANING, SCOPES, AccessNotConfigured, KeyRefused
 from infra.logs import configure_logging
@@ -51,14 +52,38 @@ def _serve(platform: Platform, host: str, port: int) -> uvicorn.Server:
 
 def run_api(args: argparse.Namespace) -> int:
     platform = bootstrap(Settings(), mode=args.mode)
+    # Embedded, this process is the whole platform, time included; in cluster mode the
+    # workers (or peakend scheduler) own the clock and API replicas do no background work.
+    clock = jobs.scheduler(platform) if args.mode == "embedded" else None
     try:
         server = _serve(platform, args.host, args.port)
+        if clock is not None:
+            clock.start()
         print(f"Peakend API on http://{args.host}:{args.port}  (docs: /docs)", flush=True)
         asyncio.run(server.serve())
     except AccessNotConfigured as why:
         print(f"peakend api: refused: {why}", file=sys.stderr)
         return 2
     finally:
+        if clock is not None:
+            clock.stop()
+        platform.close()
+    return 0
+
+
+def run_scheduler(_: argparse.Namespace) -> int:
+    """The scheduler alone: it waits to lead, then runs the scheduled jobs."""
+    platform = bootstrap(Settings(), mode="none", start=False)
+    clock = jobs.scheduler(platform)
+    print(f"scheduler {clock.name}: leads when no other scheduler does", flush=True)
+    clock.start()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        clock.stop()
         platform.close()
     return 0
 
@@ -249,6 +274,8 @@ def run_demo(args: argparse.Namespace) -> int:
     # The demo is development by definition: its well-known key and secrets are refused
     # anywhere else.
     platform = bootstrap(Settings(environment="development"))
+    clock = jobs.scheduler(platform)
+    clock.start()
     try:
         if args.history and head(platform.records) == 0:
             seed_history(
@@ -258,6 +285,7 @@ def run_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        clock.stop()
         platform.close()
     return 0
 
@@ -328,6 +356,10 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.no_relay:
         settings = settings.model_copy(update={"worker_runs_relay": False})
     platform = bootstrap(settings, mode="none", start=False)
+    # Every worker runs a scheduler; one of them leads (the others take over if it dies).
+    clock = None if args.no_scheduler else jobs.scheduler(platform)
+    if clock is not None:
+        clock.start()
     try:
         roles = tuple(args.roles.split(",")) if args.roles else ROLES
         app = create_stream_app(
@@ -347,6 +379,8 @@ def run_worker(args: argparse.Namespace) -> int:
         worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False)
         worker.execute_from_commandline()  # returns only when the worker stops
     finally:
+        if clock is not None:
+            clock.stop()
         platform.close()
     return 0
 
@@ -546,6 +580,9 @@ def parser() -> argparse.ArgumentParser:
         "--no-relay", action="store_true", help="do not run the outbox relay in this worker"
     )
     worker.add_argument(
+        "--no-scheduler", action="store_true", help="do not run a scheduler in this worker"
+    )
+    worker.add_argument(
         "--roles",
         default=None,
         help="record, project, or both (the default): single-role workers "
@@ -645,6 +682,11 @@ def parser() -> argparse.ArgumentParser:
         help="re-apply the events of quarantined documents (after a reducer fix)",
     )
     retry.set_defaults(run=run_retry)
+
+    schedule = commands.add_parser(
+        "scheduler", help="the scheduler alone (one leads across processes; workers run one)"
+    )
+    schedule.set_defaults(run=run_scheduler)
 
     keys = commands.add_parser("keys", help="API keys: create, list, revoke")
     key_actions = keys.add_subparsers(dest="action", required=True)

@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     clv_discount_rate: float = Field(0.10, ge=0, le=1)
     population_cache_seconds: float = Field(60.0, ge=0)
     segment_evaluate_seconds: float = Field(30.0, ge=0, description="0: only when asked")
+    # How often a scheduler that does not lead tries to: a takeover after the leader died
+    # takes at most this long.
+    scheduler_poll_seconds: float = Field(1.0, gt=0, le=60)
     clv_refit_hours: float = Field(24.0, ge=0, description="0: only when asked")
 
     # Money: the reporting currency whose purchases make up ``total_spend``.

@@ -1264,7 +1264,7 @@ def test_a_refused_fit_is_a_422_recorded_as_the_last_outcome(
     reports success there, so such a history now fits the limiting model: a and b large,
     the dropout probability the same for everyone. The refusal path is shown with a
     history too thin to fit, which every optimiser refuses alike.)"""
-    from api.jobs import refit_clv
+    from infra.jobs import refit_clv
 
     assert last_fit_outcome(platform.store) is None
     record(*(purchase(new_id("C"), "10.00", ago(100 + i)) for i in range(12)))
@@ -1281,9 +1281,9 @@ def test_a_refused_fit_is_a_422_recorded_as_the_last_outcome(
         message,
     )
     assert when(failed["as_of"]) == AS_OF
-    with caplog.at_level("WARNING", logger="api.jobs"):
+    with caplog.at_level("WARNING", logger="infra.jobs"):
         refit_clv(platform, as_of=AS_OF)
-    assert [r.levelname for r in caplog.records if r.name == "api.jobs"] == ["WARNING"]
+    assert [r.levelname for r in caplog.records if r.name == "infra.jobs"] == ["WARNING"]
     assert client.get("/v1/analytics/clv/model").status_code == 404  # nothing stored
 
 
