@@ -19,8 +19,16 @@ from uuid import UUID
 
 from eventsourcing.application import Application, project_aggregate
 from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregate
-from eventsourcing.persistence import IntegrityError, Mapper, Recording, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    Mapper,
+    OperationalError,
+    Recording,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 from domain.customer import Customer, IdentityError, customer_aggregate_id
@@ -110,6 +118,22 @@ class ColumnarRecorder(PostgresApplicationRecorder):
                 "CREATE INDEX IF NOT EXISTS identity_customer_stream_idx ON {} (originator_id)"
             ).format(self.identity.customers)
         )
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """eventsourcing's insert, in one transaction, its statements sent in turn rather
+        than as one psycopg pipeline: the pipeline, with a projector reading the log at the
+        same time, now and then never completed its sync (the server waiting to read, the
+        client waiting for results: the demo's history hung within two batches out of
+        three on psycopg 3.3.9). A batch's few statements cost a round trip each."""
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._insert_events(curs, stored_events, **kwargs)
+            if not stored_events:
+                return None
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
