@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from infra import scheduler
 from infra.bootstrap import Platform
 from infra.database import unavailable
 from projections import analytics
@@ -32,7 +33,13 @@ def _probe(platform: Platform) -> dict[str, Any]:
         "projector_error": platform.driver.projector_error,
         "quarantined_documents": quarantined,
         "last_clv_fit": analytics.last_fit_outcome(platform.store),
+        "scheduler": _lease(platform),
     }
+
+
+def _lease(platform: Platform) -> dict[str, Any] | None:
+    with platform.store.connection() as conn, conn.cursor() as cur:
+        return scheduler.lease(cur)
 
 
 async def check(platform: Platform, *, timeout: float) -> dict[str, Any]:
@@ -59,4 +66,5 @@ async def check(platform: Platform, *, timeout: float) -> dict[str, Any]:
         "projector_error": platform.driver.projector_error,
         "quarantined_documents": None,
         "last_clv_fit": None,
+        "scheduler": None,
     }

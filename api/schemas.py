@@ -274,6 +274,11 @@ class HealthOut(BaseModel):
         description="the latest lifetime-value fit attempt: status ok | failed, at, as_of, "
         "message (why it failed), model_version; null before any",
     )
+    scheduler: dict[str, Any] | None = Field(
+        default=None,
+        description="the scheduler that leads (holder, since, heartbeat_at, "
+        "heartbeat_age_seconds: a large age means none runs); null before any led",
+    )
 
 
 # Segments

@@ -50,6 +50,25 @@ def create_tables(cur: psycopg2.extensions.cursor) -> None:
     )
 
 
+def lease(cur: psycopg2.extensions.cursor) -> dict[str, object] | None:
+    """Who leads, since when, and how long ago it last beat (None: no scheduler has led
+    this database yet)."""
+    cur.execute(
+        "SELECT holder, since, heartbeat_at, extract(epoch FROM now() - heartbeat_at)"
+        " FROM scheduler_lease"
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    holder, since, beat, age = row
+    return {
+        "holder": holder,
+        "since": since.isoformat(),
+        "heartbeat_at": beat.isoformat(),
+        "heartbeat_age_seconds": round(float(age), 3),
+    }
+
+
 class Scheduler:
     """Poll for leadership every ``poll`` seconds; while leading, run the jobs that are
     due by the clock, one at a time, and beat the heartbeat."""

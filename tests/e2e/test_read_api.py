@@ -252,6 +252,7 @@ def test_healthz_is_ok_with_no_lag_once_projected(
         "projector_error": None,
         "quarantined_documents": 0,
         "last_clv_fit": None,
+        "scheduler": None,  # the test runs none
     }
 
 

@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import psycopg2
 
 from infra.bootstrap import Platform
 from infra.clock import ManualClock
 from infra.scheduler import Job, Scheduler
+from tests.conftest import Served
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 EVERY = timedelta(minutes=10)
@@ -137,3 +139,18 @@ def test_when_the_leader_is_killed_another_takes_over_within_seconds(
         if leader.poll() is None:
             leader.kill()
         standby.stop()
+
+
+def test_health_names_the_leading_scheduler_and_its_heartbeat(
+    platform: Platform, serve: Callable[[Platform], Served]
+) -> None:
+    served = serve(platform)
+    assert httpx.get(f"{served.url}/v1/healthz").json()["scheduler"] is None
+    leader = Scheduler(platform.database_url, [], clock=ManualClock(T0), name="the-leader")
+    try:
+        leader.tick()
+        report = httpx.get(f"{served.url}/v1/healthz").json()["scheduler"]
+        assert report["holder"] == "the-leader"
+        assert report["heartbeat_at"].startswith("2026-03-01T09:00")
+    finally:
+        leader.stop()
