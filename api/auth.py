@@ -147,7 +147,6 @@ def require(scope: Scope) -> Any:
                 f"the key {key.name!r} lacks the scope {scope!r} ({SCOPE_MEANING[scope]})",
                 missing_scope=scope,
             )
-        request.state.api_key = key
         if scope != "ingest":  # ingest counts touchpoints once it has parsed them
             limits: RateLimits = request.app.state.rate_limits
             limits.take(limits.reads, key, 1, "requests")
@@ -170,10 +169,7 @@ def take_ingest(request: Request, key: ApiKey, touchpoints: int) -> None:
 
 
 Ingester = Annotated[ApiKey, Depends(require("ingest"))]
-Reader = Annotated[ApiKey, Depends(require("read"))]
-Operator = Annotated[ApiKey, Depends(require("operate"))]
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 READ = Depends(require("read"))
 OPERATE = Depends(require("operate"))
-ADMIN = Depends(require("admin"))
 PUBLIC = Depends(public)

@@ -37,10 +37,8 @@ class Settings(BaseSettings):
     # refused, and the API does not start without an API key.
     environment: Literal["development", "production"] = "production"
 
-    # Access control (API keys: ``peakend keys``). A client tool (the demo's traffic, the
-    # bench) sends ``api_key``; the API re-reads its keys every ``key_cache_seconds``, so
-    # a revoked key stops working within that time.
-    api_key: SecretStr | None = None
+    # Access control (API keys: ``peakend keys``). The API re-reads its keys every
+    # ``key_cache_seconds``, so a revoked key stops working within that time.
     key_cache_seconds: float = Field(5.0, ge=0, le=300)
     # Rate limits per API key, in the ``limits`` notation ("6000/minute", several
     # separated by ";"): ingest counts touchpoints, reads count requests. The storage is
@@ -157,8 +155,6 @@ class Settings(BaseSettings):
     def _secrets_outside_development(self) -> Settings:
         if self.environment == "development":
             return self
-        if self.api_key is not None and self.api_key.get_secret_value() == DEVELOPMENT_API_KEY:
-            raise ValueError("api_key: the development key is refused outside development")
         for name, development in (
             ("master_key", DEVELOPMENT_MASTER_KEY),
             ("identity_secret", DEVELOPMENT_IDENTITY_SECRET),

@@ -34,12 +34,12 @@ from tests.conftest import Served, free_port
 from tests.e2e.test_erasure import absent, every_row, everything, history, person, personal_values
 from tests.integration.test_cluster import (
     Cluster,
-    Service,
     open_cluster,
     recorded_touchpoints,
     wait_for,
     worker_outcomes,
 )
+from tests.integration.test_cluster_identity import problems
 
 PROJECTED_S = 60.0  # the first touchpoints' wait includes the worker's start
 ERASED_S = 10.0  # "within seconds": the erasure relayed and refolded (~0.5 s measured)
@@ -182,16 +182,6 @@ def aggregates(client: httpx.Client) -> dict[str, Any]:
     satisfaction = client.get("/v1/analytics/satisfaction")
     assert pyramid.status_code == satisfaction.status_code == 200, pyramid.text
     return {"tiers": pyramid.json()["tiers"], "satisfaction": satisfaction.json()["overall"]}
-
-
-def problems(services: Sequence[Service]) -> list[str]:
-    """Error lines and tracebacks in the services' logs."""
-    return [
-        f"{service.name}: {line}"
-        for service in services
-        for line in service.log().splitlines()
-        if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
-    ]
 
 
 class Erasing:
