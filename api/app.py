@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from api import admin, health, privacy, views
+from api import admin, changes, health, privacy, views
 from api.analytics import router as analytics_router
 from api.auth import AUTH_ANSWERS, PUBLIC, READ, Ingester, take_ingest
 from api.auth import install as install_auth
@@ -357,7 +357,14 @@ def create_app(platform: Platform) -> FastAPI:
     # Runs before authentication (added after it), inside the ingest counters.
     install_browsers(app, platform.settings, docs_dependencies=[PUBLIC])
     # What any route may answer besides its own: the error boundary's answers.
-    routers = (router, identity_router, analytics_router, segments_router, privacy.router)
+    routers = (
+        router,
+        identity_router,
+        analytics_router,
+        segments_router,
+        changes.router,
+        privacy.router,
+    )
     for routes in (*routers, admin.router):
         app.include_router(routes, responses={**AUTH_ANSWERS, **BOUNDARY_ANSWERS})
     install_metrics(app, platform.metrics)

@@ -19,6 +19,7 @@ from api.deps import PlatformDep
 from api.identity import MOVED, AnsweringCustomer
 from api.schemas import CustomerOut, JourneyOut, MergeOut, NotFoundOut, TimelineItemOut
 from infra import audit, privacy
+from projections import maintained
 
 router = APIRouter(prefix="/v1")
 
@@ -77,7 +78,7 @@ def export_customer(caller: Admin, customer_id: AnsweringCustomer, platform: Pla
             views.journey_view(platform, j, now)
             for j in sorted(journeys, key=lambda j: j["started_at"])
         ],
-        "segments": privacy.segments_of(platform.store, customer_id),
+        "segments": maintained.segments_of(platform.store, customer_id),
     }
 
 

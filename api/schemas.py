@@ -207,9 +207,18 @@ class CustomerOut(BaseModel):
     )
     loyalty_status: str
     loyalty: LoyaltyOut
-    measures_as_of: datetime
-    population_computed_at: datetime = Field(
-        description="when the population pass behind tier and RFM ran (cached for a while)"
+    measures_as_of: datetime = Field(
+        description="the instant the measures describe: when they were last derived (an "
+        "event, the clock or new population inputs), or the as_of asked for"
+    )
+    rule_version: int = Field(description="the version of the rules that derived them")
+    inputs_version: int = Field(
+        description="the population inputs version (tier thresholds, RFM boundaries, "
+        "retention, model) they were derived with; 0: none computed yet"
+    )
+    population_computed_at: datetime | None = Field(
+        description="when the population inputs behind tier, RFM and lifetime value "
+        "were computed (null: none yet)"
     )
     value_tier: dict[str, Any] = Field(
         description="vip | major | ordinary | small | inactive | prospect, by trailing value"
@@ -228,6 +237,10 @@ class CustomerOut(BaseModel):
     trust: dict[str, Any] = Field(description="promises made (deliveries with a date) and kept")
     lifetime_value: dict[str, Any] = Field(
         description="simple margin/retention CLV and the BG/NBD + Gamma-Gamma model's figures"
+    )
+    churn_risk: dict[str, Any] = Field(
+        description="early-warning inputs: whole days since the last order, the "
+        "customer's usual gap between orders (days) and their ratio, P(alive)"
     )
     quarantined: list[QuarantineOut] = Field(
         default_factory=list,
@@ -286,39 +299,29 @@ class HealthOut(BaseModel):
 
 class SegmentDefinedOut(BaseModel):
     name: str
-    created: bool = Field(description="true when new; false when an existing one was redefined")
-    members: int
-    entered: int
-    left: int
+    created: bool = Field(
+        description="true when new (or defined again after it was deleted); false when an "
+        "existing one was redefined"
+    )
+    version: int = Field(description="the version of the segment's stream in the event store")
 
 
 class SegmentOut(BaseModel):
     name: str
     rule: dict[str, Any]
     description: str | None
-    created_at: datetime
-    evaluated_at: datetime | None = Field(description="the last evaluation; null before one")
-    error: str | None = Field(
-        description="why the last evaluation failed (members kept as they were); null when it ran"
-    )
+    created_at: datetime = Field(description="when it was (last) created")
+    defined_at: datetime = Field(description="when its current rule was recorded")
+    version: int
     members: int
-
-
-class SegmentEvaluationOut(BaseModel):
-    members: int | None = Field(description="null when this segment's evaluation failed")
-    entered: int
-    left: int
-    error: str | None = Field(default=None, description="why it failed; the others still ran")
-
-
-class SegmentsEvaluatedOut(BaseModel):
-    evaluated_at: datetime
-    segments: dict[str, SegmentEvaluationOut]
+    pending: int = Field(
+        description="customers not yet evaluated against the current definitions (0: done)"
+    )
 
 
 class SegmentMemberOut(BaseModel):
     customer_id: str
-    since: datetime
+    since: datetime | None = Field(description="when it entered the segment")
 
 
 class SegmentMembersOut(BaseModel):
@@ -328,7 +331,7 @@ class SegmentMembersOut(BaseModel):
 
 
 class SegmentChangeOut(BaseModel):
-    id: int
+    position: int = Field(description="the change's position in /v1/changes")
     customer_id: str
     change: str = Field(pattern="^(entered|left)$", description="entered or left")
     at: datetime
@@ -628,3 +631,24 @@ class SplitIn(BaseModel):
 class SplitOut(BaseModel):
     survivor: str
     released: str = Field(description="answers for itself again, with its own touchpoints")
+
+
+class ChangeOut(BaseModel):
+    position: int = Field(description="increasing; page with after=<the last one seen>")
+    change_id: str = Field(description="the same change of the same history has the same id")
+    kind: str
+    customer_id: str
+    subject: str | None = Field(description="the complaint, journey or segment it is about")
+    before: Any
+    after: Any
+    cause: dict[str, Any] = Field(
+        description="{event_id, type}: an event; {clock}: time passing; {inputs}: new "
+        "population inputs; {event: Merged | Split | Erased}"
+    )
+    at: datetime = Field(description="the instant the fact changed")
+    recorded_at: datetime
+
+
+class ChangesOut(BaseModel):
+    changes: list[ChangeOut]
+    next_after: int = Field(description="pass as after= for the next page")

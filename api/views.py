@@ -2,26 +2,78 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from api.analytics import customer_measures
-from infra.bootstrap import Platform
-from projections import customer, journeys, loyalty
+from infra.bootstrap import Platform, reporting_money, tier_cutoffs
+from projections import analytics, customer, journeys, maintained
 from projections.base import State, utc_iso
+from projections.measures import Inputs, Rules, derive
 
 
-def loyalty_of(platform: Platform, customer_id: str, as_of: datetime) -> dict[str, Any]:
-    s = platform.settings
-    return loyalty.loyalty_view(
-        platform.store.get("loyalty", customer_id),
-        as_of=as_of,
-        nps_high=s.loyalty_nps_high,
-        csat_high=s.loyalty_csat_high,
-        repeat_purchases=s.loyalty_repeat_purchases,
-        window=timedelta(days=s.loyalty_window_days),
+class _PastInputs:
+    """Population inputs as of past instants: a pass over the population each, so the
+    last few are kept for ``SECONDS`` (a dashboard asking for the same ``as_of`` again):
+    touchpoints dated before a past instant but recorded since show within that time; a
+    new lifetime-value model shows at once."""
+
+    SIZE, SECONDS = 16, 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[int, str, int], tuple[float, Inputs]] = {}
+
+    def of(self, platform: Platform, at: datetime) -> Inputs:
+        model = analytics.current_clv_model(platform.store)
+        key = (id(platform.store), utc_iso(at), model["version"] if model else 0)
+        with self._lock:
+            held = self._held.get(key)
+            if held and time.monotonic() - held[0] < self.SECONDS:
+                return held[1]
+        rules = platform.store.measure_rules or Rules()
+        inputs = maintained.population_inputs(
+            platform.store,
+            as_of=at,
+            rules=rules,
+            cutoffs=tier_cutoffs(platform.settings),
+            money=reporting_money(platform.settings),
+        )
+        with self._lock:
+            self._held[key] = (time.monotonic(), inputs)
+            while len(self._held) > self.SIZE:
+                self._held.pop(min(self._held, key=lambda k: self._held[k][0]))
+        return inputs
+
+
+PAST_INPUTS = _PastInputs()
+
+
+def measures_now(platform: Platform, customer_id: str, state: State) -> State:
+    """The maintained measures; derived on the spot only for a store that keeps none."""
+    rules = platform.store.measure_rules
+    if rules is not None and (held := maintained.measures_of(platform.store, customer_id)):
+        return held
+    rules = rules or Rules()
+    return derive(state, PAST_INPUTS.of(platform, datetime.now(UTC)), rules, datetime.now(UTC))
+
+
+def measures_as_of(platform: Platform, customer_id: str, at: datetime) -> State:
+    """The measures as of a past instant: the customer's touchpoints up to ``at`` (event
+    time) folded afresh, ranked against the population as of ``at``."""
+    until = utc_iso(at)
+    state = customer.fold(
+        customer_id,
+        (
+            t
+            for t in platform.records.touchpoints_of(customer_id)
+            if utc_iso(t.occurred_at) <= until
+        ),
     )
+    rules = platform.store.measure_rules or Rules()
+    return derive(state, PAST_INPUTS.of(platform, at), rules, at)
 
 
 def customer_view(
@@ -30,7 +82,11 @@ def customer_view(
     state = platform.store.get("customer", customer_id)
     if state is None:
         return None
-    status = loyalty_of(platform, customer_id, as_of or datetime.now(UTC))
+    measures = (
+        measures_now(platform, customer_id, state)
+        if as_of is None
+        else measures_as_of(platform, customer_id, as_of)
+    )
     return {
         **{
             k: state[k]
@@ -52,12 +108,9 @@ def customer_view(
         "last_survey_answers": customer.last_survey_answers(state),
         "consents": state.get("consents", {}),  # .get: a document projected before consent
         "consent_history": state.get("consent_history", []),
-        "loyalty_status": status["status"],
-        "loyalty": status,
+        "loyalty_status": measures["loyalty"]["status"],
         "quarantined": [asdict(q) for q in platform.store.quarantines(customer_id)],
-        # currency, total_spend (converted), unconverted and orders (every currency)
-        # come with the measures: they need the population's reporting currency.
-        **customer_measures(platform, state, as_of),
+        **measures,
     }
 
 

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
+
+from eventsourcing.domain import Aggregate
 
 OPERATORS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists", "contains")
 ORDERING = ("gt", "gte", "lt", "lte")
@@ -317,6 +320,77 @@ def matches(rule: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
     return left <= right
 
 
-def membership_changes(before: set[str], after: set[str]) -> tuple[set[str], set[str]]:
-    """(entered, left): who joined the segment and who dropped out since ``before``."""
-    return after - before, before - after
+# Fixed namespace: a segment's stream is named after the segment.
+SEGMENT_NAMESPACE = uuid.UUID("0c5b7a4e-2f1d-4e8b-9a6c-3d2e1f0a9b87")
+
+
+def segment_aggregate_id(name: str) -> uuid.UUID:
+    """The event-store stream of a segment name."""
+    return uuid.uuid5(SEGMENT_NAMESPACE, f"segment:{name}")
+
+
+class SegmentRemoved(ValueError):
+    """The segment was deleted: there is nothing to delete."""
+
+
+class Segment(Aggregate):
+    """A segment's definition, versioned: every definition and deletion is an event, so
+    a replay evaluates each customer against the rules that held at each point of the
+    log. Membership is derived (``projections.maintained``), never stored here."""
+
+    class Defined(Aggregate.Created):
+        """A segment was defined: its name, its rule (``check_rule`` accepted it) and a
+        description."""
+
+        class_version = 1
+
+        name: str
+        rule: dict[str, Any]
+        description: str | None
+
+    class Redefined(Aggregate.Event):
+        """A new rule (and description) replaced the segment's, or defined it again after
+        it was deleted."""
+
+        class_version = 1
+
+        rule: dict[str, Any]
+        description: str | None
+
+        def apply(self, aggregate: Segment) -> None:
+            aggregate.rule, aggregate.description = self.rule, self.description
+            aggregate.deleted = False
+
+    class Deleted(Aggregate.Event):
+        """The segment was deleted: its members leave it."""
+
+        class_version = 1
+
+        def apply(self, aggregate: Segment) -> None:
+            aggregate.deleted = True
+
+    def __init__(self, name: str, rule: dict[str, Any], description: str | None) -> None:
+        self.name, self.rule, self.description = name, rule, description
+        self.deleted = False
+
+    @classmethod
+    def define(cls, name: str, rule: dict[str, Any], description: str | None) -> Segment:
+        if not NAME.fullmatch(name):
+            raise InvalidRule("name", "lower-case letters, digits, _ and -, at most 63")
+        check_rule(rule)
+        return cls._create(
+            cls.Defined,
+            id=segment_aggregate_id(name),
+            name=name,
+            rule=dict(rule),
+            description=description,
+        )
+
+    def redefine(self, rule: dict[str, Any], description: str | None) -> None:
+        check_rule(rule)
+        self.trigger_event(self.Redefined, rule=dict(rule), description=description)
+
+    def delete(self) -> None:
+        if self.deleted:
+            raise SegmentRemoved(f"segment {self.name!r} is already deleted")
+        self.trigger_event(self.Deleted)

@@ -8,11 +8,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import Literal, Protocol
 
 import psycopg2
 
+from domain import value
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
 from infra import audit, rejects, scheduler
@@ -20,8 +22,9 @@ from infra.database import BoundedPool, embedded_server_url, eventsourcing_env
 from infra.keys import KeyStore
 from infra.metrics import Metrics, ScrapeSources, last_clv_fit
 from infra.settings import Settings
-from projections import analytics, segment_store
+from projections import analytics, maintained
 from projections.base import Projection
+from projections.measures import Rules
 from projections.registry import PROJECTIONS
 from projections.store import ReadModelStore
 from streams.embedded import EmbeddedDriver
@@ -127,6 +130,49 @@ def schema_lock(url: str) -> Iterator[None]:
         conn.close()  # closing the session releases the lock
 
 
+def tier_cutoffs(settings: Settings) -> value.TierCutoffs:
+    return value.TierCutoffs(
+        vip=settings.tier_vip, major=settings.tier_major, ordinary=settings.tier_ordinary
+    )
+
+
+def reporting_money(settings: Settings) -> analytics.Money:
+    """How this platform reports money: PEAKEND_CURRENCY (explicit when set in the
+    environment, not the default), PEAKEND_EXCHANGE_RATES, PEAKEND_REPORTING_TIMEZONE."""
+    return analytics.Money(
+        currency=settings.currency,
+        explicit="currency" in settings.model_fields_set,
+        rates=settings.exchange_rates,
+        zone=settings.reporting_zone,
+    )
+
+
+def measure_rules(settings: Settings) -> Rules:
+    """The rules of the maintained measures, from the settings."""
+    s = settings
+    return Rules(
+        value_window=timedelta(days=s.value_window_days),
+        rfm_window=timedelta(days=s.rfm_window_days),
+        loyalty_window=timedelta(days=s.loyalty_window_days),
+        loyalty_nps_high=s.loyalty_nps_high,
+        loyalty_csat_high=s.loyalty_csat_high,
+        loyalty_repeat_purchases=s.loyalty_repeat_purchases,
+        client_orders=s.lifecycle_client_orders,
+        advocate_orders=s.lifecycle_advocate_orders,
+        lapse_factor=s.lifecycle_lapse_factor,
+        lapse_floor=timedelta(days=s.lifecycle_lapse_floor_days),
+        lapse_after=timedelta(days=s.lifecycle_lapse_after_days),
+        clv_horizon=s.clv_horizon,
+        clv_margin=s.clv_margin,
+        clv_discount_rate=s.clv_discount_rate,
+        p_alive_at_risk=s.p_alive_at_risk,
+        zone=s.reporting_zone,
+        rates=s.exchange_rates,
+        end_steps=s.end_steps,
+        inactivity_gap=s.inactivity_gap,
+    )
+
+
 def _pool(settings: Settings, url: str, size: int) -> BoundedPool:
     return BoundedPool(
         size,
@@ -165,14 +211,16 @@ def _stores(
         _pool(settings, url, settings.read_pool_size),
         projections,
         on_pool_wait=metrics.pool_wait_seconds.observe,
+        measure_rules=measure_rules(settings) if projections is PROJECTIONS else None,
     )
     if indexed := records.index_touchpoints():
         log.warning("indexed %d touchpoints recorded before the touchpoint index", indexed)
     if read := records.index_identities():
         log.warning("built the identity index from %d stored events", read)
     new = store.create_tables()
+    if store.measure_rules is not None and maintained.create_tables(store):
+        new.append("measures")
     analytics.create_model_table(store)
-    segment_store.create_tables(store)
     with store.connection() as conn, conn.cursor() as cur:
         scheduler.create_tables(cur)
     KeyStore(store, cache_seconds=0).create_table()
@@ -218,10 +266,10 @@ def bootstrap(
         driver = _CountedIngest(driver, metrics)
     else:
         # The projector has connections of its own: readers never starve it.
-        pools = (_pool(settings, url, 2),)
+        pools = (_pool(settings, url, settings.project_pool_size),)
         driver = EmbeddedDriver(
             records,
-            ReadModelStore(pools[0], projections),
+            ReadModelStore(pools[0], projections, measure_rules=store.measure_rules),
             record_batch_size=settings.record_batch_size,
             record_linger_s=settings.record_linger_ms / 1000,
             project_batch_size=settings.project_batch_size,

@@ -23,10 +23,9 @@ from collections.abc import Sequence
 import uvicorn
 from pydantic import ValidationError
 
-from api import analytics as analytics_api
 from api.app import create_app
 from infra import audit, jobs
-from infra.bootstrap import Platform, bootstrap
+from infra.bootstrap import Platform, bootstrap, reporting_money
 from infra.keys import SCOPE_MEANING, SCOPES, AccessNotConfigured, KeyRefused
 from infra.logs import configure_logging
 from infra.progress import progress
@@ -188,7 +187,7 @@ def seed_history(
             as_of=end,
             currency=platform.settings.currency,
             unit=platform.settings.clv_time_unit,
-            money=analytics_api.money(platform.settings),
+            money=reporting_money(platform.settings),
         )
     except ValueError as why:
         log.warning("no lifetime-value model for the demo: %s", why)
@@ -533,6 +532,25 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from infra.bench import run
 
+    if args.mode == "reads":
+        from infra.bench_reads import run as run_reads
+
+        customers = [int(n) for n in args.customers.split(",") if n.strip()]
+        report = run_reads(
+            Settings(),
+            customers=customers,
+            requests=args.requests,
+            analytics_requests=args.analytics_requests,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            log_dir=Path(args.logs),
+        )
+        print(
+            f"\npeakend bench --mode reads --customers {','.join(map(str, customers))} "
+            f"--requests {args.requests} --analytics-requests {args.analytics_requests} "
+            f"--concurrency {args.concurrency}\n\n{report}"
+        )
+        return 0
     modes = ["embedded", "cluster"] if args.mode == "both" else [args.mode]
     report = run(
         Settings(),
@@ -550,6 +568,17 @@ def run_bench(args: argparse.Namespace) -> int:
         f"--workers {args.workers} --layout {args.layout}\n\n{report}"
     )
     return 0
+
+
+def _population_sizes(text: str) -> str:
+    """``--customers``: a comma list of positive integers (kept as text)."""
+    try:
+        sizes = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"give one or more positive sizes: {text!r}")
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -632,7 +661,12 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--rate", type=float, default=2000.0, help="offered touchpoints/s for the freshness runs"
     )
-    bench.add_argument("--mode", choices=["embedded", "cluster", "both"], default="both")
+    bench.add_argument(
+        "--mode",
+        choices=["embedded", "cluster", "both", "reads"],
+        default="both",
+        help="reads: read latencies per population size (--customers), not ingest",
+    )
     bench.add_argument("--workers", type=int, default=1)
     bench.add_argument(
         "--layout",
@@ -641,6 +675,19 @@ def parser() -> argparse.ArgumentParser:
         help="split: separate recorder and projector workers (each --workers); "
         "combined: --workers workers doing both",
     )
+    bench.add_argument(
+        "--customers",
+        type=_population_sizes,
+        default="10000,100000",
+        help="reads: population sizes, a comma list",
+    )
+    bench.add_argument(
+        "--requests", type=int, default=400, help="reads: requests per customer/changes endpoint"
+    )
+    bench.add_argument(
+        "--analytics-requests", type=int, default=20, help="reads: requests per analytics endpoint"
+    )
+    bench.add_argument("--concurrency", type=int, default=4, help="reads: concurrent clients")
     bench.add_argument("--seed", type=int, default=11)
     bench.add_argument("--logs", default=".peakend/bench-logs")
     bench.set_defaults(run=run_bench)

@@ -32,12 +32,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from api import analytics as analytics_api
 from domain.idempotency import Outcome, conflict_error
 from domain.money import add_unconverted, unconverted_out
 from domain.touchpoints import InvalidTouchpoint, TouchpointIn, parse_touchpoint
 from infra import rejects as rejects_kept
-from infra.bootstrap import Platform
+from infra.bootstrap import Platform, reporting_money
 from projections import analytics
 
 log = logging.getLogger(__name__)
@@ -248,7 +247,7 @@ def _summarise_money(
 ) -> None:
     """Which currency the imported money reports in, and what has no exchange rate:
     in the summary, and one WARNING per currency in the log."""
-    money = analytics_api.money(platform.settings)
+    money = reporting_money(platform.settings)
     currencies = {currency for currency, _ in seen} | analytics.currencies_seen(platform.store)
     rates = money.exchange(currencies)
     left_out: dict[str, Decimal] = {}

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from infra import rejects
 from infra.bootstrap import Platform
-from projections.store import ReadModelStore
 
 
 @dataclass(frozen=True)
@@ -50,13 +48,3 @@ def erase(platform: Platform, customer_id: str, *, at: datetime | None = None) -
     if not erased:  # a concurrent erasure got there first
         return Erasure(customer_id, streams, records.erased_at(customer_id) or at, True, removed)
     return Erasure(customer_id, streams, at, False, removed)
-
-
-def segments_of(store: ReadModelStore, customer_id: str) -> list[dict[str, Any]]:
-    """The segments a customer is in now, and since when."""
-    with store.connection() as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT segment, since FROM segment_member WHERE customer_id = %s ORDER BY segment",
-            (customer_id,),
-        )
-        return [{"segment": segment, "since": since} for segment, since in cur.fetchall()]

@@ -39,6 +39,7 @@ class Job:
     name: str
     every: timedelta
     run: Callable[[datetime], object]
+    at_start: bool = False  # run when first seen, rather than one period later
 
 
 def create_tables(cur: psycopg2.extensions.cursor) -> None:
@@ -131,12 +132,12 @@ class Scheduler:
         ran = []
         for job in self.jobs:
             previous = last.get(job.name)
-            if previous is None:
+            if previous is None and not job.at_start:
                 # A job the schedule has not seen: its period starts now, as a periodic
                 # job's does at start-up, rather than running at once on every deploy.
                 self._record(job.name, now, ok=None)
                 continue
-            if now - previous < job.every:
+            if previous is not None and now - previous < job.every:
                 continue
             ran.append(job.name)
             try:

@@ -131,8 +131,28 @@ class Settings(BaseSettings):
     clv_horizon: float = Field(52.0, gt=0, description="in clv_time_unit")
     clv_margin: float = Field(1.0, gt=0, le=1, description="margin share of revenue")
     clv_discount_rate: float = Field(0.10, ge=0, le=1)
-    population_cache_seconds: float = Field(60.0, ge=0)
-    segment_evaluate_seconds: float = Field(30.0, ge=0, description="0: only when asked")
+    # Lifecycle stages (DOMAIN.md §7; domain.value.lifecycle_stage): a client has at
+    # least this many orders, an advocate is a promoter with at least this many; a
+    # customer lapses after max(factor x their usual gap, floor) without an order, and
+    # anyone after ``lapse_after_days``.
+    lifecycle_client_orders: int = Field(5, ge=2)
+    lifecycle_advocate_orders: int = Field(2, ge=1)
+    lifecycle_lapse_factor: float = Field(3.0, gt=0)
+    lifecycle_lapse_floor_days: float = Field(30.0, ge=0)
+    lifecycle_lapse_after_days: float = Field(365.0, gt=0)
+    # Churn early warning: P(alive) below this is "at risk" (a change when it crosses).
+    p_alive_at_risk: float = Field(0.5, gt=0, lt=1)
+    # The scheduler recomputes the population inputs (tier thresholds, RFM boundaries,
+    # retention, the lifetime-value model in use) this often and rolls a new version
+    # out to every customer in batches of ``maintain_batch_size``.
+    # How often the scheduler's clock ticks, when anything is due: the latency of what
+    # time passing changes (a journey closed by inactivity, a customer lapsing). Each
+    # tick is one small event in the event store, so that a replay sees time pass at the
+    # same places; a tick re-derives at most ``maintain_batch_size`` customers and more
+    # follow at once while anything is left.
+    clock_tick_seconds: float = Field(60.0, gt=0, le=86_400)
+    population_refresh_seconds: float = Field(600.0, ge=0, description="0: only when asked")
+    maintain_batch_size: int = Field(1000, ge=1, le=100_000)
     # How often a scheduler that does not lead tries to: a takeover after the leader died
     # takes at most this long.
     scheduler_poll_seconds: float = Field(1.0, gt=0, le=60)
@@ -146,6 +166,7 @@ class Settings(BaseSettings):
     # for a read-model connection and ingest at most ``database_timeout_seconds`` for
     # durability, then answers 503 with Retry-After; never a 500, never a hang.
     read_pool_size: int = Field(16, ge=1, le=1000)
+    project_pool_size: int = Field(2, ge=1, le=100, description="the embedded projector's own")
     pool_timeout_seconds: float = Field(2.0, gt=0, le=60)
     database_timeout_seconds: float = Field(5.0, gt=0, le=300)
     ingest_queue_limit: int = Field(20_000, ge=1, description="touchpoints waiting to record")

@@ -9,6 +9,7 @@ consent touchpoint, the record ``domain.consent`` judges from).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, tzinfo
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -155,11 +156,10 @@ def traits(state: State) -> dict[str, Any]:
     return {key: held["value"] for key, held in state.get("traits", {}).items()}
 
 
-def reduce(state: State | None, event: RecordedTouchpoint) -> State:
-    """Fold one recorded touchpoint into the customer's document."""
-    at = utc_iso(event.occurred_at)
-    current: State = state or {
-        "customer_id": event.customer_id,
+def initial(customer_id: str, at: str) -> State:
+    """The document of a customer with no touchpoint yet (``at``: first and last seen)."""
+    return {
+        "customer_id": customer_id,
         "identifiers": {},
         "first_seen": at,
         "last_seen": at,
@@ -174,6 +174,21 @@ def reduce(state: State | None, event: RecordedTouchpoint) -> State:
         "consents": {},
         "consent_history": [],
     }
+
+
+def fold(customer_id: str, events: Iterable[RecordedTouchpoint]) -> State:
+    """The document of these touchpoints alone (a customer as of a past instant); the
+    empty document when there are none."""
+    state: State | None = None
+    for event in events:
+        state = reduce(state, event)
+    return state or initial(customer_id, utc_iso(datetime.min.replace(tzinfo=UTC)))
+
+
+def reduce(state: State | None, event: RecordedTouchpoint) -> State:
+    """Fold one recorded touchpoint into the customer's document."""
+    at = utc_iso(event.occurred_at)
+    current: State = state or initial(event.customer_id, at)
     recent = insert_by_time(
         current["recent_touchpoints"],
         {

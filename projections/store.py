@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import psycopg2
@@ -29,6 +29,9 @@ import psycopg2.pool
 from psycopg2 import sql
 
 from projections.base import Projection, RecordedTouchpoint, State
+
+if TYPE_CHECKING:  # measures reads the store's analytics, which import this module
+    from projections.measures import Rules
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,18 @@ class Quarantine:
     events: int
 
 
+@dataclass(frozen=True)
+class Step:
+    """One event applied to one document: the event's index in the batch, the
+    document, its state before (None: new) and after."""
+
+    index: int
+    projection: str
+    key: str
+    before: State | None
+    after: State
+
+
 def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"[:2000]
 
@@ -82,11 +97,25 @@ class ReadModelStore:
         generation: str = LIVE,
         *,
         on_pool_wait: Callable[[float], None] | None = None,
+        measure_rules: Rules | None = None,
     ) -> None:
         self.pool = pool
         self.projections = tuple(projections)
         self.generation = generation
         self.on_pool_wait = on_pool_wait  # seconds each getconn took (operational metrics)
+        # The rules of the maintained measures (``projections.maintained``); None: this
+        # store keeps documents only (a test's own projections).
+        self.measure_rules = measure_rules
+
+    def rebuild(self) -> ReadModelStore:
+        """A store of the rebuild generation beside this one (``replay``)."""
+        return ReadModelStore(
+            self.pool,
+            self.projections,
+            generation=REBUILD,
+            on_pool_wait=self.on_pool_wait,
+            measure_rules=self.measure_rules,
+        )
 
     # -- schema ---------------------------------------------------------------------
 
@@ -255,10 +284,13 @@ class ReadModelStore:
         conn: psycopg2.extensions.connection,
         events: Sequence[RecordedTouchpoint],
         only: Mapping[str, set[str]] | None = None,
+        trail: list[Step] | None = None,
     ) -> int:
         """Apply events (each stream's in version order) to every projection, in the
         caller's transaction: one read and one write statement per projection.
-        Returns how many (projection, event) applications took effect.
+        Returns how many (projection, event) applications took effect. ``trail``
+        receives a ``Step`` per document an event changed: the state before and after,
+        what the maintained measures derive from, event by event.
 
         A reducer that raises on an event quarantines that one document: the event is
         recorded with the error, later events of the document are held behind it (in
@@ -270,8 +302,8 @@ class ReadModelStore:
             for projection in self.projections
             if (
                 keyed := [
-                    (key, e)
-                    for e in events
+                    (key, e, index)
+                    for index, e in enumerate(events)
                     if (key := projection.key(e)) is not None
                     and (only is None or key in only.get(projection.name, ()))
                 ]
@@ -279,11 +311,11 @@ class ReadModelStore:
         ]
         with conn.cursor() as cur:
             held_in_batch = self._held(
-                cur, [(p.name, key) for p, keyed in by_projection for key, _ in keyed]
+                cur, [(p.name, key) for p, keyed in by_projection for key, _, _ in keyed]
             )
             for projection, keyed in by_projection:
                 table = self.table(projection)
-                keys = sorted({key for key, _ in keyed})  # sorted: a fixed lock order
+                keys = sorted({key for key, _, _ in keyed})  # sorted: a fixed lock order
                 cur.execute(
                     sql.SQL(
                         "SELECT key, state, applied FROM {} WHERE key = ANY(%s)"
@@ -297,7 +329,7 @@ class ReadModelStore:
                 held = {key for name, key in held_in_batch if name == projection.name}
                 quarantined: list[tuple[str, RecordedTouchpoint, str | None]] = []
                 changed: set[str] = set()
-                for key, event in keyed:
+                for key, event, index in keyed:
                     state, applied = docs.get(key, (None, {}))
                     stream = event.originator_id.hex
                     if applied.get(stream, 0) >= event.originator_version:
@@ -320,6 +352,8 @@ class ReadModelStore:
                             next_state = state
                         else:
                             applied_count += 1
+                            if trail is not None:
+                                trail.append(Step(index, projection.name, key, state, next_state))
                     if next_state is None:
                         continue  # its first event failed: nothing to write yet
                     docs[key] = (next_state, {**applied, stream: event.originator_version})

@@ -16,9 +16,13 @@ from uuid import UUID
 
 import psycopg2.extensions
 
+from domain.clock import Tick
 from domain.customer import Customer, customer_aggregate_id
+from domain.segments import Segment
+from projections import maintained
 from projections.base import RecordedTouchpoint
-from projections.store import REBUILD, ReadModelStore
+from projections.measures import Change, ChangeKind
+from projections.store import ReadModelStore, Step
 from streams.recorder import CustomerRecords
 
 log = logging.getLogger(__name__)
@@ -26,9 +30,19 @@ log = logging.getLogger(__name__)
 FOLLOWER = "event-log"
 
 # What the projectors read of the log: touchpoints, the identity changes that move
-# touchpoints from one customer's documents to another's, and erasures (documents
-# refolded without the personal data their keys no longer open).
-PROJECTED = (Customer.TouchpointRecorded, Customer.Merged, Customer.Split, Customer.Erased)
+# touchpoints from one customer's documents to another's, erasures (documents refolded
+# without the personal data their keys no longer open), the clock's ticks (measures
+# that fell due) and segment definitions.
+PROJECTED = (
+    Customer.TouchpointRecorded,
+    Customer.Merged,
+    Customer.Split,
+    Customer.Erased,
+    Tick.Recorded,
+    Segment.Defined,
+    Segment.Redefined,
+    Segment.Deleted,
+)
 _PROJECTED_TOPICS = tuple(c.__qualname__ for c in PROJECTED)
 
 
@@ -100,6 +114,24 @@ def project(
         elif isinstance(event, Customer.Erased):
             applied += _apply(store, conn, touchpoints) + forget(records, store, conn, event)
             touchpoints = []
+        elif isinstance(event, Segment.Defined | Segment.Redefined | Segment.Deleted):
+            applied += _apply(store, conn, touchpoints)
+            touchpoints = []
+            if store.measure_rules is not None:
+                maintained.on_segment(store, conn, event)
+        elif isinstance(event, Tick.Recorded):
+            applied += _apply(store, conn, touchpoints)
+            touchpoints = []
+            if store.measure_rules is not None:
+                applied += maintained.on_tick(
+                    store,
+                    conn,
+                    store.measure_rules,
+                    event.originator_id.hex,
+                    event.at,
+                    event.inputs_version,
+                    event.limit,
+                )
     return applied + _apply(store, conn, touchpoints)
 
 
@@ -109,7 +141,12 @@ def _apply(
     touchpoints: Sequence[RecordedTouchpoint],
 ) -> int:
     survivors = store.survivors(conn, {t.customer_id for t in touchpoints})
-    return store.apply(conn, readdressed(touchpoints, survivors))
+    events = readdressed(touchpoints, survivors)
+    trail: list[Step] = []
+    applied = store.apply(conn, events, trail=trail)
+    if store.measure_rules is not None:
+        maintained.after_events(store, conn, store.measure_rules, events, trail)
+    return applied
 
 
 def readdressed(
@@ -149,7 +186,26 @@ def regroup(
     was = store.survivors(conn, involved)
     store.regroup(conn, moved, change.customer_id if isinstance(change, Customer.Merged) else None)
     now = store.survivors(conn, involved)
-    return _refold(records, store, conn, involved, was, now, f"{type(change).__name__} {moved}")
+    applied = _refold(records, store, conn, involved, was, now, f"{type(change).__name__} {moved}")
+    if isinstance(change, Customer.Merged):
+        what = Change(ChangeKind.MERGED, moved, None, now[moved])
+    else:
+        what = Change(ChangeKind.SPLIT, was[moved], was[moved], moved)
+    _rederive(store, conn, {*was.values(), *now.values()}, change, [(now[moved], what)])
+    return applied
+
+
+def _rederive(
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    customers: set[str],
+    event: Customer.Merged | Customer.Split | Customer.Erased,
+    extra: list[tuple[str, Change]],
+) -> None:
+    if store.measure_rules is None:
+        return
+    cause = {"event": type(event).__name__, "customer_id": event.customer_id}
+    maintained.rederive(store, conn, store.measure_rules, customers, event.timestamp, cause, extra)
 
 
 def forget(
@@ -165,9 +221,13 @@ def forget(
     records.keyring.forget([customer_aggregate_id(c) for c in erased.streams])
     involved = store.members(conn, [erased.customer_id]) | set(erased.streams)
     survivors = store.survivors(conn, involved)
-    return _refold(
+    applied = _refold(
         records, store, conn, involved, survivors, survivors, f"erasure {erased.customer_id}"
     )
+    survivor = survivors.get(erased.customer_id, erased.customer_id)
+    what = Change(ChangeKind.ERASED, None, None, None)
+    _rederive(store, conn, set(survivors.values()), erased, [(survivor, what)])
+    return applied
 
 
 def _refold(
@@ -218,10 +278,9 @@ def replay(
     swap them in atomically. Live processing goes on meanwhile: the swap holds the live
     follower's position lock, catches the rebuild up to the log's head, and renames.
     ``on_progress`` sees the running totals after each batch."""
-    rebuild = ReadModelStore(
-        live.pool, live.projections, generation=REBUILD, on_pool_wait=live.on_pool_wait
-    )
+    rebuild = live.rebuild()
     rebuild.create_tables(fresh=True)
+    maintained.create_tables(rebuild, fresh=True)
     total = Progress(0, 0, 0)
 
     def advance(step: Progress) -> bool:
@@ -238,6 +297,8 @@ def replay(
         while advance(follow(records, rebuild, batch_size=batch_size, conn=conn)):
             pass
         rebuild.swap_in(conn, live, FOLLOWER)
+        with conn.cursor() as cur:
+            maintained.swap_in(cur, rebuild, live)
     log.info("replay swapped in at position %d", total.position)
     return total
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregate
 from eventsourcing.persistence import (
     IntegrityError,
@@ -31,6 +31,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
+from domain.clock import Tick
 from domain.customer import Customer, IdentityError, customer_aggregate_id
 from domain.idempotency import (
     Content,
@@ -41,6 +42,7 @@ from domain.idempotency import (
     fingerprint,
 )
 from domain.identity import Arrival, IdentityRules, Link, Merge, Refusal, Resolution, resolve
+from domain.segments import Segment, segment_aggregate_id
 from domain.touchpoints import Touchpoint, TouchpointIn, touchpoint_of
 from streams import sealing
 from streams.identity import IdentityIndex
@@ -175,6 +177,10 @@ class ColumnarRecorder(PostgresApplicationRecorder):
         )
 
 
+class SegmentConflict(Exception):
+    """Two requests changed one segment at once: the later must read it again."""
+
+
 _Indexed = tuple[str, bytes, str, UUID, int, datetime]
 
 
@@ -228,12 +234,38 @@ class CustomerRecords(Application[UUID]):
         streams: set[UUID] = set()
         for obj in objs:
             pending = getattr(obj, "pending_events", None)
+            if isinstance(obj, Tick | Segment):
+                continue  # a clock reading, a segment's rule: nothing personal, no key
             if pending:
                 streams.add(obj.id)  # type: ignore[union-attr]  # an aggregate
             elif pending is None and obj is not None:
                 streams.add(obj.originator_id)  # type: ignore[union-attr]  # an event
         with mapper.writing(streams) as new_keys:
             return super().save(*objs, customer_keys=new_keys, **kwargs)
+
+    def segment(self, name: str) -> Segment | None:
+        """The segment as stored now (None: never defined), read afresh: another process
+        may have changed it since this one cached it."""
+        try:
+            # An explicit version reads the stream, not this process's aggregate cache.
+            found: Segment = self.repository.get(segment_aggregate_id(name), version=2**62)
+        except AggregateNotFoundError:
+            return None
+        return found
+
+    def save_segment(self, segment: Segment) -> None:
+        """Store a segment's new events; ``SegmentConflict`` when another request changed
+        it meanwhile (the caller reads it again and retries)."""
+        try:
+            self.save(segment)
+        except IntegrityError as conflict:
+            raise SegmentConflict(segment.name) from conflict
+
+    def tick_id(self, at: datetime, inputs_version: int, limit: int) -> str:
+        """Record a clock reading (``domain.clock.Tick``); returns its id (hex)."""
+        reading = Tick.record(at, inputs_version, limit)
+        self.save(reading)
+        return reading.id.hex
 
     def decoder(self, stored_events: Sequence[StoredEvent]) -> Callable[[StoredEvent], Any]:
         """Decode the events of one batch: their streams' keys are loaded first, in one

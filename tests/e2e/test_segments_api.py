@@ -1,4 +1,6 @@
-"""Segments over HTTP: define, evaluate, members, who entered and left, delete; refusals."""
+"""Segments over HTTP: define, members as maintained, who entered and left, delete;
+refusals. A definition reaches the customers through the scheduler's ticks: the tests
+drive them (``jobs.drive_clock``) where the scheduler would."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import httpx
 import pytest
 
 import domain.segments
+from infra import jobs
 from infra.bootstrap import Platform
-from projections import segment_store
 from streams.embedded import EmbeddedDriver
 from tests.builders import envelope, new_id, purchase, survey_answer
 from tests.conftest import Served, customer_of, embedded
@@ -33,7 +35,13 @@ def nps(customer: str, score: int) -> dict[str, Any]:
 
 @pytest.fixture
 def live(make_platform: Callable[..., Platform]) -> Platform:
-    return make_platform(population_cache_seconds=0, segment_evaluate_seconds=0)
+    return make_platform()
+
+
+def evaluated(live: Platform) -> None:
+    """What the scheduler does after a definition: tick until every customer has it."""
+    assert embedded(live).wait_until_projected()
+    jobs.drive_clock(live, datetime.now(UTC))
 
 
 @pytest.fixture
@@ -66,20 +74,28 @@ def test_a_segment_tracks_who_enters_and_who_leaves(
     }
     defined = client.post("/v1/segments", json={"name": "north-detractors", "rule": rule})
     assert defined.status_code == 201, defined.text
-    assert (defined.json()["members"], defined.json()["entered"]) == (1, 1)
+    assert defined.json() == {"name": "north-detractors", "created": True, "version": 1}
+    evaluated(live)
+    members = client.get("/v1/segments/north-detractors/members").json()
+    assert [m["customer_id"] for m in members["members"]] == [customer_of(live, north)]
 
     record(survey_answer(north, "nps", 10, datetime.now(UTC)))  # a promoter now: leaves
     members = client.get("/v1/segments/north-detractors/members").json()
-    assert members["count"] == 0
+    assert members["count"] == 0  # at once: the event re-evaluated the customer
     changes = client.get("/v1/segments/north-detractors/changes").json()["changes"]
     assert [(c["customer_id"], c["change"]) for c in changes] == [
         (customer_of(live, north), "left"),
         (customer_of(live, north), "entered"),
     ]
-    listed = client.get("/v1/segments").json()
-    assert [(s["name"], s["members"], s["error"]) for s in listed] == [
-        ("north-detractors", 0, None)
+    feed = client.get("/v1/changes", params={"kind": ["segment_entered", "segment_left"]}).json()[
+        "changes"
     ]
+    assert [(c["kind"], c["subject"], c["cause"].get("type")) for c in feed] == [
+        ("segment_entered", "north-detractors", None),
+        ("segment_left", "north-detractors", "survey_answered"),
+    ]
+    listed = client.get("/v1/segments").json()
+    assert [(s["name"], s["members"], s["pending"]) for s in listed] == [("north-detractors", 0, 0)]
 
 
 @pytest.mark.parametrize(
@@ -94,7 +110,11 @@ def test_a_segment_tracks_who_enters_and_who_leaves(
     ],
 )
 def test_a_refused_rule_names_where_and_is_not_stored(
-    client: httpx.Client, record: Recorder, rule: dict[str, Any], loc: list[str | int]
+    live: Platform,
+    client: httpx.Client,
+    record: Recorder,
+    rule: dict[str, Any],
+    loc: list[str | int],
 ) -> None:
     someone = new_id("C")
     record(visit(someone, x="abc"))
@@ -107,8 +127,9 @@ def test_a_refused_rule_names_where_and_is_not_stored(
     assert client.get("/v1/segments/refused/members").status_code == 404
     # Nothing stored means nothing breaks: another segment still evaluates.
     fine = {"field": "traits.x", "op": "contains", "value": "b"}
-    assert client.post("/v1/segments", json={"name": "fine", "rule": fine}).json()["members"] == 1
-    assert client.post("/v1/segments/evaluate").status_code == 200
+    assert client.post("/v1/segments", json={"name": "fine", "rule": fine}).status_code == 201
+    evaluated(live)
+    assert client.get("/v1/segments/fine/members").json()["count"] == 1
 
 
 def test_a_description_that_cannot_be_stored_is_refused(client: httpx.Client) -> None:
@@ -128,52 +149,36 @@ def test_a_deep_rule_is_refused_before_it_costs_anything(client: httpx.Client) -
     assert refused.json()["detail"][0]["loc"][:4] == ["body", "rule", "not", "not"]
 
 
-def test_a_failing_segment_is_marked_and_the_others_are_evaluated(
-    live: Platform, client: httpx.Client, record: Recorder
+def test_a_customer_whose_evaluation_raises_keeps_its_row_and_the_others_go_on(
+    live: Platform, client: httpx.Client, record: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A rule stored before today's checks (the issue's) fails; the others go on."""
-    someone = new_id("C")
-    record(visit(someone, x="abc"))
-    segment_store.define(
-        live.store, "old", {"field": "traits.x", "op": "contains", "value": [1]}, None
-    )
-    good = {"field": "traits.x", "op": "eq", "value": "abc"}
-    assert client.post("/v1/segments", json={"name": "good", "rule": good}).status_code == 201
-
-    evaluated = client.post("/v1/segments/evaluate")
-    assert evaluated.status_code == 200, evaluated.text
-    outcome = evaluated.json()["segments"]
-    assert outcome["good"]["members"] == 1
-    assert outcome["old"]["members"] is None
-    assert "rule.value" in outcome["old"]["error"]
-    listed = {s["name"]: s for s in client.get("/v1/segments").json()}
-    assert listed["old"]["error"] == outcome["old"]["error"]
-    assert listed["good"]["error"] is None
-
-
-def test_a_segment_whose_evaluation_raises_does_not_stop_the_others(
-    client: httpx.Client, record: Recorder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Defence in depth: a defect in evaluation (simulated) fails one segment only."""
-    record(visit(new_id("C"), x="abc"))
-    for name in ("a", "b"):
-        rule = {"field": "traits.x", "op": "eq", "value": name}
-        assert client.post("/v1/segments", json={"name": name, "rule": rule}).status_code == 201
+    """Defence in depth: a defect in evaluation (simulated) on one customer keeps that
+    customer's measures as they were, with the error; the other customers are members."""
+    broken_one, fine_one = new_id("C"), new_id("C")
+    record(visit(broken_one, x="a"), visit(fine_one, x="b"))
     real = domain.segments.matches
 
     def broken(rule: Any, document: Any) -> bool:
-        if rule.get("value") == "a":
+        if document.get("traits", {}).get("x") == "a":
             raise RuntimeError("a defect")
         return real(rule, document)
 
     monkeypatch.setattr(domain.segments, "matches", broken)
-    outcome = client.post("/v1/segments/evaluate").json()["segments"]
-    assert outcome["a"]["error"] == "RuntimeError: a defect"
-    assert outcome["b"] == {"members": 0, "entered": 0, "left": 0, "error": None}
-    # Defining a rule that fails on a customer is refused, not stored.
-    rule = {"field": "traits.x", "op": "eq", "value": "a"}
-    assert client.post("/v1/segments", json={"name": "c", "rule": rule}).status_code == 422
-    assert {s["name"] for s in client.get("/v1/segments").json()} == {"a", "b"}
+    rule = {"field": "traits.x", "op": "exists", "value": True}
+    assert client.post("/v1/segments", json={"name": "any-x", "rule": rule}).status_code == 201
+    evaluated(live)
+    members = client.get("/v1/segments/any-x/members").json()["members"]
+    assert [m["customer_id"] for m in members] == [customer_of(live, fine_one)]
+    with live.store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT error FROM rm_measures WHERE customer_id = %s",
+            (customer_of(live, broken_one),),
+        )
+        assert cur.fetchone() == ("RuntimeError: a defect",)
+    monkeypatch.setattr(domain.segments, "matches", real)
+    record(visit(broken_one, x="a"))  # its next event derives it again
+    members = client.get("/v1/segments/any-x/members").json()["members"]
+    assert len(members) == 2
 
 
 def test_a_deleted_segment_is_gone_with_its_history(
@@ -183,9 +188,12 @@ def test_a_deleted_segment_is_gone_with_its_history(
     record(visit(someone, region="north"))
     rule = {"field": "traits.region", "op": "eq", "value": "north"}
     assert client.post("/v1/segments", json={"name": "north", "rule": rule}).status_code == 201
+    evaluated(live)
+    assert client.get("/v1/segments/north/members").json()["count"] == 1
 
     deleted = client.delete("/v1/segments/north")
     assert (deleted.status_code, deleted.content) == (204, b"")
+    evaluated(live)  # projected (definitions follow the log), and the members leave it
     for path in ("/v1/segments/north/members", "/v1/segments/north/changes"):
         missing = client.get(path)
         assert missing.status_code == 404
@@ -194,8 +202,15 @@ def test_a_deleted_segment_is_gone_with_its_history(
     assert client.delete("/v1/segments/north").status_code == 404
     assert client.delete("/v1/segments/never-was").status_code == 404
 
+    left = client.get("/v1/changes", params={"kind": "segment_left"}).json()["changes"]
+    assert [(c["customer_id"], c["subject"]) for c in left] == [
+        (customer_of(live, someone), "north")
+    ]
+
     # Defined again, it starts a history of its own.
-    assert client.post("/v1/segments", json={"name": "north", "rule": rule}).status_code == 201
+    again = client.post("/v1/segments", json={"name": "north", "rule": rule})
+    assert (again.status_code, again.json()["created"]) == (201, True)
+    evaluated(live)
     changes = client.get("/v1/segments/north/changes").json()["changes"]
     assert [(c["customer_id"], c["change"]) for c in changes] == [
         (customer_of(live, someone), "entered")
@@ -210,7 +225,7 @@ def test_every_segment_endpoint_publishes_its_answers(client: httpx.Client) -> N
         if path.startswith("/v1/segments")
         for method, operation in item.items()
     ]
-    assert len(operations) == 6
+    assert len(operations) == 5
     for path, method, operation in operations:
         responses = operation["responses"]
         success = next(code for code in responses if code.startswith("2"))
@@ -238,9 +253,7 @@ def test_orders_in_any_currency_count_in_a_segment_rule(
             {"field": "lifecycle", "op": "eq", "value": "repeat"},
         ]
     }
-    assert client.post("/v1/segments", json={"name": "repeat", "rule": rule}).status_code in (
-        200,
-        201,
-    )
+    assert client.post("/v1/segments", json={"name": "repeat", "rule": rule}).status_code == 201
+    evaluated(live)
     members = client.get("/v1/segments/repeat/members").json()["members"]
     assert [m["customer_id"] for m in members] == [customer_of(live, buyer)]

@@ -15,7 +15,6 @@ from domain.segments import (
     check_rule,
     field_kind,
     matches,
-    membership_changes,
 )
 
 DOC: dict[str, Any] = {
@@ -122,16 +121,6 @@ def test_a_wrong_rule_is_refused_naming_where(rule: Any, path: str) -> None:
     with pytest.raises(InvalidRule) as refusal:
         check_rule(rule)
     assert refusal.value.path == path
-
-
-@given(st.sets(st.integers(0, 30)), st.sets(st.integers(0, 30)))
-def test_membership_changes_take_the_old_members_to_the_new(
-    before: set[int], after: set[int]
-) -> None:
-    old, new = {str(c) for c in before}, {str(c) for c in after}
-    entered, left = membership_changes(old, new)
-    assert (old - left) | entered == new
-    assert not entered & old and left <= old
 
 
 def _nested(depth: int) -> dict[str, Any]:

@@ -1,0 +1,981 @@
+"""Maintained measures and the change feed, written in the projector's transaction.
+
+Every customer has one row in ``rm_measures``: the measures document
+(``measures.derive``) as of ``derived_at``, its derived facts, the population-inputs
+version it was derived with, and ``due_at``, the next instant it would change with no
+new event. Three things re-derive a customer, all of them met by the projector in the
+event log, and each writes the changes of the customer's facts to ``rm_change`` in the
+same transaction as the row:
+
+- a touchpoint (``after_events``, with the batch's trail): the customer is derived after
+  each of its events, at the event's recorded time, first stepping through the instants
+  that fell due before it;
+- a tick of the clock (``on_tick``; ``domain.clock.Tick``, recorded by the scheduler):
+  customers whose ``due_at`` has passed, then customers behind the tick's inputs
+  version, a bounded number per tick;
+- a merge, split or erasure (``rederive``), after the documents were refolded.
+
+Time passes for the measures only where the log says so, so the changes a history
+produces do not depend on how events were batched or when the projector ran, and a
+replay of the log rebuilds the same rows and the same feed
+(``tests/integration/test_change_feed.py``). Positions are taken under one advisory
+lock held to commit, so a follower reading ``position > p`` never skips a row committed
+later with a lower position; a change's ``change_id`` is the same on a replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import psycopg2.extensions
+import psycopg2.extras
+from psycopg2 import sql
+
+from domain import segments, value
+from domain.segments import Segment
+from projections import analytics, customer, journeys
+from projections.base import RecordedTouchpoint, State, utc_iso
+from projections.measures import (
+    Change,
+    Inputs,
+    Rules,
+    changes,
+    derive,
+    facts,
+    journey_status,
+    next_due,
+    rfm_bounds,
+    segment_document,
+    tier_thresholds,
+)
+from projections.store import ReadModelStore, Step
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key of the change feed's position order ("peakend-feed").
+FEED_LOCK = 0x7065616B_66656564
+MAX_STEPS = 10_000  # clock instants one customer is stepped through at most, per call
+
+
+@dataclass
+class Row:
+    """A customer's maintained state while it is being re-derived."""
+
+    customer_id: str
+    measures: State | None = None
+    facts: State | None = None
+    derived_at: datetime | None = None
+    due_at: datetime | None = None
+    inputs_version: int = 0
+    segments_version: int = 0
+    dirty: bool = False
+    error: str | None = None  # why the rules failed on this customer (None: they did not)
+    found: list[tuple[str, Change, dict[str, Any]]] = field(default_factory=list)
+
+
+def tables(store: ReadModelStore) -> tuple[sql.Identifier, sql.Identifier]:
+    """This generation's measures and change-feed tables."""
+    return (
+        sql.Identifier(f"rm_measures{store.generation}"),
+        sql.Identifier(f"rm_change{store.generation}"),
+    )
+
+
+def create_tables(store: ReadModelStore, *, fresh: bool = False) -> bool:
+    """Create what is missing; True when the measures table is new."""
+    measures_table, changes_table = tables(store)
+    g = store.generation
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NULL", (measures_table.strings[0],))
+        row = cur.fetchone()
+        created = bool(row and row[0])
+        if fresh:
+            cur.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}, {}").format(measures_table, changes_table)
+            )
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (customer_id text PRIMARY KEY,"
+                " measures jsonb NOT NULL, facts jsonb NOT NULL,"
+                " derived_at timestamptz NOT NULL, due_at timestamptz,"
+                " inputs_version integer NOT NULL, segments_version integer NOT NULL,"
+                " rule_version integer NOT NULL, error text)"
+            ).format(measures_table)
+        )
+        cur.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (due_at, customer_id)").format(
+                sql.Identifier(f"rm_measures{g}_due_idx"), measures_table
+            )
+        )
+        for column in ("inputs_version", "segments_version"):
+            cur.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, customer_id)").format(
+                    sql.Identifier(f"rm_measures{g}_{column.split('_')[0]}_idx"),
+                    measures_table,
+                    sql.Identifier(column),
+                )
+            )
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (position bigserial PRIMARY KEY,"
+                " change_id text NOT NULL UNIQUE, kind text NOT NULL,"
+                " customer_id text NOT NULL, subject text, before jsonb, after jsonb,"
+                " cause jsonb NOT NULL, at timestamptz NOT NULL,"
+                " recorded_at timestamptz NOT NULL DEFAULT now())"
+            ).format(changes_table)
+        )
+        for column in ("customer_id", "kind"):
+            cur.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, position)").format(
+                    sql.Identifier(f"rm_change{g}_{column}_idx"),
+                    changes_table,
+                    sql.Identifier(column),
+                )
+            )
+        if fresh:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_clock_table(store)))
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY CHECK (id = 1),"
+                " at timestamptz, inputs_version integer NOT NULL DEFAULT 0, tick text,"
+                " segments_version integer NOT NULL DEFAULT 0, segments_at timestamptz)"
+            ).format(_clock_table(store))
+        )
+        if fresh:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_segment_table(store)))
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, stream uuid NOT NULL UNIQUE,"
+                " rule jsonb NOT NULL,"
+                " description text, version integer NOT NULL, deleted boolean NOT NULL,"
+                " created_at timestamptz NOT NULL, defined_at timestamptz NOT NULL)"
+            ).format(_segment_table(store))
+        )
+        cur.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin ((facts -> 'segments'))").format(
+                sql.Identifier(f"rm_measures{g}_members_idx"), measures_table
+            )
+        )
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS population_inputs (version serial PRIMARY KEY,"
+            " computed_at timestamptz NOT NULL, inputs jsonb NOT NULL)"
+        )
+    return created
+
+
+def swap_in(cur: Any, rebuilt: ReadModelStore, live: ReadModelStore) -> None:
+    """Rename a rebuilt generation's tables (and their indexes) to the live names."""
+    for name, indexes in (
+        ("rm_clock", ("pkey",)),
+        ("rm_segment", ("pkey", "stream_key")),
+        ("rm_measures", ("pkey", "due_idx", "inputs_idx", "segments_idx", "members_idx")),
+        ("rm_change", ("pkey", "change_id_key", "customer_id_idx", "kind_idx")),
+    ):
+        old, new = f"{name}{rebuilt.generation}", f"{name}{live.generation}"
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
+        cur.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
+        )
+        for index in indexes:
+            cur.execute(
+                sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                    sql.Identifier(f"{old}_{index}"), sql.Identifier(f"{new}_{index}")
+                )
+            )
+    cur.execute(
+        sql.SQL("ALTER SEQUENCE IF EXISTS {} RENAME TO {}").format(
+            sql.Identifier(f"rm_change{rebuilt.generation}_position_seq"),
+            sql.Identifier(f"rm_change{live.generation}_position_seq"),
+        )
+    )
+
+
+# -- population inputs ------------------------------------------------------------------
+
+
+def input_versions(cur: Any) -> list[Inputs]:
+    """Every population-inputs version, oldest first (a few a day: small)."""
+    cur.execute("SELECT version, computed_at, inputs FROM population_inputs ORDER BY version")
+    return [
+        Inputs.of({**held, "version": version, "computed_at": utc_iso(at)})
+        for version, at, held in cur.fetchall()
+    ]
+
+
+def publish_inputs(store: ReadModelStore, inputs: Inputs, at: datetime) -> Inputs | None:
+    """Store ``inputs`` as a new version effective from ``at``, unless they say what the
+    latest version says; return the new version (None: unchanged)."""
+    held = {k: v for k, v in inputs.to_json().items() if k not in ("version", "computed_at")}
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute("LOCK TABLE population_inputs IN EXCLUSIVE MODE")
+        cur.execute("SELECT inputs FROM population_inputs ORDER BY version DESC LIMIT 1")
+        row = cur.fetchone()
+        if row is not None and row[0] == json.loads(json.dumps(held)):
+            return None
+        cur.execute(
+            "INSERT INTO population_inputs (computed_at, inputs) VALUES (%s, %s) RETURNING version",
+            (at, json.dumps(held)),
+        )
+        created = cur.fetchone()
+        if created is None:  # INSERT ... RETURNING returns the row
+            raise RuntimeError("population_inputs: the insert returned no version")
+        return Inputs.of({**held, "version": created[0], "computed_at": utc_iso(at)})
+
+
+def _version(versions: Sequence[Inputs], number: int) -> Inputs:
+    return next((v for v in versions if v.version == number), Inputs())
+
+
+# -- re-deriving one customer -------------------------------------------------------------
+
+
+def _cause_key(cause: Mapping[str, Any]) -> str:
+    return json.dumps(cause, sort_keys=True, separators=(",", ":"))
+
+
+def _record(row: Row, found: Iterable[Change], cause: dict[str, Any], at: datetime) -> None:
+    for change in found:
+        row.found.append((utc_iso(at), change, cause))
+
+
+@dataclass(frozen=True)
+class Context:
+    """What one transaction derives with: the rules, every population-inputs version,
+    the segments defined at this point of the log (name -> rule), how many definitions
+    the log has seen and when the latest was made."""
+
+    rules: Rules
+    versions: Sequence[Inputs]
+    segments: Mapping[str, dict[str, Any]]
+    segments_version: int
+    segments_at: datetime | None
+
+
+def _context(cur: Any, store: ReadModelStore, rules: Rules) -> Context:
+    clock = clock_of(cur, store)
+    versions = input_versions(cur)
+    cur.execute(
+        sql.SQL("SELECT name, rule FROM {} WHERE NOT deleted ORDER BY name").format(
+            _segment_table(store)
+        )
+    )
+    defined = dict(cur.fetchall())
+    return Context(rules, versions, defined, clock.segments_version, clock.segments_at)
+
+
+def _derive(
+    row: Row,
+    doc: State,
+    inputs: Inputs,
+    ctx: Context,
+    at: datetime,
+    cause: dict[str, Any],
+    journeys_now: Mapping[str, State] | None = None,
+) -> None:
+    """Derive the customer at ``at`` (measures, facts, the segments it is in), record
+    the changes of their facts with ``cause``. ``journeys_now``: journey statuses that
+    changed with the event (or all of them, after a refold); the others are aged."""
+    rules = ctx.rules
+    measures = derive(doc, inputs, rules, at)
+    held = row.facts["journeys"] if row.facts else {}
+    statuses = {jid: _aged(status, rules, at) for jid, status in held.items()}
+    statuses.update(journeys_now or {})
+    document = segment_document(doc, measures) if ctx.segments else {}
+    member_of = [name for name, rule in ctx.segments.items() if segments.matches(rule, document)]
+    now = facts(doc, measures, statuses, rules, member_of)
+    _record(row, changes(row.facts, now), cause, at)
+    row.measures, row.facts, row.derived_at = measures, now, at
+    row.inputs_version, row.segments_version = inputs.version, ctx.segments_version
+    row.due_at = next_due(doc, measures, statuses, rules, at)
+    row.dirty = True
+
+
+def _aged(status: State, rules: Rules, at: datetime) -> State:
+    """A journey's status once time has passed: an open journey whose inactivity gap has
+    ended is closed by inactivity at the gap's end."""
+    if status["closed_by"] is not None:
+        return status
+    ends = datetime.fromisoformat(status["last_at"]) + rules.inactivity_gap(status["journey_type"])
+    if at < ends:
+        return status
+    return {**status, "closed_by": "inactivity", "closed_at": utc_iso(ends)}
+
+
+def catch_up(
+    row: Row, doc: State | None, ctx: Context, until: datetime, *, inputs_version: int
+) -> None:
+    """Step the customer, in time order, through every instant its measures fell due by
+    ``until`` (``due_at``), every inputs version up to ``inputs_version`` it has not had
+    and the segment definitions it has not been evaluated against, each derived at its
+    own instant (a version or definition at the later of when it was made and when the
+    customer was last derived, never after ``until``)."""
+    if doc is None or row.measures is None:
+        return
+    for _ in range(MAX_STEPS):
+        current = row.derived_at or until
+
+        def at_most(moment: datetime | None, current: datetime = current) -> datetime:
+            return max(current, min(moment or current, until))
+
+        steps: list[tuple[datetime, int, Inputs, dict[str, Any]]] = []
+        newer = next(
+            (v for v in ctx.versions if row.inputs_version < v.version <= inputs_version), None
+        )
+        if newer is not None and newer.computed_at is not None:
+            made = datetime.fromisoformat(newer.computed_at)
+            steps.append((at_most(made), 0, newer, {"inputs": newer.version}))
+        inputs = _version(ctx.versions, row.inputs_version)
+        if row.segments_version < ctx.segments_version:
+            cause = {"segments": ctx.segments_version}
+            steps.append((at_most(ctx.segments_at), 1, inputs, cause))
+        if row.due_at is not None and row.due_at <= until:
+            steps.append((max(row.due_at, current), 2, inputs, {"clock": utc_iso(row.due_at)}))
+        if not steps:
+            return
+        at, _, chosen, cause = min(steps, key=lambda s: (s[0], s[1]))
+        _derive(row, doc, chosen, ctx, at, cause)
+
+
+# -- the projector's three steps: events, ticks, refolds ---------------------------------
+
+
+def _lock_rows(cur: Any, store: ReadModelStore, customers: Iterable[str]) -> dict[str, Row]:
+    measures_table, _ = tables(store)
+    cur.execute(
+        sql.SQL(
+            "SELECT customer_id, measures, facts, derived_at, due_at, inputs_version,"
+            " segments_version FROM {} WHERE customer_id = ANY(%s) ORDER BY customer_id"
+            " FOR UPDATE"
+        ).format(measures_table),
+        (sorted(set(customers)),),
+    )
+    return {r[0]: Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in cur.fetchall()}
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Where the projections' clock stands: the latest time a tick said (None: no tick
+    yet), the inputs version in effect, and the id of the last tick applied."""
+
+    at: datetime | None
+    inputs_version: int
+    tick: str | None
+    segments_version: int = 0  # segment definitions and deletions seen in the log
+    segments_at: datetime | None = None  # when the latest was made
+
+
+def clock_of(cur: Any, store: ReadModelStore) -> Clock:
+    cur.execute(
+        sql.SQL(
+            "SELECT at, inputs_version, tick, segments_version, segments_at FROM {} WHERE id = 1"
+        ).format(_clock_table(store))
+    )
+    row = cur.fetchone()
+    return Clock(*row) if row else Clock(None, 0, None)
+
+
+def _clock_table(store: ReadModelStore) -> sql.Identifier:
+    return sql.Identifier(f"rm_clock{store.generation}")
+
+
+def _segment_table(store: ReadModelStore) -> sql.Identifier:
+    return sql.Identifier(f"rm_segment{store.generation}")
+
+
+def on_segment(
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    event: Segment.Defined | Segment.Redefined | Segment.Deleted,
+) -> None:
+    """A segment defined, redefined or deleted, where it stands in the log: the
+    definitions change, and every customer is behind them until a tick (or its next
+    event) evaluates it again (``catch_up``)."""
+    table = _segment_table(store)
+    with conn.cursor() as cur:
+        if isinstance(event, Segment.Defined):
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (stream, name, rule, description, version, deleted,"
+                    " created_at, defined_at) VALUES (%s, %s, %s, %s, %s, false, %s, %s)"
+                    " ON CONFLICT (name) DO NOTHING"
+                ).format(table),
+                (
+                    str(event.originator_id),
+                    event.name,
+                    json.dumps(event.rule),
+                    event.description,
+                    event.originator_version,
+                    event.timestamp,
+                    event.timestamp,
+                ),
+            )
+        elif isinstance(event, Segment.Redefined):
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {} SET rule = %s, description = %s, version = %s, deleted = false,"
+                    " defined_at = %s, created_at = CASE WHEN deleted THEN %s ELSE created_at"
+                    " END WHERE stream = %s AND version < %s"
+                ).format(table),
+                (
+                    json.dumps(event.rule),
+                    event.description,
+                    event.originator_version,
+                    event.timestamp,
+                    event.timestamp,
+                    str(event.originator_id),
+                    event.originator_version,
+                ),
+            )
+        else:
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {} SET deleted = true, version = %s, defined_at = %s"
+                    " WHERE stream = %s AND version < %s"
+                ).format(table),
+                (
+                    event.originator_version,
+                    event.timestamp,
+                    str(event.originator_id),
+                    event.originator_version,
+                ),
+            )
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {c} (id, segments_version, segments_at) VALUES (1, 1, %(at)s)"
+                " ON CONFLICT (id) DO UPDATE SET segments_version = {c}.segments_version + 1,"
+                " segments_at = GREATEST({c}.segments_at, EXCLUDED.segments_at)"
+            ).format(c=_clock_table(store)),
+            {"at": event.timestamp},
+        )
+
+
+def after_events(
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    rules: Rules,
+    events: Sequence[RecordedTouchpoint],
+    trail: Sequence[Step],
+) -> int:
+    """Derive each customer after each of their events in the batch (``trail``: the
+    documents each event changed), at the event's recorded time (never before the
+    customer was last derived), with the inputs version it has (a new customer: the
+    version the last tick put in effect); the instants that fell due before the event
+    are stepped through first. Returns how many changes were recorded."""
+    of_customer: dict[int, Step] = {}
+    of_journey: dict[int, Step] = {}
+    for step in trail:
+        if step.projection == customer.PROJECTION.name:
+            of_customer[step.index] = step
+        elif step.projection == journeys.PROJECTION.name:
+            of_journey[step.index] = step
+    indexes: dict[str, list[int]] = {}
+    for index in sorted(of_customer.keys() | of_journey.keys()):
+        indexes.setdefault(events[index].customer_id, []).append(index)
+    if not indexes:
+        return 0
+    with conn.cursor() as cur:
+        ctx = _context(cur, store, rules)
+        clock = clock_of(cur, store)
+        rows = _lock_rows(cur, store, indexes)
+        for customer_id in sorted(indexes):
+            row = rows.setdefault(
+                customer_id, Row(customer_id, inputs_version=clock.inputs_version)
+            )
+            first = of_customer.get(indexes[customer_id][0])
+            doc = first.before if first else _doc(cur, store, customer_id)
+
+            def each_event(
+                row: Row = row, doc: State | None = doc, mine: list[int] = indexes[customer_id]
+            ) -> None:
+                for index in mine:
+                    event = events[index]
+                    at = max(event.timestamp, row.derived_at or event.timestamp)
+                    catch_up(row, doc, ctx, at, inputs_version=row.inputs_version)
+                    if index in of_customer:
+                        doc = of_customer[index].after
+                    if doc is None:
+                        continue  # no customer document yet (its first event quarantined)
+                    journey = of_journey.get(index)
+                    _derive(
+                        row,
+                        doc,
+                        _version(ctx.versions, row.inputs_version),
+                        ctx,
+                        at,
+                        {"event_id": event.event_id, "type": event.type},
+                        {journey.key: journey_status(journey.after, rules, at)}
+                        if journey
+                        else None,
+                    )
+
+            _guarded(row, each_event)
+        return _write(cur, store, rows.values())
+
+
+def _guarded(row: Row, work: Callable[[], None]) -> None:
+    """Re-derive one customer; if the rules fail on it, keep its row as it was, with the
+    error (visible in health, retried at its next event), and let the others go on
+    (guarantee 7)."""
+    held = (row.measures, row.facts, row.derived_at, row.due_at, row.inputs_version)
+    recorded = len(row.found)
+    try:
+        work()
+    except Exception as error:
+        log.exception("measures of customer %r not derived; kept as they were", row.customer_id)
+        row.measures, row.facts, row.derived_at, row.due_at, row.inputs_version = held
+        del row.found[recorded:]
+        row.error = f"{type(error).__name__}: {error}"[:2000]
+        row.due_at = None  # not retried by the clock: by the customer's next event
+        row.dirty = True
+    else:
+        row.error = None
+
+
+def on_tick(
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    rules: Rules,
+    tick: str,
+    at: datetime,
+    inputs_version: int,
+    limit: int,
+) -> int:
+    """A tick of the clock (``tick``: its id), where it stands in the log: up to
+    ``limit`` customers are re-derived, first those due by ``at`` (earliest first), then
+    those behind ``inputs_version``; returns how many."""
+    measures_table, _ = tables(store)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {c} (id, at, inputs_version, tick) VALUES (1, %(at)s, %(v)s, %(t)s)"
+                " ON CONFLICT (id) DO UPDATE SET at = GREATEST({c}.at, EXCLUDED.at),"
+                " inputs_version = GREATEST({c}.inputs_version, EXCLUDED.inputs_version),"
+                " tick = EXCLUDED.tick"
+            ).format(c=_clock_table(store)),
+            {"at": at, "v": inputs_version, "t": tick},
+        )
+        ctx = _context(cur, store, rules)
+        wanted: list[str] = []
+        for where, order in (
+            ("due_at <= %(at)s", "due_at, customer_id"),
+            ("inputs_version < %(v)s", "inputs_version, customer_id"),
+            ("segments_version < %(s)s", "segments_version, customer_id"),
+        ):
+            if len(wanted) >= limit:
+                break
+            cur.execute(
+                sql.SQL("SELECT customer_id FROM {} WHERE {} ORDER BY {} LIMIT %(n)s").format(
+                    measures_table, sql.SQL(where), sql.SQL(order)
+                ),
+                {"at": at, "v": inputs_version, "s": ctx.segments_version, "n": limit},
+            )
+            wanted += [r[0] for r in cur.fetchall() if r[0] not in wanted]
+        wanted = wanted[:limit]
+        if not wanted:
+            return 0
+        rows = _lock_rows(cur, store, wanted)
+        docs = _docs(cur, store, list(rows))
+        for customer_id, row in rows.items():
+            _guarded(
+                row,
+                partial(
+                    catch_up, row, docs.get(customer_id), ctx, at, inputs_version=inputs_version
+                ),
+            )
+            if not row.dirty:  # nothing to step (no document): not due again until an event
+                row.due_at, row.inputs_version, row.dirty = None, inputs_version, True
+                row.segments_version = ctx.segments_version
+            if row.error:  # not picked again by every tick: retried at its next event
+                row.inputs_version = max(row.inputs_version, inputs_version)
+                row.segments_version = ctx.segments_version
+        _write(cur, store, rows.values())
+        return len(wanted)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What a tick at some instant would find: customers due by then, customers behind
+    the latest population inputs or segment definitions."""
+
+    due: bool
+    behind: bool
+
+    def __bool__(self) -> bool:
+        return self.due or self.behind
+
+
+def pending(store: ReadModelStore, at: datetime) -> Pending:
+    measures_table, _ = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM {m} WHERE due_at <= %s),"
+                " EXISTS (SELECT 1 FROM {m} WHERE inputs_version <"
+                " (SELECT coalesce(max(version), 0) FROM population_inputs))"
+                " OR EXISTS (SELECT 1 FROM {m} WHERE segments_version <"
+                " (SELECT coalesce(max(segments_version), 0) FROM {c}))"
+            ).format(m=measures_table, c=_clock_table(store)),
+            (at,),
+        )
+        row = cur.fetchone()
+        return Pending(bool(row and row[0]), bool(row and row[1]))
+
+
+def latest_version(store: ReadModelStore) -> int:
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(max(version), 0) FROM population_inputs")
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+def clock(store: ReadModelStore) -> Clock:
+    with store.connection() as conn, conn.cursor() as cur:
+        return clock_of(cur, store)
+
+
+def _doc(cur: Any, store: ReadModelStore, customer_id: str) -> State | None:
+    cur.execute(
+        sql.SQL("SELECT state FROM {} WHERE key = %s").format(store.table(customer.PROJECTION)),
+        (customer_id,),
+    )
+    found = cur.fetchone()
+    return found[0] if found else None
+
+
+def _docs(cur: Any, store: ReadModelStore, customers: Sequence[str]) -> dict[str, State]:
+    cur.execute(
+        sql.SQL("SELECT key, state FROM {} WHERE key = ANY(%s)").format(
+            store.table(customer.PROJECTION)
+        ),
+        (sorted(customers),),
+    )
+    return {key: state for key, state in cur.fetchall()}
+
+
+def _journeys(cur: Any, store: ReadModelStore, customer_id: str) -> list[State]:
+    cur.execute(
+        sql.SQL("SELECT state FROM {} WHERE state->>'customer_id' = %s").format(
+            store.table(journeys.PROJECTION)
+        ),
+        (customer_id,),
+    )
+    return [r[0] for r in cur.fetchall()]
+
+
+def rederive(
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    rules: Rules,
+    customers: Iterable[str],
+    at: datetime,
+    cause: dict[str, Any],
+    extra: Sequence[tuple[str, Change]] = (),
+) -> int:
+    """After a merge, split or erasure refolded these customers' documents: derive each
+    afresh at ``at`` (journeys from their documents); a customer left with no document
+    (merged away) loses its row. ``extra`` changes (the merge itself) are recorded with
+    the same cause."""
+    measures_table, _ = tables(store)
+    wanted = sorted(set(customers))
+    with conn.cursor() as cur:
+        ctx = _context(cur, store, rules)
+        clock = clock_of(cur, store)
+        rows = _lock_rows(cur, store, wanted)
+        docs = _docs(cur, store, wanted)
+        gone = [c for c in wanted if c not in docs]
+        if gone:
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE customer_id = ANY(%s)").format(measures_table),
+                (gone,),
+            )
+        for customer_id in wanted:
+            row = rows.setdefault(
+                customer_id, Row(customer_id, inputs_version=clock.inputs_version)
+            )
+            doc = docs.get(customer_id)
+            for subject_customer, change in extra:
+                if subject_customer == customer_id:
+                    _record(row, [change], cause, at)
+            if doc is None:
+                row.measures = None  # merged away: only its changes are written
+                continue
+            found = _journeys(cur, store, customer_id)
+
+            def afresh(row: Row = row, doc: State = doc, found: list[State] = found) -> None:
+                when = max(at, row.derived_at or at)
+                catch_up(row, doc, ctx, when, inputs_version=row.inputs_version)
+                statuses = {j["journey_id"]: journey_status(j, rules, when) for j in found}
+                if row.facts is not None:  # journeys no longer the customer's are dropped
+                    kept = {k: v for k, v in row.facts["journeys"].items() if k in statuses}
+                    row.facts = {**row.facts, "journeys": kept}
+                inputs = _version(ctx.versions, row.inputs_version)
+                _derive(row, doc, inputs, ctx, when, cause, statuses)
+
+            _guarded(row, afresh)
+        return _write(cur, store, rows.values())
+
+
+def _change_id(customer_id: str, at: str, change: Change, cause: Mapping[str, Any]) -> str:
+    """The same change of the same history has the same id, live and after a replay."""
+    text = "|".join((customer_id, change.kind, change.subject or "", at, _cause_key(cause)))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _write(cur: Any, store: ReadModelStore, rows: Iterable[Row]) -> int:
+    """Upsert the changed rows; append their changes under the feed's lock."""
+    measures_table, changes_table = tables(store)
+    dirty = [r for r in rows if r.dirty and r.measures is not None and r.facts is not None]
+    if dirty:
+        psycopg2.extras.execute_values(
+            cur,
+            sql.SQL(
+                "INSERT INTO {} (customer_id, measures, facts, derived_at, due_at,"
+                " inputs_version, segments_version, rule_version, error) VALUES %s"
+                " ON CONFLICT (customer_id) DO UPDATE SET measures = EXCLUDED.measures,"
+                " facts = EXCLUDED.facts,"
+                " derived_at = EXCLUDED.derived_at, due_at = EXCLUDED.due_at,"
+                " inputs_version = EXCLUDED.inputs_version,"
+                " segments_version = EXCLUDED.segments_version,"
+                " rule_version = EXCLUDED.rule_version, error = EXCLUDED.error"
+            )
+            .format(measures_table)
+            .as_string(cur),
+            [
+                (
+                    r.customer_id,
+                    json.dumps(r.measures),
+                    json.dumps(r.facts),
+                    r.derived_at,
+                    r.due_at,
+                    r.inputs_version,
+                    r.segments_version,
+                    (r.measures or {}).get("rule_version", 0),
+                    r.error,
+                )
+                for r in dirty
+            ],
+            template="(%s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s)",
+            page_size=1000,
+        )
+    found = [
+        (
+            _change_id(r.customer_id, at, change, cause),
+            str(change.kind),
+            r.customer_id,
+            change.subject,
+            json.dumps(change.before),
+            json.dumps(change.after),
+            json.dumps(cause),
+            at,
+        )
+        for r in rows
+        for at, change, cause in r.found
+    ]
+    if found:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
+        psycopg2.extras.execute_values(
+            cur,
+            sql.SQL(
+                "INSERT INTO {} (change_id, kind, customer_id, subject, before, after, cause,"
+                " at) VALUES %s ON CONFLICT (change_id) DO NOTHING"
+            )
+            .format(changes_table)
+            .as_string(cur),
+            found,
+            template="(%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s)",
+            page_size=1000,
+        )
+    for r in rows:
+        r.found.clear()
+        r.dirty = False
+    return len(found)
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def measures_of(store: ReadModelStore, customer_id: str) -> State | None:
+    """The customer's maintained measures (None: not derived yet)."""
+    measures_table, _ = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT measures FROM {} WHERE customer_id = %s").format(measures_table),
+            (customer_id,),
+        )
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def change_page(
+    store: ReadModelStore,
+    *,
+    after: int,
+    limit: int,
+    kinds: Sequence[str] = (),
+    customer_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Changes after ``position``, oldest first, filtered by kind and customer."""
+    _, changes_table = tables(store)
+    clauses = [sql.SQL("position > %s")]
+    params: list[Any] = [after]
+    if kinds:
+        clauses.append(sql.SQL("kind = ANY(%s)"))
+        params.append(list(kinds))
+    if customer_id is not None:
+        clauses.append(sql.SQL("customer_id = %s"))
+        params.append(customer_id)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT position, change_id, kind, customer_id, subject, before, after, cause,"
+                " at, recorded_at FROM {} WHERE {} ORDER BY position LIMIT %s"
+            ).format(changes_table, sql.SQL(" AND ").join(clauses)),
+            (*params, limit),
+        )
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+# -- the population -----------------------------------------------------------------------
+
+
+def population_inputs(
+    store: ReadModelStore,
+    *,
+    as_of: datetime,
+    rules: Rules,
+    cutoffs: value.TierCutoffs,
+    money: analytics.Money,
+) -> Inputs:
+    """The population inputs as of ``as_of``, from every customer's orders (a pass over
+    the population: the scheduler's job for "now", a read's for a past instant)."""
+    found = analytics.purchase_log(store, as_of=as_of, money=money)
+    values = analytics.window_values(found.history, as_of=as_of, window=rules.value_window)
+    scored = analytics.rfm_of(found.history, as_of=as_of, window=rules.rfm_window)
+    retention = analytics.retention_rate(found.history, as_of=as_of)
+    model = analytics.current_clv_model(store)
+    return Inputs(
+        computed_at=utc_iso(as_of),
+        currency=found.currency,
+        tiers=tier_thresholds(values.values(), cutoffs),
+        rfm=rfm_bounds(scored),
+        retention=None if retention is None else str(retention),
+        model=None
+        if model is None
+        else {k: model[k] for k in ("version", "time_unit", "parameters")},
+    )
+
+
+def documents(store: ReadModelStore) -> list[tuple[str, State, State]]:
+    """Every customer's document with its maintained measures (a population pass: the
+    scheduler's segment evaluation)."""
+    measures_table, _ = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT c.key, c.state, m.measures FROM {} c JOIN {} m ON m.customer_id = c.key"
+            ).format(store.table(customer.PROJECTION), measures_table)
+        )
+        return [(r[0], r[1], r[2]) for r in cur.fetchall()]
+
+
+def model_is_newer(store: ReadModelStore) -> bool:
+    """A lifetime-value model was fitted after the latest population inputs were."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT (SELECT max(version) FROM clv_model),"
+            " (SELECT (inputs->'model'->>'version')::int FROM population_inputs"
+            " ORDER BY version DESC LIMIT 1)"
+        )
+        row = cur.fetchone()
+    return row is not None and row[0] is not None and (row[1] is None or row[0] > row[1])
+
+
+# -- segments ---------------------------------------------------------------------------
+
+
+def segment_definitions(store: ReadModelStore) -> list[dict[str, Any]]:
+    """Every segment defined (not deleted), with its member count and how many
+    customers are still to be evaluated against its current definition."""
+    measures_table, _ = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        clock = clock_of(cur, store)
+        cur.execute(
+            sql.SQL(
+                "SELECT s.name, s.rule, s.description, s.created_at, s.defined_at, s.version,"
+                " (SELECT count(*) FROM {m} m WHERE m.facts -> 'segments' ? s.name)"
+                " FROM {s} s WHERE NOT s.deleted ORDER BY s.name"
+            ).format(m=measures_table, s=_segment_table(store)),
+        )
+        found = cur.fetchall()
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE segments_version < %s").format(measures_table),
+            (clock.segments_version,),
+        )
+        row = cur.fetchone()
+        pending = int(row[0]) if row else 0
+    names = ("name", "rule", "description", "created_at", "defined_at", "version", "members")
+    return [{**dict(zip(names, r, strict=True)), "pending": pending} for r in found]
+
+
+def segment_members(store: ReadModelStore, name: str, limit: int) -> list[dict[str, Any]]:
+    """The segment's members (by customer id), each with when it entered."""
+    measures_table, changes_table = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT m.customer_id, (SELECT max(c.at) FROM {c} c WHERE c.customer_id ="
+                " m.customer_id AND c.kind = 'segment_entered' AND c.subject = %(n)s)"
+                " FROM {m} m WHERE m.facts -> 'segments' ? %(n)s ORDER BY m.customer_id"
+                " LIMIT %(limit)s"
+            ).format(m=measures_table, c=changes_table),
+            {"n": name, "limit": limit},
+        )
+        return [{"customer_id": r[0], "since": r[1]} for r in cur.fetchall()]
+
+
+def segment_history(store: ReadModelStore, name: str, limit: int) -> list[dict[str, Any]]:
+    """Who entered and who left the segment since it was (last) created, newest first."""
+    _, changes_table = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT c.position, c.customer_id, c.kind, c.at FROM {c} c JOIN {s} s"
+                " ON s.name = c.subject WHERE c.subject = %s"
+                " AND c.kind IN ('segment_entered', 'segment_left') AND c.at >= s.created_at"
+                " ORDER BY c.position DESC LIMIT %s"
+            ).format(c=changes_table, s=_segment_table(store)),
+            (name, limit),
+        )
+        return [
+            {
+                "position": r[0],
+                "customer_id": r[1],
+                "change": "entered" if r[2] == "segment_entered" else "left",
+                "at": r[3],
+            }
+            for r in cur.fetchall()
+        ]
+
+
+def segments_of(store: ReadModelStore, customer_id: str) -> list[dict[str, Any]]:
+    """The segments a customer is in now, and since when."""
+    measures_table, changes_table = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT s.name, (SELECT max(c.at) FROM {c} c WHERE c.customer_id = %(id)s"
+                " AND c.kind = 'segment_entered' AND c.subject = s.name)"
+                " FROM {m} m, jsonb_array_elements_text(m.facts -> 'segments') AS s(name)"
+                " WHERE m.customer_id = %(id)s ORDER BY s.name"
+            ).format(m=measures_table, c=changes_table),
+            {"id": customer_id},
+        )
+        return [{"segment": name, "since": since} for name, since in cur.fetchall()]
