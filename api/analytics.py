@@ -1,9 +1,9 @@
 """``/v1/analytics``: population measures, each as of an instant (``as_of``, default
-now), and the lifetime-value model."""
+now: the latest materialisation, ``infra.population``), and the lifetime-value model."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
@@ -22,8 +22,8 @@ from api.schemas import (
     RfmSegmentsOut,
     SatisfactionOut,
 )
-from infra import audit
-from infra.bootstrap import reporting_money, tier_cutoffs
+from infra import audit, population
+from infra.bootstrap import reporting_money
 from projections import analytics
 
 PeriodQ = Annotated[
@@ -47,14 +47,7 @@ def _when(as_of: datetime | None) -> datetime:
 def get_pyramid(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     """Customers, revenue and share of revenue per tier over the trailing window
     (PEAKEND_VALUE_WINDOW_DAYS), and the 80/20 check."""
-    s = platform.settings
-    return analytics.pyramid(
-        platform.store,
-        as_of=_when(as_of),
-        window=timedelta(days=s.value_window_days),
-        cutoffs=tier_cutoffs(s),
-        money=reporting_money(s),
-    )
+    return population.view(platform, "pyramid", as_of)
 
 
 @router.get("/migration", response_model=MigrationOut, responses=ERRORS, dependencies=[READ])
@@ -67,27 +60,13 @@ def get_migration(
     """Customers moved from each tier to each tier between consecutive calendar periods
     ([start, end) in PEAKEND_REPORTING_TIMEZONE; including in and out of inactive), for
     the last ``periods`` transitions."""
-    s = platform.settings
-    return analytics.migration(
-        platform.store,
-        as_of=_when(as_of),
-        period=period,
-        periods=periods,
-        cutoffs=tier_cutoffs(s),
-        money=reporting_money(s),
-    )
+    return population.view(platform, "migration", as_of, period=period, periods=periods)
 
 
 @router.get("/rfm", response_model=RfmSegmentsOut, responses=ERRORS, dependencies=[READ])
 def get_rfm(platform: PlatformDep, as_of: AsOf = None) -> dict[str, Any]:
     """How many customers are in each RFM segment (quintiles against the population)."""
-    s = platform.settings
-    return analytics.rfm_segments(
-        platform.store,
-        as_of=_when(as_of),
-        window=timedelta(days=s.rfm_window_days),
-        money=reporting_money(s),
-    )
+    return population.view(platform, "rfm", as_of)
 
 
 @router.get("/satisfaction", response_model=SatisfactionOut, responses=ERRORS, dependencies=[READ])
@@ -101,21 +80,21 @@ def get_satisfaction(
 ) -> dict[str, Any]:
     """NPS (promoters, passives, detractors), CSAT L1-L5 with the share of L5, and CES:
     overall, by channel, by journey type, by period."""
-    return analytics.satisfaction_summary(
-        platform.store,
-        as_of=_when(as_of),
+    return population.view(
+        platform,
+        "satisfaction",
+        as_of,
         since=since,
         channel=channel,
         journey_type=journey_type,
         period=period,
-        zone=platform.settings.reporting_zone,
     )
 
 
 @router.get("/kano", response_model=KanoOut, responses=ERRORS, dependencies=[READ])
 def get_kano(platform: PlatformDep, as_of: AsOf = None, since: Since = None) -> dict[str, Any]:
     """Per feature: evaluation-table counts, the category, CS+ and CS-."""
-    return analytics.kano(platform.store, as_of=_when(as_of), since=since)
+    return population.view(platform, "kano", as_of, since=since)
 
 
 @router.get(
@@ -125,7 +104,7 @@ def get_opportunities(
     platform: PlatformDep, as_of: AsOf = None, since: Since = None
 ) -> dict[str, Any]:
     """Importance vs satisfaction per attribute, ranked by opportunity."""
-    return analytics.opportunities(platform.store, as_of=_when(as_of), since=since)
+    return population.view(platform, "opportunities", as_of, since=since)
 
 
 @router.get(
@@ -137,7 +116,7 @@ def get_emotion_curves(
     """Average emotion per journey step, new vs returning customers, and the moments of
     truth (steps most often a journey's peak or end; emotion that best predicts the
     peak-end score)."""
-    return analytics.emotion_curves(platform.store, as_of=_when(as_of), journey_type=journey_type)
+    return population.view(platform, "emotion-curves", as_of, journey_type=journey_type)
 
 
 @router.post("/clv/fit", status_code=201, response_model=ClvModelOut, responses=ERRORS)

@@ -221,6 +221,7 @@ def _stores(
     if store.measure_rules is not None and maintained.create_tables(store):
         new.append("measures")
     analytics.create_model_table(store)
+    analytics.create_view_table(store)
     with store.connection() as conn, conn.cursor() as cur:
         scheduler.create_tables(cur)
     KeyStore(store, cache_seconds=0).create_table()

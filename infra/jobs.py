@@ -5,7 +5,8 @@
   journey closing by inactivity, a customer lapsing, a purchase leaving the window);
 - ``population``: recompute the population inputs (tier thresholds, RFM boundaries,
   retention, the lifetime-value model in use); a new version is rolled out to every
-  customer in bounded batches, each customer's changes recorded;
+  customer in bounded batches, each customer's changes recorded; then materialise the
+  population views that "now" reads serve (``infra.population``);
 - ``clv-refit``: a new lifetime-value model, then the population inputs that use it;
 """
 
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from infra import population
 from infra.bootstrap import Platform, reporting_money, tier_cutoffs
 from infra.clock import Clock, SystemClock
 from infra.scheduler import Job, Scheduler
@@ -86,6 +88,7 @@ def refresh_population(platform: Platform, now: datetime) -> Refreshed:
     )
     published = maintained.publish_inputs(platform.store, inputs, now)
     ticks = drive_clock(platform, now)
+    population.materialise(platform, now)
     if published is not None:
         log.info("population inputs v%d rolled out in %d ticks", published.version, ticks)
     return Refreshed(published.version if published else None, ticks)

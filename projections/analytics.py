@@ -988,3 +988,33 @@ def customer_clv(
 
 def _stamp(as_of: datetime) -> dict[str, str]:
     return {"as_of": utc_iso(as_of), "computed_at": utc_iso(datetime.now(UTC))}
+
+
+# -- materialised views ------------------------------------------------------------------
+
+
+def create_view_table(store: ReadModelStore) -> None:
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS population_view (name text PRIMARY KEY,"
+            " computed_at timestamptz NOT NULL, answer jsonb NOT NULL)"
+        )
+
+
+def materialise(store: ReadModelStore, name: str, at: datetime, answer: Mapping[str, Any]) -> None:
+    """Keep ``answer`` as the view's latest materialisation (computed as of ``at``)."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO population_view (name, computed_at, answer) VALUES (%s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET computed_at = EXCLUDED.computed_at,"
+            " answer = EXCLUDED.answer WHERE population_view.computed_at <= EXCLUDED.computed_at",
+            (name, at, json.dumps(answer)),
+        )
+
+
+def materialised(store: ReadModelStore, name: str) -> dict[str, Any] | None:
+    """The view's latest materialisation (None: none yet)."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT answer FROM population_view WHERE name = %s", (name,))
+        row = cur.fetchone()
+        return row[0] if row else None

@@ -1,0 +1,123 @@
+"""Population views, the application side: the pyramid, migration, RFM segments,
+satisfaction, Kano, opportunities and emotion curves.
+
+"Now" is served from the latest materialisation, made by the scheduler with each
+population refresh (``jobs.refresh_population``, every ``PEAKEND_POPULATION_REFRESH_SECONDS``),
+so a read never passes over the population; the answer's ``as_of`` says when it was
+made. A past ``as_of``, or a filter (``since``, a channel, a journey type, another
+period), is computed when asked: a pass over the read models, slower by design.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from infra.bootstrap import Platform, reporting_money, tier_cutoffs
+from projections import analytics
+from projections.measures import jsonable
+
+View = Callable[..., dict[str, Any]]
+
+
+def _pyramid(platform: Platform, at: datetime) -> dict[str, Any]:
+    s = platform.settings
+    return analytics.pyramid(
+        platform.store,
+        as_of=at,
+        window=timedelta(days=s.value_window_days),
+        cutoffs=tier_cutoffs(s),
+        money=reporting_money(s),
+    )
+
+
+def _migration(
+    platform: Platform, at: datetime, period: analytics.Period = "month", periods: int = 1
+) -> dict[str, Any]:
+    s = platform.settings
+    return analytics.migration(
+        platform.store,
+        as_of=at,
+        period=period,
+        periods=periods,
+        cutoffs=tier_cutoffs(s),
+        money=reporting_money(s),
+    )
+
+
+def _rfm(platform: Platform, at: datetime) -> dict[str, Any]:
+    s = platform.settings
+    return analytics.rfm_segments(
+        platform.store,
+        as_of=at,
+        window=timedelta(days=s.rfm_window_days),
+        money=reporting_money(s),
+    )
+
+
+def _satisfaction(
+    platform: Platform,
+    at: datetime,
+    since: datetime | None = None,
+    channel: str | None = None,
+    journey_type: str | None = None,
+    period: analytics.Period | None = None,
+) -> dict[str, Any]:
+    return analytics.satisfaction_summary(
+        platform.store,
+        as_of=at,
+        since=since,
+        channel=channel,
+        journey_type=journey_type,
+        period=period,
+        zone=platform.settings.reporting_zone,
+    )
+
+
+def _kano(platform: Platform, at: datetime, since: datetime | None = None) -> dict[str, Any]:
+    return analytics.kano(platform.store, as_of=at, since=since)
+
+
+def _opportunities(
+    platform: Platform, at: datetime, since: datetime | None = None
+) -> dict[str, Any]:
+    return analytics.opportunities(platform.store, as_of=at, since=since)
+
+
+def _emotion_curves(
+    platform: Platform, at: datetime, journey_type: str | None = None
+) -> dict[str, Any]:
+    return analytics.emotion_curves(platform.store, as_of=at, journey_type=journey_type)
+
+
+# Each view, with the parameters of its unfiltered answer: what is materialised.
+VIEWS: dict[str, tuple[View, Mapping[str, Any]]] = {
+    "pyramid": (_pyramid, {}),
+    "migration": (_migration, {"period": "month", "periods": 1}),
+    "rfm": (_rfm, {}),
+    "satisfaction": (_satisfaction, {}),
+    "kano": (_kano, {}),
+    "opportunities": (_opportunities, {}),
+    "emotion-curves": (_emotion_curves, {}),
+}
+
+
+def view(platform: Platform, name: str, as_of: datetime | None, **params: Any) -> dict[str, Any]:
+    """The view as of ``as_of`` (None: now, from the latest materialisation when the
+    parameters are the unfiltered ones and one exists)."""
+    compute, defaults = VIEWS[name]
+    given = {k: v for k, v in params.items() if v is not None}
+    if as_of is None and given == dict(defaults):
+        held = analytics.materialised(platform.store, name)
+        if held is not None:
+            return held
+    return compute(platform, as_of or datetime.now(UTC), **given)
+
+
+def materialise(platform: Platform, now: datetime) -> None:
+    """Every view's unfiltered answer as of ``now``, stored for "now" reads."""
+    for name, (compute, defaults) in VIEWS.items():
+        answer = json.loads(json.dumps(jsonable(compute(platform, now, **defaults))))
+        analytics.materialise(platform.store, name, now, answer)
