@@ -7,6 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.auth import PUBLIC
+from api.deps import PlatformDep
+from api.schemas import HealthOut
 from infra import scheduler
 from infra.bootstrap import Platform
 from infra.database import unavailable
@@ -68,3 +74,21 @@ async def check(platform: Platform, *, timeout: float) -> dict[str, Any]:
         "last_clv_fit": None,
         "scheduler": None,
     }
+
+
+router = APIRouter(prefix="/v1", tags=["health"])
+HEALTH_BUDGET_S = 0.8
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut}},
+    dependencies=[PUBLIC],
+)
+async def healthz(platform: PlatformDep) -> Any:
+    """The platform's health within a second: 503 naming the failing dependency (never
+    its host, port or database name) when the database does not answer in time or
+    projecting is stuck; quarantined documents are reported, and do not fail it."""
+    report = await check(platform, timeout=HEALTH_BUDGET_S)
+    return JSONResponse(report, status_code=200 if report["status"] != "unavailable" else 503)

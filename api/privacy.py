@@ -13,12 +13,12 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from api import views
 from api.auth import Admin
 from api.deps import PlatformDep
 from api.identity import MOVED, AnsweringCustomer
 from api.schemas import CustomerOut, JourneyOut, MergeOut, NotFoundOut, TimelineItemOut
 from infra import audit, privacy
+from infra import customers as views
 from projections import maintained
 
 router = APIRouter(prefix="/v1")

@@ -15,6 +15,11 @@ class NotFoundOut(BaseModel):
     detail: str = Field(description="what was not found")
 
 
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": NotFoundOut, "description": "no such customer or journey"}
+}
+
+
 class BoundaryErrorOut(BaseModel):
     """A 500 or 503 from the error boundary: nothing internal, the id it was logged under."""
 

@@ -11,8 +11,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api import analytics, views
+from api import analytics
 from domain.touchpoints import parse_touchpoint
+from infra import customers as views
 from infra.bootstrap import Platform
 from tests.builders import complaint, envelope, purchase, survey_answer
 from tests.conftest import customer_of
