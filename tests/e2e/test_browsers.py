@@ -19,7 +19,7 @@ from infra.bootstrap import Platform
 from infra.settings import Settings
 from streams.projector import head
 from tests.builders import envelope, new_id
-from tests.conftest import Served
+from tests.conftest import Served, embedded
 
 Serve = Callable[[Platform], Served]
 EVIL = "https://evil.example"
@@ -44,7 +44,9 @@ def access_control(response: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
 
 
-def segment_names(client: httpx.Client) -> set[str]:
+def segment_names(platform: Platform, client: httpx.Client) -> set[str]:
+    """The segments defined, once every definition recorded is projected."""
+    assert embedded(platform).wait_until_projected()
     listed = client.get("/v1/segments")
     assert listed.status_code == 200, listed.text
     return {s["name"] for s in listed.json()}
@@ -154,15 +156,18 @@ def test_a_body_without_a_content_type_is_refused_with_415(
         assert "content-type" not in response.request.headers
         detail = refusal(response, 415, "content-type")
         assert "(got none)" in detail
-        assert segment_names(client) == set()
+        assert segment_names(platform, client) == set()
 
 
 def test_a_post_without_a_body_or_a_content_type_is_served(
     platform: Platform, serve: Serve
 ) -> None:
     with serve(platform).client() as client:
-        evaluated = client.post("/v1/segments/evaluate")
-        assert evaluated.status_code == 200, evaluated.text
+        # The lifetime-value fit's body is optional; with no purchases it is refused as
+        # a fit (422), not as a request without a content type (415).
+        fitted = client.post("/v1/analytics/clv/fit")
+        assert fitted.status_code == 422, fitted.text
+        assert fitted.json()["detail"][0]["type"] == "fit_refused"
 
 
 def test_each_unsafe_route_refuses_a_cross_site_text_plain_request_recording_nothing(
@@ -177,7 +182,7 @@ def test_each_unsafe_route_refuses_a_cross_site_text_plain_request_recording_not
             ("POST", "/v1/touchpoints", envelope(new_id("C"))),
             ("POST", "/v1/segments", {"name": "forged", "rule": RULE}),
             ("DELETE", f"/v1/segments/{kept}", None),
-            ("POST", "/v1/segments/evaluate", None),
+            ("POST", "/v1/analytics/clv/fit", None),
             ("POST", f"/v1/customers/{new_id('C')}/split", {"absorbed": new_id("C")}),
             ("POST", "/v1/analytics/clv/fit", {}),
         ]
@@ -201,7 +206,7 @@ def test_each_unsafe_route_refuses_a_cross_site_text_plain_request_recording_not
                     )
                     refusal(plain, 415, "content-type")
         assert head(platform.records) == before
-        assert segment_names(client) == {kept}
+        assert segment_names(platform, client) == {kept}
         assert client.get("/v1/healthz").json()["last_clv_fit"] is None
 
 
@@ -219,7 +224,6 @@ def test_every_unsafe_route_of_the_app_is_covered(platform: Platform, serve: Ser
             ("POST", "/v1/touchpoints"),
             ("POST", "/v1/segments"),
             ("DELETE", "/v1/segments/probe"),
-            ("POST", "/v1/segments/evaluate"),
             ("POST", "/v1/customers/probe/split"),
             ("POST", "/v1/analytics/clv/fit"),
         } <= set(unsafe), unsafe
@@ -242,10 +246,10 @@ def test_a_cross_site_request_is_refused_before_authentication(
     with httpx.Client(base_url=serve(platform).url) as keyless:
         forged = keyless.post("/v1/segments", json={"name": "x", "rule": RULE}, headers=CROSS_SITE)
         refusal(forged, 403, "origin")
-        typed = keyless.post("/v1/segments/evaluate", headers={"content-type": "text/plain"})
+        typed = keyless.post("/v1/analytics/clv/fit", headers={"content-type": "text/plain"})
         refusal(typed, 415, "content-type")
         # Without the browser markers, the request reaches authentication.
-        assert keyless.post("/v1/segments/evaluate").status_code == 401
+        assert keyless.post("/v1/analytics/clv/fit").status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -286,7 +290,7 @@ def test_a_same_origin_request_without_sec_fetch_site_is_served(
 def test_a_same_site_origin_not_configured_is_refused(platform: Platform, serve: Serve) -> None:
     with serve(platform).client() as client:
         sibling = {"origin": "http://other.127.0.0.1.nip.example", "sec-fetch-site": "same-site"}
-        refusal(client.post("/v1/segments/evaluate", headers=sibling), 403, "origin")
+        refusal(client.post("/v1/analytics/clv/fit", headers=sibling), 403, "origin")
 
 
 # -- CORS ---------------------------------------------------------------------------------
@@ -338,7 +342,7 @@ def test_a_configured_origin_is_answered_a_preflight_and_may_call_the_api(
         assert "x-correlation-id" in exposed and "retry-after" in exposed
         # Even a configured origin sends JSON as JSON; its page can read the refusal.
         typed = client.post(
-            "/v1/segments/evaluate", headers={"origin": APP, "content-type": "text/plain"}
+            "/v1/analytics/clv/fit", headers={"origin": APP, "content-type": "text/plain"}
         )
         refusal(typed, 415, "content-type")
         assert typed.headers["access-control-allow-origin"] == APP
@@ -358,7 +362,7 @@ def test_an_origin_not_configured_gets_no_preflight_and_no_cors_headers(
         read = client.get("/v1/healthz", headers={"origin": EVIL})
         assert read.status_code == 200
         assert "access-control-allow-origin" not in read.headers
-        refusal(client.post("/v1/segments/evaluate", headers={"origin": EVIL}), 403, "origin")
+        refusal(client.post("/v1/analytics/clv/fit", headers={"origin": EVIL}), 403, "origin")
 
 
 def test_without_cors_origins_no_access_control_header_is_ever_sent(
