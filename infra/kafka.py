@@ -47,6 +47,7 @@ class Topics:
     dead_letters: str
     customer_events: str
     alerts: str
+    changes: str
 
     @classmethod
     def named(cls, prefix: str) -> Topics:
@@ -55,10 +56,17 @@ class Topics:
             dead_letters=f"{prefix}.touchpoints.dlq",
             customer_events=f"{prefix}.customer-events",
             alerts=f"{prefix}.alerts",
+            changes=f"{prefix}.changes",
         )
 
     def all(self) -> tuple[str, ...]:
-        return (self.touchpoints, self.dead_letters, self.customer_events, self.alerts)
+        return (
+            self.touchpoints,
+            self.dead_letters,
+            self.customer_events,
+            self.alerts,
+            self.changes,
+        )
 
 
 def dead_letter_configs(settings: Settings) -> dict[str, str]:

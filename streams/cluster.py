@@ -47,7 +47,7 @@ from infra.settings import Settings
 from projections.store import ReadModelStore
 from streams.projector import PROJECTED, project
 from streams.recorder import CustomerRecords
-from streams.relay import LogNotifications, decode_batch, relay
+from streams.relay import LogNotifications, decode_batch, relay, relay_changes
 
 log = logging.getLogger(__name__)
 WORKER = f"worker-{os.getpid()}"
@@ -362,6 +362,11 @@ def create_app(
                             records, store, producer, topics.customer_events, batch_size=batch
                         ),
                         "relaying",
+                        lambda: app.should_stop,
+                    )
+                    sent += await until_done(
+                        lambda: relay_changes(store, producer, topics.changes, batch_size=batch),
+                        "relaying changes",
                         lambda: app.should_stop,
                     )
                     if sent == 0:  # caught up: wait for the next insert (or a second)
