@@ -131,9 +131,17 @@ def canonical(value: Any, names: Mapping[str, str]) -> Any:
 
 
 def snapshot(platform: Platform) -> Snapshot:
-    """Every document of every projection, customer ids named (``customer_names``)."""
+    """Every document of every projection, customer ids named (``customer_names``), and
+    the maintained facts that do not depend on when a worker derived them (tier against
+    no population yet, NPS category, open complaints)."""
     store = platform.store
     dumped = {p.name: store.dump(p.name) for p in store.projections}
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT customer_id, jsonb_build_array(facts->'tier', facts->'nps_category',"
+            " facts->'complaints') FROM rm_measures"
+        )
+        dumped["measures"] = dict(cur.fetchall())
     named: Snapshot = canonical(dumped, customer_names(platform).streams)
     # Names never collide with each other, nor (by their form) with ids: as many
     # documents after naming as before.
