@@ -1,9 +1,10 @@
 """What a projection is: a key function and a pure reducer over domain events.
 
 State is a JSON document (it is stored as ``jsonb``); a reducer never mutates the state
-it is given, it returns the next one. Rules that depend on settings or on the current
-time (is a journey closed? which loyalty quadrant, as of when?) are applied by the
-projection's view function at read time, so changing a rule needs no replay.
+it is given, it returns the next one. Rules that depend on settings, on the population
+or on time (a tier, a loyalty quadrant, whether a journey is closed) are not folded into
+documents: the maintained measures derive them from the documents
+(``projections.measures``), each with the version of the rules that produced it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Pure projection reducers (customer, journey, loyalty) and their view helpers.
+"""Pure projection reducers (customer, journey) and their view helpers; loyalty as the
+maintained measures derive it from the customer document.
 
 Events are real ``Customer.TouchpointRecorded`` events, made by recording parsed
 envelopes on a fresh Customer aggregate; nothing here touches a database.
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from domain.consent import permits
 from domain.customer import Customer
 from domain.touchpoints import parse_touchpoint, touchpoint_of
-from projections import customer, journeys, loyalty
+from projections import customer, journeys, measures
 from projections.base import RecordedTouchpoint, State, insert_by_time, utc_iso
 from tests import builders
 from tests.builders import Envelope
@@ -160,14 +161,26 @@ def fold_checking_purity(reduce: Reducer, events: Sequence[RecordedTouchpoint]) 
 
 
 def loyalty_view(state: State | None, as_of: datetime, **overrides: Any) -> dict[str, Any]:
+    """The loyalty quadrant of a customer document as the maintained measures derive
+    it (``projections.measures.loyalty_of``), with a 30-day window unless told."""
     options: dict[str, Any] = {
-        "nps_high": 9,
-        "csat_high": 4,
-        "repeat_purchases": 2,
-        "window": timedelta(days=30),
+        "loyalty_nps_high": 9,
+        "loyalty_csat_high": 4,
+        "loyalty_repeat_purchases": 2,
+        "loyalty_window": timedelta(days=30),
     }
-    options.update(overrides)
-    return loyalty.loyalty_view(state, as_of=as_of, **options)
+    names = {
+        "nps_high": "loyalty_nps_high",
+        "csat_high": "loyalty_csat_high",
+        "repeat_purchases": "loyalty_repeat_purchases",
+        "window": "loyalty_window",
+    }
+    options.update({names[k]: v for k, v in overrides.items()})
+    derived = measures.derive(
+        state or customer.fold("C1", []), measures.Inputs(), measures.Rules(**options), as_of
+    )
+    found: dict[str, Any] = derived["loyalty"]
+    return found
 
 
 # ---------------------------------------------------------------------------------------
@@ -791,55 +804,13 @@ def test_a_document_projected_before_consent_existed_has_no_consents() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Loyalty reducer and view (Dick & Basu)
+# Loyalty (Dick & Basu), from the customer document
 # ---------------------------------------------------------------------------------------
-
-
-def test_loyalty_keeps_every_attitude_answer_in_event_time_order() -> None:
-    events = recorded(
-        answer("tp-2", 30, "nps", 10, "Q1"),
-        answer("tp-1", 0, "nps", 2, "Q2"),  # older, arrives later
-        answer("tp-3", 10, "csat", 3, "Q3"),
-    )
-
-    state = fold(loyalty.reduce, events)
-
-    assert [(a["metric"], a["value"], a["occurred_at"]) for a in state["answers"]] == [
-        ("nps", 2, iso(0)),
-        ("csat", 3, iso(10)),
-        ("nps", 10, iso(30)),
-    ]
-
-
-def test_loyalty_keeps_each_order_at_its_earliest_time() -> None:
-    events = recorded(
-        purchase("tp-2", 30, "O1", "5.00"),
-        purchase("tp-1", 0, "O1", "5.00"),
-        purchase("tp-3", 40, "O1", "5.00"),
-        purchase("tp-4", 50, "O2", "1.00"),
-    )
-
-    state = fold(loyalty.reduce, events)
-
-    assert state["orders"] == {"O1": iso(0), "O2": iso(50)}
-
-
-def test_loyalty_ignores_touchpoints_that_say_nothing_about_attitude_or_patronage() -> None:
-    start, *others = recorded(
-        purchase("tp-1", 0, "O1", "5.00"),
-        answer("tp-2", 1, "ces", 2),
-        touchpoint("tp-3", 2, "visit"),
-        filed("tp-4", 3),
-    )
-    state = loyalty.reduce(None, start)
-
-    assert fold(loyalty.reduce, others, state) == state
-    assert [loyalty.PROJECTION.key(e) for e in [start, *others]] == ["C1", None, None, None]
 
 
 def test_customer_without_answers_has_low_attitude() -> None:
     state = fold(
-        loyalty.reduce, recorded(*(purchase(f"tp-{n}", n, f"O{n}", "1.00") for n in range(3)))
+        customer.reduce, recorded(*(purchase(f"tp-{n}", n, f"O{n}", "1.00") for n in range(3)))
     )
 
     view = loyalty_view(state, as_of=when(DAY))
@@ -874,7 +845,7 @@ def test_loyalty_view_puts_the_customer_in_a_dick_and_basu_quadrant(
     raws = [answer("tp-a", 0, metric, value)]
     raws += [purchase(f"tp-{n}", n + 1, f"O{n}", "1.00") for n in range(orders)]
 
-    view = loyalty_view(fold(loyalty.reduce, recorded(*raws)), as_of=when(DAY))
+    view = loyalty_view(fold(customer.reduce, recorded(*raws)), as_of=when(DAY))
 
     assert view["status"] == status
 
@@ -883,8 +854,8 @@ def test_latest_answer_across_nps_and_csat_decides_the_attitude() -> None:
     nps_then_csat = recorded(answer("tp-1", 0, "nps", 10), answer("tp-2", 10, "csat", 2, "Q2"))
     csat_then_nps = recorded(answer("tp-1", 0, "csat", 2), answer("tp-2", 10, "nps", 10, "Q2"))
 
-    low = loyalty_view(fold(loyalty.reduce, nps_then_csat), as_of=when(DAY))
-    high = loyalty_view(fold(loyalty.reduce, csat_then_nps), as_of=when(DAY))
+    low = loyalty_view(fold(customer.reduce, nps_then_csat), as_of=when(DAY))
+    high = loyalty_view(fold(customer.reduce, csat_then_nps), as_of=when(DAY))
 
     assert (low["attitude"], low["attitude_basis"]["metric"]) == ("low", "csat")
     assert (high["attitude"], high["attitude_basis"]["metric"]) == ("high", "nps")
@@ -893,14 +864,14 @@ def test_latest_answer_across_nps_and_csat_decides_the_attitude() -> None:
 def test_older_answer_arriving_later_does_not_decide_the_attitude() -> None:
     events = recorded(answer("tp-2", 30, "nps", 10), answer("tp-1", 0, "csat", 1, "Q2"))
 
-    view = loyalty_view(fold(loyalty.reduce, events), as_of=when(DAY))
+    view = loyalty_view(fold(customer.reduce, events), as_of=when(DAY))
 
     assert view["attitude"] == "high"
     assert view["attitude_basis"] == {"metric": "nps", "value": 10, "occurred_at": iso(30)}
 
 
 def test_answer_given_after_as_of_is_not_used() -> None:
-    state = fold(loyalty.reduce, recorded(answer("tp-1", 2 * DAY, "nps", 10)))
+    state = fold(customer.reduce, recorded(answer("tp-1", 2 * DAY, "nps", 10)))
 
     view = loyalty_view(state, as_of=when(DAY))
 
@@ -908,11 +879,12 @@ def test_answer_given_after_as_of_is_not_used() -> None:
 
 
 def test_view_as_of_an_earlier_instant_uses_the_answer_given_by_then() -> None:
-    # loyalty_view documents "the most recent NPS or CSAT answer up to as_of"; the state
-    # keeps only the latest answer per metric, so the promoter answer of day 0 is lost.
+    # "The most recent NPS or CSAT answer up to as_of": a later answer to another
+    # question does not hide it (as of a past instant the document is folded afresh from
+    # the events up to then, so a later answer to the same question cannot either).
     events = recorded(answer("tp-1", 0, "nps", 10), answer("tp-2", 50 * DAY, "nps", 2, "Q2"))
 
-    view = loyalty_view(fold(loyalty.reduce, events), as_of=when(30 * DAY))
+    view = loyalty_view(fold(customer.reduce, events), as_of=when(30 * DAY))
 
     assert view["attitude"] == "high"
 
@@ -927,7 +899,7 @@ def test_orders_only_count_inside_the_window_before_as_of() -> None:
         purchase("tp-5", 60 * DAY + 1, "O-after", "1.00"),
     )
 
-    view = loyalty_view(fold(loyalty.reduce, events), as_of=as_of, repeat_purchases=3)
+    view = loyalty_view(fold(customer.reduce, events), as_of=as_of, repeat_purchases=3)
 
     assert view["orders_in_window"] == 2
     assert view["repeat_patronage"] == "low"
@@ -935,14 +907,14 @@ def test_orders_only_count_inside_the_window_before_as_of() -> None:
 
 def test_repeat_patronage_is_high_from_the_configured_number_of_orders() -> None:
     events = recorded(*(purchase(f"tp-{n}", n, f"O{n}", "1.00") for n in range(3)))
-    state = fold(loyalty.reduce, events)
+    state = fold(customer.reduce, events)
 
     assert loyalty_view(state, as_of=when(DAY), repeat_purchases=3)["repeat_patronage"] == "high"
     assert loyalty_view(state, as_of=when(DAY), repeat_purchases=4)["repeat_patronage"] == "low"
 
 
 def test_thresholds_come_from_the_caller() -> None:
-    state = fold(loyalty.reduce, recorded(answer("tp-1", 0, "nps", 8)))
+    state = fold(customer.reduce, recorded(answer("tp-1", 0, "nps", 8)))
 
     assert loyalty_view(state, as_of=when(DAY), nps_high=8)["attitude"] == "high"
     assert loyalty_view(state, as_of=when(DAY), nps_high=9)["attitude"] == "low"
@@ -955,7 +927,7 @@ def test_loyalty_view_reports_the_inputs_that_decided_it() -> None:
         purchase("tp-3", 20, "O2", "1.00"),
     )
 
-    view = loyalty_view(fold(loyalty.reduce, events), as_of=when(DAY), window=timedelta(days=90))
+    view = loyalty_view(fold(customer.reduce, events), as_of=when(DAY), window=timedelta(days=90))
 
     assert view == {
         "status": "true",
@@ -972,8 +944,8 @@ def test_loyalty_view_reports_the_inputs_that_decided_it() -> None:
 def test_answers_at_the_same_instant_decide_loyalty_the_same_in_any_arrival_order() -> None:
     first, second = recorded(answer("tp-a", 0, "nps", 3), answer("tp-b", 0, "nps", 10, "Q2"))
 
-    one_way = fold(loyalty.reduce, [first, second])
-    other_way = fold(loyalty.reduce, [second, first])
+    one_way = loyalty_view(fold(customer.reduce, [first, second]), as_of=when(DAY))
+    other_way = loyalty_view(fold(customer.reduce, [second, first]), as_of=when(DAY))
 
     assert one_way == other_way
 
@@ -1015,8 +987,8 @@ def every_kind_of_touchpoint() -> list[RecordedTouchpoint]:
 
 @pytest.mark.parametrize(
     "reduce",
-    [customer.reduce, journeys.reduce, loyalty.reduce],
-    ids=["customer", "journey", "loyalty"],
+    [customer.reduce, journeys.reduce],
+    ids=["customer", "journey"],
 )
 def test_reducer_never_mutates_the_state_it_is_given(reduce: Reducer) -> None:
     events = every_kind_of_touchpoint()
@@ -1197,15 +1169,3 @@ def test_customer_timeline_does_not_depend_on_arrival_order(
     by_time, arrived = arrivals(data, raws)
 
     assert timeline(fold(customer.reduce, arrived)) == timeline(fold(customer.reduce, by_time))
-
-
-@PROPERTY
-@given(journey_of_one_customer(), st.data())
-def test_loyalty_state_does_not_depend_on_arrival_order(
-    raws: list[dict[str, Any]], data: st.DataObject
-) -> None:
-    by_time, arrived = arrivals(data, raws)
-
-    assert fold_checking_purity(loyalty.reduce, arrived) == fold_checking_purity(
-        loyalty.reduce, by_time
-    )
