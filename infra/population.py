@@ -10,14 +10,13 @@ period), is computed when asked: a pass over the read models, slower by design.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infra.bootstrap import Platform, reporting_money, tier_cutoffs
 from projections import analytics
-from projections.measures import jsonable
+from projections.measures import as_json
 
 View = Callable[..., dict[str, Any]]
 
@@ -119,5 +118,5 @@ def view(platform: Platform, name: str, as_of: datetime | None, **params: Any) -
 def materialise(platform: Platform, now: datetime) -> None:
     """Every view's unfiltered answer as of ``now``, stored for "now" reads."""
     for name, (compute, defaults) in VIEWS.items():
-        answer = json.loads(json.dumps(jsonable(compute(platform, now, **defaults))))
+        answer = as_json(compute(platform, now, **defaults))
         analytics.materialise(platform.store, name, now, answer)

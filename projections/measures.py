@@ -16,6 +16,7 @@ scheduler (``population_inputs``), versioned, so a customer is ranked in constan
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -433,19 +434,19 @@ def derive(state: State, inputs: Inputs, rules: Rules, at: datetime) -> State:
             "p_alive": model["p_alive"] if model else None,
         },
     }
-    found: State = jsonable(measures)
+    found: State = as_json(measures)
     return found
 
 
-def jsonable(data: Any) -> Any:
-    """Decimals as strings (exact), the rest as JSON has it."""
-    if isinstance(data, Decimal):
-        return str(data)
-    if isinstance(data, dict):
-        return {k: jsonable(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [jsonable(v) for v in data]
-    return data
+def as_json(data: Any) -> Any:
+    """``data`` as JSON reads it back: Decimals as strings (exact)."""
+    return json.loads(json.dumps(data, default=_exact))
+
+
+def _exact(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 # -- facts, their changes, and when they fall due -------------------------------------
