@@ -245,7 +245,8 @@ class CustomerOut(BaseModel):
     )
     churn_risk: dict[str, Any] = Field(
         description="early-warning inputs: whole days since the last order, the "
-        "customer's usual gap between orders (days) and their ratio, P(alive)"
+        "customer's usual gap between orders (days) and their ratio, P(alive), P(alive) "
+        "30 days before under the same model and the trend (now - then)"
     )
     quarantined: list[QuarantineOut] = Field(
         default_factory=list,

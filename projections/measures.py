@@ -299,6 +299,24 @@ def _model_value(
     }
 
 
+TREND = timedelta(days=30)  # P(alive) now against this long before: its trend
+
+
+def _p_alive_then(
+    model: Mapping[str, Any] | None, orders: Sequence[Purchase], then: datetime
+) -> float | None:
+    """P(alive) as the same model would have said at ``then`` (None: no purchase by
+    then)."""
+    if model is None:
+        return None
+    summary = clv.summarize([(p.at, p.value) for p in orders], then, model["time_unit"])
+    if summary is None:
+        return None
+    p = model["parameters"]
+    bg = clv.BgNbd(r=p["r"], alpha=p["alpha"], a=p["a"], b=p["b"])
+    return clv.p_alive(bg, summary.frequency, summary.recency, summary.age)
+
+
 def _simple_value(value_in_window: Decimal, inputs: Inputs, rules: Rules) -> dict[str, Any] | None:
     """CLV = m * r / (1 + d - r): m = the margin over the trailing year, r = the
     population's retention rate, d = PEAKEND_CLV_DISCOUNT_RATE (a one-year window only)."""
@@ -372,6 +390,7 @@ def derive(state: State, inputs: Inputs, rules: Rules, at: datetime) -> State:
         _latest_value(latest, "expectation"),
     )
     model = _model_value(inputs.model, orders, rules, at)
+    before = _p_alive_then(inputs.model, orders, at - TREND) if model else None
     gap = value.usual_gap([o.at for o in orders])
     gap_days = gap / timedelta(days=1) if gap is not None else None
     recency = (at - orders[-1].at) // timedelta(days=1) if orders else None
@@ -432,6 +451,10 @@ def derive(state: State, inputs: Inputs, rules: Rules, at: datetime) -> State:
             if recency is not None and gap_days
             else None,
             "p_alive": model["p_alive"] if model else None,
+            "p_alive_30_days_before": before,
+            "p_alive_trend": round(model["p_alive"] - before, 6)
+            if model and before is not None
+            else None,
         },
     }
     found: State = as_json(measures)

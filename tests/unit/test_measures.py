@@ -213,3 +213,26 @@ def test_a_journey_closes_by_inactivity_at_the_end_of_its_gap() -> None:
     )
     assert found == [Change(ChangeKind.JOURNEY_CLOSED, "J1", status, closed)]
     assert closed["closed_by"] == "inactivity" and closed["peak_end_score"] == -0.5
+
+
+MODEL = {
+    "version": 1,
+    "time_unit": "week",
+    "parameters": {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426},
+}
+
+
+def test_p_alive_falls_with_silence_and_its_trend_says_so() -> None:
+    doc = document(
+        *(
+            builders.purchase("C1", "20.00", T0 + timedelta(days=7 * n), order_id=f"O{n}")
+            for n in range(4)
+        )
+    )
+    inputs = Inputs(version=1, model=MODEL)
+    soon = derive(doc, inputs, RULES, T0 + timedelta(days=30))["churn_risk"]
+    later = derive(doc, inputs, RULES, T0 + timedelta(days=300))["churn_risk"]
+    assert later["p_alive"] < soon["p_alive"]
+    assert later["p_alive_trend"] < 0
+    assert later["p_alive_30_days_before"] > later["p_alive"]
+    assert derive(doc, Inputs(), RULES, T0 + timedelta(days=300))["churn_risk"]["p_alive"] is None
