@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -150,24 +150,6 @@ def latest_answers(state: Mapping[str, Any], *, until: str) -> dict[str, dict[st
     return {a["metric"]: a for a in answers}
 
 
-def lifecycle(
-    orders: Sequence[Purchase] | Sequence[tuple[datetime, Decimal]],
-    latest: Mapping[str, Any],
-    *,
-    as_of: datetime,
-) -> tuple[value.LifecycleStage, str]:
-    """The lifecycle stage from the orders so far (in every currency: a stage is about
-    buying, not about money); a promoter is a last NPS of 9 or 10."""
-    times = [order[0] for order in orders]
-    return value.lifecycle_stage(
-        orders=len(times),
-        last_order_at=times[-1] if times else None,
-        usual_gap=value.usual_gap(times),
-        as_of=as_of,
-        promoter="nps" in latest and latest["nps"]["value"] >= 9,
-    )
-
-
 @dataclass(frozen=True)
 class PurchaseLog:
     """Every known customer's purchases up to an instant, valued in the reporting
@@ -217,19 +199,6 @@ def purchase_log(store: ReadModelStore, *, as_of: datetime, money: Money) -> Pur
     left_out = unconverted(p for ps in by_customer.values() for p in ps)
     warn_unconverted(rates.reporting, left_out)
     return PurchaseLog(by_customer, known, rates)
-
-
-def purchases(
-    store: ReadModelStore,
-    *,
-    as_of: datetime,
-    currency: str = DEFAULT_CURRENCY,
-    money: Money | None = None,
-) -> tuple[Purchases, set[str]]:
-    """``purchase_log``'s history and known customers (``currency`` alone: the configured
-    currency, not explicit, no rates)."""
-    found = purchase_log(store, as_of=as_of, money=money or Money(currency=currency))
-    return found.history, found.known
 
 
 def _minus(moment: datetime, span: timedelta) -> datetime:
@@ -537,18 +506,6 @@ def rfm_of(history: Purchases, *, as_of: datetime, window: timedelta) -> dict[st
     """RFM of every customer (``value.rfm``): frequency counts every purchase, monetary
     only the converted ones."""
     return value.rfm({c: valued(p) for c, p in history.items()}, as_of=as_of, window=window)
-
-
-def rfm_population(
-    store: ReadModelStore,
-    *,
-    as_of: datetime,
-    window: timedelta,
-    currency: str = DEFAULT_CURRENCY,
-    money: Money | None = None,
-) -> dict[str, value.Rfm]:
-    found = purchase_log(store, as_of=as_of, money=money or Money(currency=currency))
-    return rfm_of(found.history, as_of=as_of, window=window)
 
 
 def rfm_segments(
@@ -957,33 +914,6 @@ def current_clv_model(store: ReadModelStore) -> dict[str, Any] | None:
         return None
     version, fitted_at, model = row
     return {"version": version, "fitted_at": utc_iso(fitted_at), **model}
-
-
-def customer_clv(
-    model: Mapping[str, Any] | None,
-    history: Sequence[Purchase],
-    *,
-    as_of: datetime,
-    horizon: float,
-    margin: float,
-) -> dict[str, Any] | None:
-    """A customer's expected purchases over ``horizon`` time units, P(alive) and expected
-    value, live from their (frequency, recency, age) and the current model."""
-    if model is None:
-        return None
-    summary = clv.summarize([(p.at, p.value) for p in history], as_of, model["time_unit"])
-    if summary is None:
-        return None
-    p = model["parameters"]
-    bg = clv.BgNbd(r=p["r"], alpha=p["alpha"], a=p["a"], b=p["b"])
-    gg = clv.GammaGamma(p=p["p"], q=p["q"], gamma=p["gamma"]) if "p" in p else None
-    return {
-        "model_version": model["version"],
-        "time_unit": model["time_unit"],
-        "horizon": horizon,
-        **asdict(summary),
-        **clv.customer_value(bg, gg, summary, horizon=horizon, margin=margin),
-    }
 
 
 def _stamp(as_of: datetime) -> dict[str, str]:

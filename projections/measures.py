@@ -279,16 +279,27 @@ def _latest_value(latest: Mapping[str, Any], metric: str) -> Any:
     return latest[metric]["value"] if metric in latest else None
 
 
-def _model_value(
-    model: Mapping[str, Any] | None, orders: Sequence[Purchase], rules: Rules, at: datetime
-) -> dict[str, Any] | None:
-    if model is None:
-        return None
+def _model_summary(
+    model: Mapping[str, Any], orders: Sequence[Purchase], at: datetime
+) -> tuple[clv.BgNbd, clv.PurchaseSummary] | None:
     summary = clv.summarize([(p.at, p.value) for p in orders], at, model["time_unit"])
     if summary is None:
         return None
     p = model["parameters"]
-    bg = clv.BgNbd(r=p["r"], alpha=p["alpha"], a=p["a"], b=p["b"])
+    return clv.BgNbd(r=p["r"], alpha=p["alpha"], a=p["a"], b=p["b"]), summary
+
+
+def _model_value(
+    model: Mapping[str, Any] | None, orders: Sequence[Purchase], rules: Rules, at: datetime
+) -> dict[str, Any] | None:
+    """Expected purchases over the horizon, P(alive) and expected value from the
+    customer's (frequency, recency, age) under the current model (None: no model, or no
+    purchase yet)."""
+    found = _model_summary(model, orders, at) if model is not None else None
+    if model is None or found is None:
+        return None
+    bg, summary = found
+    p = model["parameters"]
     gg = clv.GammaGamma(p=p["p"], q=p["q"], gamma=p["gamma"]) if "p" in p else None
     return {
         "model_version": model["version"],
@@ -307,13 +318,10 @@ def _p_alive_then(
 ) -> float | None:
     """P(alive) as the same model would have said at ``then`` (None: no purchase by
     then)."""
-    if model is None:
+    found = _model_summary(model, orders, then) if model is not None else None
+    if found is None:
         return None
-    summary = clv.summarize([(p.at, p.value) for p in orders], then, model["time_unit"])
-    if summary is None:
-        return None
-    p = model["parameters"]
-    bg = clv.BgNbd(r=p["r"], alpha=p["alpha"], a=p["a"], b=p["b"])
+    bg, summary = found
     return clv.p_alive(bg, summary.frequency, summary.recency, summary.age)
 
 
