@@ -16,7 +16,7 @@ from api.schemas import HealthOut
 from infra import scheduler
 from infra.bootstrap import Platform
 from infra.database import unavailable
-from projections import analytics
+from projections import analytics, maintained
 
 # One probe at a time per platform: a probe stuck on a dead database is awaited again by
 # the next check instead of starting another thread behind it.
@@ -26,9 +26,12 @@ _probes: dict[int, asyncio.Future[dict[str, Any]]] = {}
 def _probe(platform: Platform) -> dict[str, Any]:
     lag = platform.driver.lag()
     quarantined = platform.store.quarantined_count()
+    measures = (
+        maintained.health(platform.store) if platform.store.measure_rules is not None else None
+    )
     if platform.driver.projector_error is not None:
         status = "unavailable"
-    elif quarantined:
+    elif quarantined or (measures and measures["failed_customers"]):
         status = "degraded"
     else:
         status = "ok"
@@ -40,6 +43,7 @@ def _probe(platform: Platform) -> dict[str, Any]:
         "quarantined_documents": quarantined,
         "last_clv_fit": analytics.last_fit_outcome(platform.store),
         "scheduler": _lease(platform),
+        "measures": measures,
     }
 
 
@@ -73,6 +77,7 @@ async def check(platform: Platform, *, timeout: float) -> dict[str, Any]:
         "quarantined_documents": None,
         "last_clv_fit": None,
         "scheduler": None,
+        "measures": None,
     }
 
 

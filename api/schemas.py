@@ -293,6 +293,12 @@ class HealthOut(BaseModel):
         description="the latest lifetime-value fit attempt: status ok | failed, at, as_of, "
         "message (why it failed), model_version; null before any",
     )
+    measures: dict[str, Any] | None = Field(
+        default=None,
+        description="the maintained measures: clock_at (the last tick applied), "
+        "inputs_version in effect, failed_customers (the rules failed on them: their rows "
+        "are kept as they were, retried at their next event; degraded while any)",
+    )
     scheduler: dict[str, Any] | None = Field(
         default=None,
         description="the scheduler that leads (holder, since, heartbeat_at, "

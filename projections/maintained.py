@@ -114,6 +114,11 @@ def create_tables(store: ReadModelStore, *, fresh: bool = False) -> bool:
                 sql.Identifier(f"rm_measures{g}_due_idx"), measures_table
             )
         )
+        cur.execute(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (customer_id) WHERE error IS NOT NULL"
+            ).format(sql.Identifier(f"rm_measures{g}_failed_idx"), measures_table)
+        )
         for column in ("inputs_version", "segments_version"):
             cur.execute(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, customer_id)").format(
@@ -175,7 +180,10 @@ def swap_in(cur: Any, rebuilt: ReadModelStore, live: ReadModelStore) -> None:
     for name, indexes in (
         ("rm_clock", ("pkey",)),
         ("rm_segment", ("pkey", "stream_key")),
-        ("rm_measures", ("pkey", "due_idx", "inputs_idx", "segments_idx", "members_idx")),
+        (
+            "rm_measures",
+            ("pkey", "due_idx", "inputs_idx", "segments_idx", "members_idx", "failed_idx"),
+        ),
         ("rm_change", ("pkey", "change_id_key", "customer_id_idx", "kind_idx")),
     ):
         old, new = f"{name}{rebuilt.generation}", f"{name}{live.generation}"
@@ -979,3 +987,20 @@ def segments_of(store: ReadModelStore, customer_id: str) -> list[dict[str, Any]]
             {"id": customer_id},
         )
         return [{"segment": name, "since": since} for name, since in cur.fetchall()]
+
+
+def health(store: ReadModelStore) -> dict[str, Any]:
+    """Where the maintained measures stand: the clock's last tick, the inputs version in
+    effect, and how many customers the rules failed on (kept as they were)."""
+    measures_table, _ = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        clock = clock_of(cur, store)
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE error IS NOT NULL").format(measures_table)
+        )
+        row = cur.fetchone()
+    return {
+        "clock_at": utc_iso(clock.at) if clock.at else None,
+        "inputs_version": clock.inputs_version,
+        "failed_customers": int(row[0]) if row else 0,
+    }

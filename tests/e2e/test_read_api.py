@@ -253,6 +253,7 @@ def test_healthz_is_ok_with_no_lag_once_projected(
         "quarantined_documents": 0,
         "last_clv_fit": None,
         "scheduler": None,  # the test runs none
+        "measures": {"clock_at": None, "inputs_version": 0, "failed_customers": 0},
     }
 
 

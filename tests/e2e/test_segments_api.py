@@ -175,10 +175,13 @@ def test_a_customer_whose_evaluation_raises_keeps_its_row_and_the_others_go_on(
             (customer_of(live, broken_one),),
         )
         assert cur.fetchone() == ("RuntimeError: a defect",)
+    health = client.get("/v1/healthz").json()
+    assert (health["status"], health["measures"]["failed_customers"]) == ("degraded", 1)
     monkeypatch.setattr(domain.segments, "matches", real)
     record(visit(broken_one, x="a"))  # its next event derives it again
     members = client.get("/v1/segments/any-x/members").json()["members"]
     assert len(members) == 2
+    assert client.get("/v1/healthz").json()["measures"]["failed_customers"] == 0
 
 
 def test_a_deleted_segment_is_gone_with_its_history(
