@@ -229,7 +229,18 @@ def import_file(
         on_progress(last_line)
     rejects_kept.register(store, reject_path)  # its retention runs from the last write
     _summarise_money(platform, summary, money_seen)
+    if summary.recorded:
+        analyze(platform)
     return summary
+
+
+def analyze(platform: Platform) -> None:
+    """Refresh the planner's statistics after a bulk load. Until autovacuum gets to it
+    (never, where it is off), a table that grew from nothing keeps its empty-table
+    estimates, and lookups by customer plan as scans: 75 ms instead of 0.2 ms per
+    customer read at 100k customers."""
+    with platform.store.connection() as conn, conn.cursor() as cur:
+        cur.execute("ANALYZE")
 
 
 def _count_money(
