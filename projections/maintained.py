@@ -504,13 +504,17 @@ def after_events(
             ) -> None:
                 for index in mine:
                     event = events[index]
+                    journey = of_journey.get(index)
+                    if row.measures is not None and not _matters(event, journey, ctx):
+                        if index in of_customer:
+                            doc = of_customer[index].after
+                        continue
                     at = max(event.timestamp, row.derived_at or event.timestamp)
                     catch_up(row, doc, ctx, at, inputs_version=row.inputs_version)
                     if index in of_customer:
                         doc = of_customer[index].after
                     if doc is None:
                         continue  # no customer document yet (its first event quarantined)
-                    journey = of_journey.get(index)
                     _derive(
                         row,
                         doc,
@@ -525,6 +529,27 @@ def after_events(
 
             _guarded(row, each_event)
         return _write(cur, store, rows.values())
+
+
+# The touchpoint types whose documents' fields a measure or a fact reads (orders,
+# answers, complaints, promises); any other type changes only what segments read.
+MEASURED = frozenset(
+    {
+        "purchase",
+        "survey_answered",
+        "delivery",
+        *customer.COMPLAINT_STEPS,
+    }
+)
+
+
+def _matters(event: RecordedTouchpoint, journey: Step | None, ctx: Context) -> bool:
+    """Whether deriving after ``event`` could change a measure or a fact: a type the
+    measures read, a journey step, or anything while segments are defined (their rules
+    read counts, channels, traits, first and last seen). Skipping the others is the
+    same live and on a replay: time passing is stepped through by the next derivation
+    or tick, at its own instants."""
+    return bool(ctx.segments) or journey is not None or event.type in MEASURED
 
 
 def _guarded(row: Row, work: Callable[[], None]) -> None:
