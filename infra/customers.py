@@ -1,4 +1,6 @@
-"""Read-side queries: projection documents shaped for the API, rules from the settings."""
+"""Customers and journeys, the application side of the read API: documents shaped for
+answers, measures from the maintained rows ("now") or folded from the event store (as
+of a past instant), journey closure by the settings' rules."""
 
 from __future__ import annotations
 
