@@ -222,3 +222,16 @@ def test_a_replay_rebuilds_the_measures_and_every_change(
         assert embedded(platform).wait_until_projected()
         assert by_customer(feed(platform.store)) == by_customer(live_feed)
         assert measures(platform.store) == live_measures
+
+
+def test_a_duplicate_or_a_conflicting_resend_changes_nothing(platform: Platform) -> None:
+    at = datetime.now(UTC) - timedelta(hours=3)
+    sent = purchase("D1", "30.00", at, order_id="O-1")
+    record(platform, [parse_touchpoint(sent)])
+    before = feed(platform.store), measures(platform.store)
+    record(platform, [parse_touchpoint(sent)])  # the same event again
+    other = {**sent, "payload": {**sent["payload"], "amount": "31.00"}}
+    outcome = platform.driver.submit([parse_touchpoint(other)]).result(timeout=30)
+    assert [o.outcome.value for o in outcome] == ["conflict"]
+    assert embedded(platform).wait_until_projected()
+    assert (feed(platform.store), measures(platform.store)) == before
