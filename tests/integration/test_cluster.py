@@ -369,7 +369,10 @@ class Cluster:
         return service
 
     def worker(self, *args: str) -> Service:
-        return self.start("worker", *args)
+        """A ``peakend worker`` without its scheduler: the tests compare what the
+        workers make of the touchpoints with embedded mode's, and a scheduler would
+        roll population inputs out meanwhile (the clock is the tests' to drive)."""
+        return self.start("worker", "--no-scheduler", *args)
 
     def producer(self) -> TouchpointProducer:
         return TouchpointProducer(

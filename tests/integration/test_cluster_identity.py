@@ -29,6 +29,7 @@ from domain.touchpoints import parse_touchpoint
 from infra.bootstrap import Platform
 from infra.kafka import TouchpointProducer
 from infra.settings import Settings
+from projections import maintained
 from projections.base import utc_iso
 from tests.builders import T0, Envelope, complaint, envelope, purchase, survey_answer
 from tests.conftest import embedded, free_port
@@ -173,7 +174,7 @@ def assert_nothing_left_under_absorbed(platform: Platform, survivor: str) -> lis
     for stream in absorbed:
         assert platform.records.identity.locate(stream) is not None
         assert store.get("customer", stream) is None, stream
-        assert store.get("loyalty", stream) is None, stream
+        assert maintained.measures_of(store, stream) is None, stream
         assert store.find("journey", "customer_id", stream) == [], stream
         assert store.find("survey_answer", "customer_id", stream) == [], stream
     assert store.get("customer", survivor) is not None
