@@ -46,6 +46,7 @@ from projections.measures import (
     Change,
     Inputs,
     Rules,
+    as_json,
     changes,
     derive,
     facts,
@@ -291,7 +292,7 @@ def _derive(
     the changes of their facts with ``cause``. ``journeys_now``: journey statuses that
     changed with the event (or all of them, after a refold); the others are aged."""
     rules = ctx.rules
-    measures = derive(doc, inputs, rules, at)
+    measures = derive(doc, inputs, rules, at, json_ready=False)  # as_json once, at _write
     held = row.facts["journeys"] if row.facts else {}
     statuses = {jid: _aged(status, rules, at) for jid, status in held.items()}
     statuses.update(journeys_now or {})
@@ -302,6 +303,30 @@ def _derive(
     row.measures, row.facts, row.derived_at = measures, now, at
     row.inputs_version, row.segments_version = inputs.version, ctx.segments_version
     row.due_at = next_due(doc, measures, statuses, rules, at)
+    row.dirty = True
+
+
+def _journey_step(
+    row: Row, journey: Step, ctx: Context, at: datetime, cause: dict[str, Any]
+) -> None:
+    """A journey step of a type no measure reads: only the journey's status can change,
+    so it alone is updated (and its changes recorded); the measures stay as derived
+    last. Everything due by ``at`` has been stepped through before (``catch_up``), so
+    the next instant due is the earlier of the row's and the journey's gap end."""
+    if row.facts is None:
+        return
+    status = journey_status(journey.after, ctx.rules, at)
+    held = row.facts["journeys"]
+    statuses = {jid: _aged(s, ctx.rules, at) for jid, s in held.items()}
+    statuses[journey.key] = status
+    now = {**row.facts, "journeys": statuses}
+    _record(row, changes(row.facts, now), cause, at)
+    row.facts = now
+    if status["closed_by"] is None:
+        gap_end = datetime.fromisoformat(status["last_at"]) + ctx.rules.inactivity_gap(
+            status["journey_type"]
+        )
+        row.due_at = gap_end if row.due_at is None else min(row.due_at, gap_end)
     row.dirty = True
 
 
@@ -505,7 +530,12 @@ def after_events(
                 for index in mine:
                     event = events[index]
                     journey = of_journey.get(index)
-                    if row.measures is not None and not _matters(event, journey, ctx):
+                    if row.measures is not None and not _matters(event, ctx):
+                        if journey is not None:
+                            at = max(event.timestamp, row.derived_at or event.timestamp)
+                            catch_up(row, doc, ctx, at, inputs_version=row.inputs_version)
+                            cause = {"event_id": event.event_id, "type": event.type}
+                            _journey_step(row, journey, ctx, at, cause)
                         if index in of_customer:
                             doc = of_customer[index].after
                         continue
@@ -543,13 +573,13 @@ MEASURED = frozenset(
 )
 
 
-def _matters(event: RecordedTouchpoint, journey: Step | None, ctx: Context) -> bool:
-    """Whether deriving after ``event`` could change a measure or a fact: a type the
-    measures read, a journey step, or anything while segments are defined (their rules
-    read counts, channels, traits, first and last seen). Skipping the others is the
-    same live and on a replay: time passing is stepped through by the next derivation
-    or tick, at its own instants."""
-    return bool(ctx.segments) or journey is not None or event.type in MEASURED
+def _matters(event: RecordedTouchpoint, ctx: Context) -> bool:
+    """Whether deriving after ``event`` could change a measure: a type the measures
+    read, or anything while segments are defined (their rules read counts, channels,
+    traits, first and last seen). Skipping the others (a journey step of another type
+    updates its journey's status alone) is the same live and on a replay: time passing
+    is stepped through by the next derivation or tick, at its own instants."""
+    return bool(ctx.segments) or event.type in MEASURED
 
 
 def _guarded(row: Row, work: Callable[[], None]) -> None:
@@ -783,7 +813,7 @@ def _write(cur: Any, store: ReadModelStore, rows: Iterable[Row]) -> int:
             [
                 (
                     r.customer_id,
-                    json.dumps(r.measures),
+                    json.dumps(as_json(r.measures)),
                     json.dumps(r.facts),
                     r.derived_at,
                     r.due_at,

@@ -341,9 +341,13 @@ def _simple_value(value_in_window: Decimal, inputs: Inputs, rules: Rules) -> dic
     }
 
 
-def derive(state: State, inputs: Inputs, rules: Rules, at: datetime) -> State:
+def derive(
+    state: State, inputs: Inputs, rules: Rules, at: datetime, *, json_ready: bool = True
+) -> State:
     """Every measure of one customer as of ``at``, from their document (touchpoints up
-    to ``at`` count) and the population ``inputs``. JSON-ready: money as strings."""
+    to ``at`` count) and the population ``inputs``. JSON-ready (money as strings) unless
+    ``json_ready`` is False: then money stays Decimal, for a caller that derives many
+    times and writes once (``as_json`` then)."""
     until = utc_iso(at)
     rates = _rates(inputs, rules)
     zone = rules.zone
@@ -465,6 +469,8 @@ def derive(state: State, inputs: Inputs, rules: Rules, at: datetime) -> State:
             else None,
         },
     }
+    if not json_ready:
+        return measures
     found: State = as_json(measures)
     return found
 
