@@ -46,9 +46,9 @@ from projections.measures import (
     Change,
     Inputs,
     Rules,
-    as_json,
     changes,
     derive,
+    dumps,
     facts,
     journey_status,
     next_due,
@@ -292,7 +292,7 @@ def _derive(
     the changes of their facts with ``cause``. ``journeys_now``: journey statuses that
     changed with the event (or all of them, after a refold); the others are aged."""
     rules = ctx.rules
-    measures = derive(doc, inputs, rules, at, json_ready=False)  # as_json once, at _write
+    measures = derive(doc, inputs, rules, at, json_ready=False)  # to JSON once, at _write
     held = row.facts["journeys"] if row.facts else {}
     statuses = {jid: _aged(status, rules, at) for jid, status in held.items()}
     statuses.update(journeys_now or {})
@@ -813,7 +813,7 @@ def _write(cur: Any, store: ReadModelStore, rows: Iterable[Row]) -> int:
             [
                 (
                     r.customer_id,
-                    json.dumps(as_json(r.measures)),
+                    dumps(r.measures),
                     json.dumps(r.facts),
                     r.derived_at,
                     r.due_at,

@@ -475,9 +475,14 @@ def derive(
     return found
 
 
+def dumps(data: Any) -> str:
+    """``data`` as JSON text: Decimals as strings (exact)."""
+    return json.dumps(data, default=_exact)
+
+
 def as_json(data: Any) -> Any:
     """``data`` as JSON reads it back: Decimals as strings (exact)."""
-    return json.loads(json.dumps(data, default=_exact))
+    return json.loads(dumps(data))
 
 
 def _exact(value: object) -> str:
