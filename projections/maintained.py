@@ -50,6 +50,7 @@ from projections.measures import (
     derive,
     dumps,
     facts,
+    gap_end,
     journey_status,
     next_due,
     rfm_bounds,
@@ -209,9 +210,13 @@ def swap_in(cur: Any, rebuilt: ReadModelStore, live: ReadModelStore) -> None:
 # -- population inputs ------------------------------------------------------------------
 
 
-def input_versions(cur: Any) -> list[Inputs]:
-    """Every population-inputs version, oldest first (a few a day: small)."""
-    cur.execute("SELECT version, computed_at, inputs FROM population_inputs ORDER BY version")
+def input_versions(cur: Any, since: int = 0) -> list[Inputs]:
+    """The population-inputs versions from ``since`` on, oldest first."""
+    cur.execute(
+        "SELECT version, computed_at, inputs FROM population_inputs WHERE version >= %s"
+        " ORDER BY version",
+        (since,),
+    )
     return [
         Inputs.of({**held, "version": version, "computed_at": utc_iso(at)})
         for version, at, held in cur.fetchall()
@@ -256,27 +261,38 @@ def _record(row: Row, found: Iterable[Change], cause: dict[str, Any], at: dateti
 
 @dataclass(frozen=True)
 class Context:
-    """What one transaction derives with: the rules, every population-inputs version,
-    the segments defined at this point of the log (name -> rule), how many definitions
-    the log has seen and when the latest was made."""
+    """What one transaction derives with: the rules, where the clock stands at this
+    point of the log, the population-inputs versions some customer may still need (from
+    the oldest any row has on), and the segments defined (name -> rule)."""
 
     rules: Rules
+    clock: Clock
     versions: Sequence[Inputs]
     segments: Mapping[str, dict[str, Any]]
-    segments_version: int
-    segments_at: datetime | None
+
+    @property
+    def segments_version(self) -> int:
+        return self.clock.segments_version
+
+    @property
+    def segments_at(self) -> datetime | None:
+        return self.clock.segments_at
 
 
 def _context(cur: Any, store: ReadModelStore, rules: Rules) -> Context:
     clock = clock_of(cur, store)
-    versions = input_versions(cur)
+    measures_table, _ = tables(store)
+    # Versions only grow and every row is rolled out to the latest: the oldest a row
+    # holds bounds what a derivation may ask for (the index answers it in one step).
+    cur.execute(sql.SQL("SELECT coalesce(min(inputs_version), 0) FROM {}").format(measures_table))
+    oldest = cur.fetchone()
+    versions = input_versions(cur, since=min(int(oldest[0]) if oldest else 0, clock.inputs_version))
     cur.execute(
         sql.SQL("SELECT name, rule FROM {} WHERE NOT deleted ORDER BY name").format(
             _segment_table(store)
         )
     )
-    defined = dict(cur.fetchall())
-    return Context(rules, versions, defined, clock.segments_version, clock.segments_at)
+    return Context(rules, clock, versions, dict(cur.fetchall()))
 
 
 def _derive(
@@ -323,10 +339,8 @@ def _journey_step(
     _record(row, changes(row.facts, now), cause, at)
     row.facts = now
     if status["closed_by"] is None:
-        gap_end = datetime.fromisoformat(status["last_at"]) + ctx.rules.inactivity_gap(
-            status["journey_type"]
-        )
-        row.due_at = gap_end if row.due_at is None else min(row.due_at, gap_end)
+        ends = gap_end(status, ctx.rules)
+        row.due_at = ends if row.due_at is None else min(row.due_at, ends)
     row.dirty = True
 
 
@@ -335,7 +349,7 @@ def _aged(status: State, rules: Rules, at: datetime) -> State:
     ended is closed by inactivity at the gap's end."""
     if status["closed_by"] is not None:
         return status
-    ends = datetime.fromisoformat(status["last_at"]) + rules.inactivity_gap(status["journey_type"])
+    ends = gap_end(status, rules)
     if at < ends:
         return status
     return {**status, "closed_by": "inactivity", "closed_at": utc_iso(ends)}
@@ -515,11 +529,10 @@ def after_events(
         return 0
     with conn.cursor() as cur:
         ctx = _context(cur, store, rules)
-        clock = clock_of(cur, store)
         rows = _lock_rows(cur, store, indexes)
         for customer_id in sorted(indexes):
             row = rows.setdefault(
-                customer_id, Row(customer_id, inputs_version=clock.inputs_version)
+                customer_id, Row(customer_id, inputs_version=ctx.clock.inputs_version)
             )
             first = of_customer.get(indexes[customer_id][0])
             doc = first.before if first else _doc(cur, store, customer_id)
@@ -625,7 +638,7 @@ def on_tick(
             {"at": at, "v": inputs_version, "t": tick},
         )
         ctx = _context(cur, store, rules)
-        wanted: list[str] = []
+        wanted: dict[str, None] = {}  # insertion-ordered: due first, then behind
         for where, order in (
             ("due_at <= %(at)s", "due_at, customer_id"),
             ("inputs_version < %(v)s", "inputs_version, customer_id"),
@@ -639,11 +652,11 @@ def on_tick(
                 ),
                 {"at": at, "v": inputs_version, "s": ctx.segments_version, "n": limit},
             )
-            wanted += [r[0] for r in cur.fetchall() if r[0] not in wanted]
-        wanted = wanted[:limit]
-        if not wanted:
+            wanted.update(dict.fromkeys(r[0] for r in cur.fetchall()))
+        chosen = list(wanted)[:limit]
+        if not chosen:
             return 0
-        rows = _lock_rows(cur, store, wanted)
+        rows = _lock_rows(cur, store, chosen)
         docs = _docs(cur, store, list(rows))
         for customer_id, row in rows.items():
             _guarded(
@@ -659,7 +672,7 @@ def on_tick(
                 row.inputs_version = max(row.inputs_version, inputs_version)
                 row.segments_version = ctx.segments_version
         _write(cur, store, rows.values())
-        return len(wanted)
+        return len(chosen)
 
 
 @dataclass(frozen=True)
@@ -749,7 +762,6 @@ def rederive(
     wanted = sorted(set(customers))
     with conn.cursor() as cur:
         ctx = _context(cur, store, rules)
-        clock = clock_of(cur, store)
         rows = _lock_rows(cur, store, wanted)
         docs = _docs(cur, store, wanted)
         gone = [c for c in wanted if c not in docs]
@@ -760,7 +772,7 @@ def rederive(
             )
         for customer_id in wanted:
             row = rows.setdefault(
-                customer_id, Row(customer_id, inputs_version=clock.inputs_version)
+                customer_id, Row(customer_id, inputs_version=ctx.clock.inputs_version)
             )
             doc = docs.get(customer_id)
             for subject_customer, change in extra:

@@ -520,6 +520,12 @@ def journey_status(journey: State, rules: Rules, at: datetime) -> State:
     }
 
 
+def gap_end(status: State, rules: Rules) -> datetime:
+    """When a journey closes by inactivity unless it goes on: its last touchpoint plus
+    its type's gap."""
+    return datetime.fromisoformat(status["last_at"]) + rules.inactivity_gap(status["journey_type"])
+
+
 def facts(
     state: State,
     measures: State,
@@ -622,12 +628,7 @@ def next_due(
         # Recency is in whole days: it counts one more every day after the last order
         # (the R score, the churn inputs and what the model says move with it).
         due.append(last + timedelta(days=(at - last) // timedelta(days=1) + 1))
-    for status in journeys.values():
-        if status["closed_by"] is None:
-            gap_end = datetime.fromisoformat(status["last_at"]) + rules.inactivity_gap(
-                status["journey_type"]
-            )
-            due.append(gap_end)
+    due += [gap_end(status, rules) for status in journeys.values() if status["closed_by"] is None]
     later = [t for t in due if t > at]
     return min(later) if later else None
 
