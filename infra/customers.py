@@ -54,12 +54,16 @@ PAST_INPUTS = _PastInputs()
 
 
 def measures_now(platform: Platform, customer_id: str, state: State) -> State:
-    """The maintained measures; derived on the spot only for a store that keeps none."""
+    """The maintained measures. A customer with no row (the rules failed on its first
+    event, which is logged; its next event tries again) is derived on the spot against the latest inputs, one
+    document; a store that keeps no measures (a test's own projections) against the
+    population as of now."""
+    now = datetime.now(UTC)
     rules = platform.store.measure_rules
-    if rules is not None and (held := maintained.measures_of(platform.store, customer_id)):
-        return held
-    rules = rules or Rules()
-    return derive(state, PAST_INPUTS.of(platform, datetime.now(UTC)), rules, datetime.now(UTC))
+    if rules is None:
+        return derive(state, PAST_INPUTS.of(platform, now), Rules(), now)
+    held = maintained.measures_of(platform.store, customer_id)
+    return held or derive(state, maintained.latest_inputs(platform.store), rules, now)
 
 
 def measures_as_of(platform: Platform, customer_id: str, at: datetime) -> State:

@@ -704,6 +704,15 @@ def pending(store: ReadModelStore, at: datetime) -> Pending:
         return Pending(bool(row and row[0]), bool(row and row[1]))
 
 
+def latest_inputs(store: ReadModelStore) -> Inputs:
+    """The latest population inputs published (the empty population before any)."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(max(version), 0) FROM population_inputs")
+        row = cur.fetchone()
+        found = input_versions(cur, since=int(row[0]) if row else 0)
+    return found[-1] if found else Inputs()
+
+
 def latest_version(store: ReadModelStore) -> int:
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT coalesce(max(version), 0) FROM population_inputs")
@@ -946,19 +955,6 @@ def population_inputs(
         if model is None
         else {k: model[k] for k in ("version", "time_unit", "parameters")},
     )
-
-
-def documents(store: ReadModelStore) -> list[tuple[str, State, State]]:
-    """Every customer's document with its maintained measures (a population pass: the
-    scheduler's segment evaluation)."""
-    measures_table, _ = tables(store)
-    with store.connection() as conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "SELECT c.key, c.state, m.measures FROM {} c JOIN {} m ON m.customer_id = c.key"
-            ).format(store.table(customer.PROJECTION), measures_table)
-        )
-        return [(r[0], r[1], r[2]) for r in cur.fetchall()]
 
 
 def model_is_newer(store: ReadModelStore) -> bool:
