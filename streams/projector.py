@@ -100,39 +100,44 @@ def project(
     conn: psycopg2.extensions.connection,
     events: Iterable[Any],
 ) -> int:
-    """Apply events in log order, in the caller's transaction: touchpoints to the
-    documents of the customer that answers for them (the survivor of their stream), and
-    merges and splits by moving touchpoints between customers' documents (``regroup``).
+    """Apply events in log order, in the caller's transaction: touchpoints, a run at a
+    time, to the documents of the customer that answers for them (the survivor of their
+    stream); every other event after the touchpoints before it (``_apply_one``).
     Returns how many projection updates took effect."""
     applied, touchpoints = 0, []
     for event in events:
         if isinstance(event, Customer.TouchpointRecorded):
             touchpoints.append(event)
-        elif isinstance(event, Customer.Merged | Customer.Split):
-            applied += _apply(store, conn, touchpoints) + regroup(records, store, conn, event)
-            touchpoints = []
-        elif isinstance(event, Customer.Erased):
-            applied += _apply(store, conn, touchpoints) + forget(records, store, conn, event)
-            touchpoints = []
-        elif isinstance(event, Segment.Defined | Segment.Redefined | Segment.Deleted):
-            applied += _apply(store, conn, touchpoints)
-            touchpoints = []
-            if store.measure_rules is not None:
-                maintained.on_segment(store, conn, event)
-        elif isinstance(event, Tick.Recorded):
-            applied += _apply(store, conn, touchpoints)
-            touchpoints = []
-            if store.measure_rules is not None:
-                applied += maintained.on_tick(
-                    store,
-                    conn,
-                    store.measure_rules,
-                    event.originator_id.hex,
-                    event.at,
-                    event.inputs_version,
-                    event.limit,
-                )
+            continue
+        applied += _apply(store, conn, touchpoints) + _apply_one(records, store, conn, event)
+        touchpoints = []
     return applied + _apply(store, conn, touchpoints)
+
+
+def _apply_one(
+    records: CustomerRecords,
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    event: Any,
+) -> int:
+    """A merge or split moves touchpoints between customers' documents (``regroup``); an
+    erasure refolds them without personal data (``forget``); a segment definition and a
+    clock tick reach the maintained measures."""
+    if isinstance(event, Customer.Merged | Customer.Split):
+        return regroup(records, store, conn, event)
+    if isinstance(event, Customer.Erased):
+        return forget(records, store, conn, event)
+    rules = store.measure_rules
+    if rules is None:
+        return 0
+    if isinstance(event, Segment.Defined | Segment.Redefined | Segment.Deleted):
+        maintained.on_segment(store, conn, event)
+        return 0
+    if isinstance(event, Tick.Recorded):
+        return maintained.on_tick(
+            store, conn, rules, event.originator_id.hex, event.at, event.inputs_version, event.limit
+        )
+    return 0
 
 
 def _apply(
