@@ -55,9 +55,9 @@ PAST_INPUTS = _PastInputs()
 
 def measures_now(platform: Platform, customer_id: str, state: State) -> State:
     """The maintained measures. A customer with no row (the rules failed on its first
-    event, which is logged; its next event tries again) is derived on the spot against the latest inputs, one
-    document; a store that keeps no measures (a test's own projections) against the
-    population as of now."""
+    event, which is logged; its next event tries again) is derived on the spot against
+    the latest inputs, one document; a store that keeps no measures (a test's own
+    projections) against the population as of now."""
     now = datetime.now(UTC)
     rules = platform.store.measure_rules
     if rules is None:
