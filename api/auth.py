@@ -20,6 +20,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItem, parse_many
@@ -88,6 +89,8 @@ class RateLimits:
         self.limiter = SlidingWindowCounterRateLimiter(
             storage_from_string(settings.rate_limit_storage)
         )
+        # memory:// is counted in this process: no I/O, fine on the event loop.
+        self.in_process = settings.rate_limit_storage.startswith("memory://")
         self.ingest = parse_many(settings.ingest_rate_limit)
         self.reads = parse_many(settings.read_rate_limit)
 
@@ -124,7 +127,7 @@ def _unauthorized(detail: str, error: str | None) -> AccessRefused:
 def require(scope: Scope) -> Any:
     """The dependency of a route that needs ``scope``: the caller's key."""
 
-    def caller(request: Request, credentials: Credentials, platform: PlatformDep) -> ApiKey:
+    async def caller(request: Request, credentials: Credentials, platform: PlatformDep) -> ApiKey:
         sent = request.headers.getlist("authorization")
         if len(sent) > 1:  # a proxy reading the other one would disagree on who calls
             raise AccessRefused(
@@ -138,7 +141,12 @@ def require(scope: Scope) -> Any:
                     "the Authorization header must be: Bearer <key>", "invalid_request"
                 )
             raise _unauthorized("an API key is required: Authorization: Bearer <key>", None)
-        key = platform.keys.authenticate(credentials.credentials)
+        secret, keys = credentials.credentials, platform.keys
+        key = (
+            await run_in_threadpool(keys.authenticate, secret)
+            if keys.reads_store(secret)
+            else keys.authenticate(secret)
+        )
         if key is None:
             raise _unauthorized("the API key is not valid (unknown or revoked)", "invalid_token")
         if not key.allows(scope):
@@ -149,7 +157,10 @@ def require(scope: Scope) -> Any:
             )
         if scope != "ingest":  # ingest counts touchpoints once it has parsed them
             limits: RateLimits = request.app.state.rate_limits
-            limits.take(limits.reads, key, 1, "requests")
+            if limits.in_process:
+                limits.take(limits.reads, key, 1, "requests")
+            else:
+                await run_in_threadpool(limits.take, limits.reads, key, 1, "requests")
         return key
 
     caller.scope = scope  # type: ignore[attr-defined]  # read by the auth-matrix test

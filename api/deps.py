@@ -38,7 +38,7 @@ INSTANT_PATTERN = (
 NO_NUL = r"^[^\u0000]*$"  # what storable_text refuses that a schema can say
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 

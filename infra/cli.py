@@ -59,7 +59,7 @@ def run_api(args: argparse.Namespace) -> int:
         if clock is not None:
             clock.start()
         print(f"Peakend API on http://{args.host}:{args.port}  (docs: /docs)", flush=True)
-        asyncio.run(server.serve())
+        server.run()  # uvicorn picks its loop (uvloop, httptools)
     except AccessNotConfigured as why:
         print(f"peakend api: refused: {why}", file=sys.stderr)
         return 2

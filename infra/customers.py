@@ -53,16 +53,15 @@ class _PastInputs:
 PAST_INPUTS = _PastInputs()
 
 
-def measures_now(platform: Platform, customer_id: str, state: State) -> State:
-    """The maintained measures. A customer with no row (the rules failed on its first
-    event, which is logged; its next event tries again) is derived on the spot against
-    the latest inputs, one document; a store that keeps no measures (a test's own
-    projections) against the population as of now."""
+def measures_now(platform: Platform, state: State, held: State | None) -> State:
+    """The maintained measures (``held``). A customer with no row (the rules failed on
+    its first event, which is logged; its next event tries again) is derived on the spot
+    against the latest inputs, one document; a store that keeps no measures (a test's
+    own projections) against the population as of now."""
     now = datetime.now(UTC)
     rules = platform.store.measure_rules
     if rules is None:
         return derive(state, PAST_INPUTS.of(platform, now), Rules(), now)
-    held = maintained.measures_of(platform.store, customer_id)
     return held or derive(state, maintained.latest_inputs(platform.store), rules, now)
 
 
@@ -85,14 +84,15 @@ def measures_as_of(platform: Platform, customer_id: str, at: datetime) -> State:
 def customer_view(
     platform: Platform, customer_id: str, as_of: datetime | None
 ) -> dict[str, Any] | None:
-    state = platform.store.get("customer", customer_id)
+    state, held, quarantined = maintained.customer_read(platform.store, customer_id)
     if state is None:
         return None
     measures = (
-        measures_now(platform, customer_id, state)
+        measures_now(platform, state, held)
         if as_of is None
         else measures_as_of(platform, customer_id, as_of)
     )
+    identifiers, merges = platform.records.identity.identities(customer_id)
     return {
         **{
             k: state[k]
@@ -106,8 +106,8 @@ def customer_view(
                 "spend_by_currency",
             )
         },
-        "identifiers": platform.records.identity.identifiers_of(customer_id),
-        "merges": platform.records.identity.merge_history(customer_id),
+        "identifiers": identifiers,
+        "merges": merges,
         "recent_touchpoints": list(reversed(state["recent_touchpoints"])),
         "open_complaints": customer.open_complaints(state),
         "complaints_total": len(state["complaints"]),
@@ -115,7 +115,9 @@ def customer_view(
         "consents": state.get("consents", {}),  # .get: a document projected before consent
         "consent_history": state.get("consent_history", []),
         "loyalty_status": measures["loyalty"]["status"],
-        "quarantined": [asdict(q) for q in platform.store.quarantines(customer_id)],
+        "quarantined": [asdict(q) for q in platform.store.quarantines(customer_id)]
+        if quarantined
+        else [],
         **measures,
     }
 

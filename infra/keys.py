@@ -278,6 +278,16 @@ class KeyStore:
         self._used[key.id] = datetime.now(UTC)
         return key
 
+    def reads_store(self, secret: str) -> bool:
+        """Whether ``authenticate(secret)`` would read the store (the cache is stale, or
+        an unknown secret is due a re-read): an event loop then calls it in a thread."""
+        if self._active is None or self.clock() - self._read_at >= self.cache_seconds:
+            return True
+        return (
+            digest(secret) not in self._active
+            and self.clock() - self._read_at >= MISS_REREAD_SECONDS
+        )
+
     def invalidate(self) -> None:
         self._read_at = float("-inf")
 

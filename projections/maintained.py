@@ -35,7 +35,6 @@ from functools import partial
 from typing import Any
 
 import psycopg2.extensions
-import psycopg2.extras
 from psycopg2 import sql
 
 from domain import segments, value
@@ -51,6 +50,7 @@ from projections.measures import (
     dumps,
     facts,
     gap_end,
+    journey_changes,
     journey_status,
     next_due,
     rfm_bounds,
@@ -78,6 +78,9 @@ class Row:
     inputs_version: int = 0
     segments_version: int = 0
     dirty: bool = False
+    # The measures were derived (or restored) here: the whole row is written. A row only
+    # dirty (a journey step of a type no measure reads) writes its facts and due instant.
+    measured: bool = False
     error: str | None = None  # why the rules failed on this customer (None: they did not)
     found: list[tuple[str, Change, dict[str, Any]]] = field(default_factory=list)
 
@@ -279,20 +282,53 @@ class Context:
         return self.clock.segments_at
 
 
+# Population-inputs versions never change once published: each is parsed once a process
+# (per database: tests run several platforms in one process).
+_PARSED_INPUTS: dict[tuple[str, int], Inputs] = {}
+
+
 def _context(cur: Any, store: ReadModelStore, rules: Rules) -> Context:
-    clock = clock_of(cur, store)
+    """The context of one transaction, read in one statement. Versions only grow and
+    every row is rolled out to the latest: the oldest a row holds bounds what a
+    derivation may ask for (the index answers it in one step)."""
     measures_table, _ = tables(store)
-    # Versions only grow and every row is rolled out to the latest: the oldest a row
-    # holds bounds what a derivation may ask for (the index answers it in one step).
-    cur.execute(sql.SQL("SELECT coalesce(min(inputs_version), 0) FROM {}").format(measures_table))
-    oldest = cur.fetchone()
-    versions = input_versions(cur, since=min(int(oldest[0]) if oldest else 0, clock.inputs_version))
     cur.execute(
-        sql.SQL("SELECT name, rule FROM {} WHERE NOT deleted ORDER BY name").format(
-            _segment_table(store)
-        )
+        sql.SQL(
+            "WITH clock AS (SELECT at, inputs_version, tick, segments_version, segments_at"
+            " FROM {clock} WHERE id = 1),"
+            " since AS (SELECT least((SELECT coalesce(min(inputs_version), 0) FROM {measures}),"
+            " coalesce((SELECT inputs_version FROM clock), 0)) AS version)"
+            " SELECT (SELECT row_to_json(clock) FROM clock),"
+            " (SELECT coalesce(array_agg(version ORDER BY version), '{{}}')"
+            " FROM population_inputs WHERE version >= (SELECT version FROM since)),"
+            " (SELECT coalesce(json_agg(json_build_array(name, rule) ORDER BY name), '[]')"
+            " FROM {segments} WHERE NOT deleted)"
+        ).format(clock=_clock_table(store), measures=measures_table, segments=_segment_table(store))
     )
-    return Context(rules, clock, versions, dict(cur.fetchall()))
+    held, numbers, defined = cur.fetchone()
+    clock = (
+        Clock(
+            _instant(held["at"]),
+            held["inputs_version"],
+            held["tick"],
+            held["segments_version"],
+            _instant(held["segments_at"]),
+        )
+        if held
+        else Clock(None, 0, None)
+    )
+    database = cur.connection.dsn
+    missing = [n for n in numbers if (database, n) not in _PARSED_INPUTS]
+    if missing:
+        for inputs in input_versions(cur, since=min(missing)):
+            _PARSED_INPUTS.setdefault((database, inputs.version), inputs)
+    versions = [_PARSED_INPUTS[database, n] for n in numbers]
+    return Context(rules, clock, versions, {name: rule for name, rule in defined})
+
+
+def _instant(text: str | None) -> datetime | None:
+    """A timestamptz as ``row_to_json`` writes it (ISO 8601 with its offset)."""
+    return datetime.fromisoformat(text) if text is not None else None
 
 
 def _derive(
@@ -319,7 +355,7 @@ def _derive(
     row.measures, row.facts, row.derived_at = measures, now, at
     row.inputs_version, row.segments_version = inputs.version, ctx.segments_version
     row.due_at = next_due(doc, measures, statuses, rules, at)
-    row.dirty = True
+    row.dirty = row.measured = True
 
 
 def _journey_step(
@@ -335,9 +371,15 @@ def _journey_step(
     held = row.facts["journeys"]
     statuses = {jid: _aged(s, ctx.rules, at) for jid, s in held.items()}
     statuses[journey.key] = status
-    now = {**row.facts, "journeys": statuses}
-    _record(row, changes(row.facts, now), cause, at)
-    row.facts = now
+    # Only journeys change here: compare those (``changes`` would compare every fact).
+    found = [
+        change
+        for jid in sorted(statuses)
+        if statuses[jid] is not held.get(jid)
+        for change in journey_changes(jid, held.get(jid), statuses[jid])
+    ]
+    _record(row, found, cause, at)
+    row.facts = {**row.facts, "journeys": statuses}
     if status["closed_by"] is None:
         ends = gap_end(status, ctx.rules)
         row.due_at = ends if row.due_at is None else min(row.due_at, ends)
@@ -609,7 +651,7 @@ def _guarded(row: Row, work: Callable[[], None]) -> None:
         del row.found[recorded:]
         row.error = f"{type(error).__name__}: {error}"[:2000]
         row.due_at = None  # not retried by the clock: by the customer's next event
-        row.dirty = True
+        row.dirty = row.measured = True
     else:
         row.error = None
 
@@ -816,37 +858,48 @@ def _write(cur: Any, store: ReadModelStore, rows: Iterable[Row]) -> int:
     """Upsert the changed rows; append their changes under the feed's lock."""
     measures_table, changes_table = tables(store)
     dirty = [r for r in rows if r.dirty and r.measures is not None and r.facts is not None]
+    facts_only = [r for r in dirty if not r.measured]
+    if facts_only:
+        cur.execute(
+            sql.SQL(
+                "UPDATE {} m SET facts = u.f::jsonb, due_at = u.du, error = u.e FROM"
+                " unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])"
+                " AS u (c, f, du, e) WHERE m.customer_id = u.c"
+            ).format(measures_table),
+            (
+                [r.customer_id for r in facts_only],
+                [json.dumps(r.facts) for r in facts_only],
+                [r.due_at for r in facts_only],
+                [r.error for r in facts_only],
+            ),
+        )
+    dirty = [r for r in dirty if r.measured]
     if dirty:
-        psycopg2.extras.execute_values(
-            cur,
+        cur.execute(
             sql.SQL(
                 "INSERT INTO {} (customer_id, measures, facts, derived_at, due_at,"
-                " inputs_version, segments_version, rule_version, error) VALUES %s"
+                " inputs_version, segments_version, rule_version, error)"
+                " SELECT c, m::jsonb, f::jsonb, d, du, i, s, r, e FROM unnest(%s::text[],"
+                " %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::int[],"
+                " %s::int[], %s::int[], %s::text[]) AS u (c, m, f, d, du, i, s, r, e)"
                 " ON CONFLICT (customer_id) DO UPDATE SET measures = EXCLUDED.measures,"
                 " facts = EXCLUDED.facts,"
                 " derived_at = EXCLUDED.derived_at, due_at = EXCLUDED.due_at,"
                 " inputs_version = EXCLUDED.inputs_version,"
                 " segments_version = EXCLUDED.segments_version,"
                 " rule_version = EXCLUDED.rule_version, error = EXCLUDED.error"
-            )
-            .format(measures_table)
-            .as_string(cur),
-            [
-                (
-                    r.customer_id,
-                    dumps(r.measures),
-                    json.dumps(r.facts),
-                    r.derived_at,
-                    r.due_at,
-                    r.inputs_version,
-                    r.segments_version,
-                    (r.measures or {}).get("rule_version", 0),
-                    r.error,
-                )
-                for r in dirty
-            ],
-            template="(%s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s)",
-            page_size=1000,
+            ).format(measures_table),
+            (
+                [r.customer_id for r in dirty],
+                [dumps(r.measures) for r in dirty],
+                [json.dumps(r.facts) for r in dirty],
+                [r.derived_at for r in dirty],
+                [r.due_at for r in dirty],
+                [r.inputs_version for r in dirty],
+                [r.segments_version for r in dirty],
+                [(r.measures or {}).get("rule_version", 0) for r in dirty],
+                [r.error for r in dirty],
+            ),
         )
     found = [
         (
@@ -864,21 +917,21 @@ def _write(cur: Any, store: ReadModelStore, rows: Iterable[Row]) -> int:
     ]
     if found:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
-        psycopg2.extras.execute_values(
-            cur,
+        # One array a column: far fewer Python-side calls than a VALUES row a change.
+        cur.execute(
             sql.SQL(
                 "INSERT INTO {} (change_id, kind, customer_id, subject, before, after, cause,"
-                " at) VALUES %s ON CONFLICT (change_id) DO NOTHING"
-            )
-            .format(changes_table)
-            .as_string(cur),
-            found,
-            template="(%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s)",
-            page_size=1000,
+                " at) SELECT c, k, cu, s, b::jsonb, a::jsonb, ca::jsonb, t FROM"
+                " unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                " %s::text[], %s::text[], %s::timestamptz[])"
+                " WITH ORDINALITY AS u (c, k, cu, s, b, a, ca, t, n)"
+                " ORDER BY n ON CONFLICT (change_id) DO NOTHING"
+            ).format(changes_table),
+            [list(column) for column in zip(*found, strict=True)],
         )
     for r in rows:
         r.found.clear()
-        r.dirty = False
+        r.dirty = r.measured = False
     return len(found)
 
 
@@ -895,6 +948,26 @@ def measures_of(store: ReadModelStore, customer_id: str) -> State | None:
         )
         row = cur.fetchone()
         return row[0] if row else None
+
+
+def customer_read(
+    store: ReadModelStore, customer_id: str
+) -> tuple[State | None, State | None, bool]:
+    """What a customer read needs of the read models, in one query: the customer's
+    document, its maintained measures (None: not derived yet) and whether any of its
+    documents is quarantined (then ``store.quarantines`` says which and why)."""
+    measures_table, _ = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT d.state, m.measures, EXISTS (SELECT 1 FROM {q} q WHERE q.key = d.key"
+                " AND q.resolved_at IS NULL) FROM {d} d LEFT JOIN {m} m"
+                " ON m.customer_id = d.key WHERE d.key = %s"
+            ).format(d=store.table(customer.PROJECTION.name), m=measures_table, q=store.quarantine),
+            (customer_id,),
+        )
+        row = cur.fetchone()
+        return (row[0], row[1], row[2]) if row else (None, None, False)
 
 
 def change_page(

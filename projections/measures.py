@@ -575,17 +575,21 @@ def changes(before: State | None, after: State) -> list[Change]:
     found += [Change(ChangeKind.SEGMENT_ENTERED, n, None, n) for n in sorted(now_in - was_in)]
     found += [Change(ChangeKind.SEGMENT_LEFT, n, n, None) for n in sorted(was_in - now_in)]
     for journey_id in sorted(after["journeys"]):
-        status = after["journeys"][journey_id]
-        prior = held["journeys"].get(journey_id)
-        closed_now, closed_then = (
-            status["closed_by"] is not None,
-            bool(prior and prior["closed_by"] is not None),
+        found += journey_changes(
+            journey_id, held["journeys"].get(journey_id), after["journeys"][journey_id]
         )
-        if closed_now and not closed_then:
-            found.append(Change(ChangeKind.JOURNEY_CLOSED, journey_id, prior, status))
-        elif closed_then and not closed_now:
-            found.append(Change(ChangeKind.JOURNEY_REOPENED, journey_id, prior, status))
     return found
+
+
+def journey_changes(journey_id: str, prior: State | None, status: State) -> list[Change]:
+    """The change of one journey's status, if any: closed, or reopened."""
+    closed_now = status["closed_by"] is not None
+    closed_then = bool(prior and prior["closed_by"] is not None)
+    if closed_now and not closed_then:
+        return [Change(ChangeKind.JOURNEY_CLOSED, journey_id, prior, status)]
+    if closed_then and not closed_now:
+        return [Change(ChangeKind.JOURNEY_REOPENED, journey_id, prior, status)]
+    return []
 
 
 def _exits(times: Iterable[datetime], window: timedelta, at: datetime) -> list[datetime]:

@@ -367,19 +367,20 @@ class ReadModelStore:
     def _write(
         self, cur: Any, projection: Projection, docs: dict[str, tuple[State | None, dict[str, int]]]
     ) -> None:
-        """Upsert documents with the stream versions they have applied: one statement."""
-        psycopg2.extras.execute_values(
-            cur,
+        """Upsert documents with the stream versions they have applied: one statement,
+        one array a column (far fewer Python-side calls than a VALUES row a document)."""
+        cur.execute(
             sql.SQL(
-                "INSERT INTO {} (key, state, applied) VALUES %s"
+                "INSERT INTO {} (key, state, applied) SELECT k, s::jsonb, a::jsonb"
+                " FROM unnest(%s::text[], %s::text[], %s::text[]) AS u (k, s, a)"
                 " ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state,"
                 " applied = EXCLUDED.applied, updated_at = now()"
-            )
-            .format(self.table(projection))
-            .as_string(cur),
-            [(key, _dumps(state), _dumps(applied)) for key, (state, applied) in docs.items()],
-            template="(%s, %s::jsonb, %s::jsonb)",
-            page_size=1000,
+            ).format(self.table(projection)),
+            (
+                list(docs),
+                [_dumps(state) for state, _ in docs.values()],
+                [_dumps(applied) for _, applied in docs.values()],
+            ),
         )
 
     # -- identity ---------------------------------------------------------------------

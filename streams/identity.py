@@ -522,18 +522,42 @@ class IdentityIndex:
         """Every identifier linked to a customer's streams, first seen first, each value
         read from the event that linked it (one query; see the module docstring)."""
         with self._connect() as conn, conn.cursor() as cursor:
-            cursor.execute(
-                SQL(
-                    "SELECT i.kind, i.digest, i.customer_id, i.linked_at, i.linked_by,"
-                    " i.version, c.originator_id, e.topic, e.state FROM {} i"
-                    " JOIN {} c ON c.customer_id = i.customer_id"
-                    " LEFT JOIN {} e ON e.originator_id = c.originator_id"
-                    " AND e.originator_version = i.version WHERE c.survivor = %s"
-                ).format(self.identifiers, self.customers, self.events),
-                (survivor,),
-            )
-            rows = cursor.fetchall()
-        carriers = _Carriers(rows, self._decoder)
+            rows = self._identifier_rows(cursor, survivor)
+        return self._identifiers_shown(rows, _Carriers(rows, self._decoder))
+
+    def merge_history(self, survivor: str) -> list[dict[str, Any]]:
+        """Every merge into or of the customer's streams (split ones too), oldest first,
+        each with the identifiers that proved it as its ``Merged`` event holds them."""
+        with self._connect() as conn, conn.cursor() as cursor:
+            rows = self._merge_rows(cursor, survivor)
+        return self._merges_shown(rows, _Carriers(rows, self._decoder))
+
+    def identities(self, survivor: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``identifiers_of`` and ``merge_history`` together, as a customer read shows
+        them: one connection, and the events of both read as one batch (one key load)."""
+        with self._connect() as conn, conn.cursor() as cursor:
+            identifier_rows = self._identifier_rows(cursor, survivor)
+            merge_rows = self._merge_rows(cursor, survivor)
+        carriers = _Carriers([*identifier_rows, *merge_rows], self._decoder)
+        return (
+            self._identifiers_shown(identifier_rows, carriers),
+            self._merges_shown(merge_rows, carriers),
+        )
+
+    def _identifier_rows(self, cursor: Any, survivor: str) -> list[Any]:
+        cursor.execute(
+            SQL(
+                "SELECT i.kind, i.digest, i.customer_id, i.linked_at, i.linked_by,"
+                " i.version, c.originator_id, e.topic, e.state FROM {} i"
+                " JOIN {} c ON c.customer_id = i.customer_id"
+                " LEFT JOIN {} e ON e.originator_id = c.originator_id"
+                " AND e.originator_version = i.version WHERE c.survivor = %s"
+            ).format(self.identifiers, self.customers, self.events),
+            (survivor,),
+        )
+        return list(cursor.fetchall())
+
+    def _identifiers_shown(self, rows: Sequence[Any], carriers: _Carriers) -> list[dict[str, Any]]:
         shown: list[tuple[tuple[datetime, str, str], dict[str, Any]]] = []
         for row in rows:
             kind, value = row["kind"], carriers.identifiers(row).get(row["kind"])
@@ -549,24 +573,23 @@ class IdentityIndex:
             shown.append(((row["linked_at"], kind, value), item))
         return [item for _, item in sorted(shown, key=lambda pair: pair[0])]
 
-    def merge_history(self, survivor: str) -> list[dict[str, Any]]:
-        """Every merge into or of the customer's streams (split ones too), oldest first,
-        each with the identifiers that proved it as its ``Merged`` event holds them."""
-        with self._connect() as conn, conn.cursor() as cursor:
-            cursor.execute(
-                SQL(
-                    "SELECT m.*, c.originator_id, e.topic, e.state FROM {m} m"
-                    " JOIN {c} c ON c.customer_id = m.survivor"
-                    " LEFT JOIN {e} e ON e.originator_id = c.originator_id"
-                    " AND e.originator_version = m.version"
-                    " WHERE m.survivor IN (SELECT customer_id FROM {c} WHERE survivor = %s)"
-                    " OR m.absorbed IN (SELECT customer_id FROM {c} WHERE survivor = %s)"
-                    " ORDER BY m.merged_at, m.absorbed"
-                ).format(m=self.merges, c=self.customers, e=self.events),
-                (survivor, survivor),
-            )
-            rows = cursor.fetchall()
-        carriers = _Carriers(rows, self._decoder)
+    def _merge_rows(self, cursor: Any, survivor: str) -> list[Any]:
+        cursor.execute(
+            SQL(
+                "SELECT m.*, c.originator_id, e.topic, e.state FROM {m} m"
+                " JOIN {c} c ON c.customer_id = m.survivor"
+                " LEFT JOIN {e} e ON e.originator_id = c.originator_id"
+                " AND e.originator_version = m.version"
+                " WHERE m.survivor IN (SELECT customer_id FROM {c} WHERE survivor = %s)"
+                " OR m.absorbed IN (SELECT customer_id FROM {c} WHERE survivor = %s)"
+                " ORDER BY m.merged_at, m.absorbed"
+            ).format(m=self.merges, c=self.customers, e=self.events),
+            (survivor, survivor),
+        )
+        return list(cursor.fetchall())
+
+    @staticmethod
+    def _merges_shown(rows: Sequence[Any], carriers: _Carriers) -> list[dict[str, Any]]:
         return [
             {
                 "survivor": row["survivor"],

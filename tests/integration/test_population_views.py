@@ -35,10 +35,19 @@ def test_now_reads_the_latest_materialisation_until_the_next_refresh(platform: P
             parse_touchpoint(survey_answer("V2", "nps", 2, yesterday)),
         ],
     )
-    # "Now" stays the materialisation until the next refresh...
+    # "Now" stays the materialisation until the next refresh, calendar breakdowns too...
     assert population.view(platform, "pyramid", None) == pyramid
     held = population.view(platform, "satisfaction", None)
     assert held["overall"]["nps"]["responses"] == 1
+    for period in ("week", "month", "quarter"):
+        weekly = population.view(platform, "satisfaction", None, period=period)
+        assert weekly["as_of"] == utc_iso(refreshed_at)
+        assert sum(p["nps"]["responses"] for p in weekly["by_period"].values()) == 1
+        moved = population.view(platform, "migration", None, period=period, periods=1)
+        assert moved["as_of"] == utc_iso(refreshed_at)
+    assert population.view(platform, "migration", None, periods=3)["as_of"] != utc_iso(
+        refreshed_at
+    )
     # ...a filter or a past instant is computed when asked, from everything recorded.
     by_channel = population.view(platform, "satisfaction", None, channel="store")
     assert by_channel["overall"]["nps"]["responses"] == 2
