@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from api import (
     admin,
+    alerts,
     analytics,
     changes,
     customers,
@@ -69,6 +70,7 @@ def create_app(platform: Platform) -> FastAPI:
         analytics.router,
         segments.router,
         changes.router,
+        alerts.router,
         privacy.router,
         health.router,
         admin.router,

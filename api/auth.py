@@ -183,4 +183,5 @@ Ingester = Annotated[ApiKey, Depends(require("ingest"))]
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 READ = Depends(require("read"))
 OPERATE = Depends(require("operate"))
+Operator = Annotated[ApiKey, Depends(require("operate"))]
 PUBLIC = Depends(public)

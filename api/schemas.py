@@ -664,3 +664,47 @@ class ChangeOut(BaseModel):
 class ChangesOut(BaseModel):
     changes: list[ChangeOut]
     next_after: int = Field(description="pass as after= for the next page")
+
+
+class AlertOut(BaseModel):
+    """An alert as its latest transition left it (projections/alerts.py)."""
+
+    id: str
+    position: int = Field(description="the change-feed position of its latest transition")
+    key: str = Field(description="rule and subject: one open alert per key")
+    rule: str
+    subject: dict[str, str] = Field(description="kind (customer, complaint, journey) and id")
+    customer_id: str
+    tier: str | None
+    severity: Literal["info", "warning", "critical"]
+    status: Literal["open", "acknowledged", "resolved"]
+    evidence: dict[str, Any] = Field(description="the values that fired it")
+    since: datetime = Field(description="when its condition began to hold")
+    purpose: str | None = Field(description="the consent purpose the rule serves")
+    suppressed: str | None = Field(
+        None, description="consent: recorded, not delivered (the purpose is not granted)"
+    )
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None = Field(description="the API key's name")
+    resolved_at: datetime | None
+    resolved_by: str | None = Field(description="the API key's name; null: its condition cleared")
+    resolution: Literal["cleared", "operator"] | None
+    clear_since: datetime | None = Field(description="clear since then, held down before resolving")
+
+
+class AlertsOut(BaseModel):
+    alerts: list[AlertOut]
+    next_before: int | None = Field(description="pass as before= for the next page")
+
+
+class ActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(None, max_length=2000, pattern=r"^[^\u0000]*$")
+
+
+class ActedOut(BaseModel):
+    alert_id: str
+    action: Literal["acknowledge", "resolve"]
+    action_id: str = Field(description="the recorded action; the alert shows it once projected")

@@ -23,6 +23,7 @@ from infra.keys import KeyStore
 from infra.metrics import Metrics, ScrapeSources, last_clv_fit
 from infra.settings import Settings
 from projections import analytics, maintained
+from projections.alerts import AlertRules, with_rules
 from projections.base import Projection
 from projections.measures import Rules
 from projections.registry import PROJECTIONS
@@ -170,6 +171,7 @@ def measure_rules(settings: Settings) -> Rules:
         rates=s.exchange_rates,
         end_steps=s.end_steps,
         inactivity_gap=s.inactivity_gap,
+        alerts=with_rules(AlertRules(), s.alert_rules),
     )
 
 

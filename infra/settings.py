@@ -6,7 +6,7 @@ import base64
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from domain.identity import DEFAULT_LIMITS, IdentityRules, blocked_setting
 from domain.money import ExchangeRates
 from domain.touchpoints import declared_identifier_kinds
+from projections.alerts import AlertRules, with_rules
 
 # Well known, so never secret: accepted only when ``environment`` is development (the
 # demo prints the key; tests and a laptop need no secrets set up).
@@ -142,6 +143,15 @@ class Settings(BaseSettings):
     lifecycle_lapse_after_days: float = Field(365.0, gt=0)
     # Churn early warning: P(alive) below this is "at risk" (a change when it crosses).
     p_alive_at_risk: float = Field(0.5, gt=0, lt=1)
+    # Alert rules (projections/alerts.py, README "Alerts"): per rule, the settings that
+    # differ from the defaults, as JSON: {"churn_warning": {"enabled": false},
+    # "complaint_sla": {"tiers": ["vip"]}, "hold_down_seconds": 600}; durations in
+    # seconds (a field's name with ``_seconds``).
+    alert_rules: dict[str, Any] = {}
+    # Server-Sent Events of GET /v1/alerts/stream: a comment line this often when quiet
+    # (proxies close idle streams), and how often a stream looks for new transitions.
+    sse_heartbeat_seconds: float = Field(15.0, gt=0)
+    sse_poll_seconds: float = Field(0.5, gt=0)
     # The scheduler recomputes the population inputs (tier thresholds, RFM boundaries,
     # retention, the lifetime-value model in use) this often and rolls a new version
     # out to every customer in batches of ``maintain_batch_size``.
@@ -280,6 +290,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"identity_limits: a kind's limit is at least 1 ({', '.join(sorted(wrong))})"
             )
+        return value
+
+    @field_validator("alert_rules")
+    @classmethod
+    def _alert_rules(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with_rules(AlertRules(), value)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"alert_rules: {error}") from None
         return value
 
     @field_validator("currency")

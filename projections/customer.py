@@ -67,7 +67,13 @@ def _survey_answer(answers: dict[str, Any], event: RecordedTouchpoint, at: str) 
     held = answers.get(slot)
     if held is not None and (held["occurred_at"], held["event_id"]) >= (at, event.event_id):
         return answers  # an older answer arriving late does not replace a newer one
-    answer = {**payload, "occurred_at": at, "channel": event.channel, "event_id": event.event_id}
+    answer = {
+        **payload,
+        "occurred_at": at,
+        "channel": event.channel,
+        "event_id": event.event_id,
+        "journey_id": event.journey["id"] if event.journey else None,
+    }
     return {**answers, slot: answer}
 
 
@@ -209,6 +215,11 @@ def reduce(state: State | None, event: RecordedTouchpoint) -> State:
         "counts_by_type": _counted(current["counts_by_type"], event.type),
         "counts_by_channel": _counted(current["counts_by_channel"], event.channel),
         "recent_touchpoints": recent,
+        # The latest instant of each type (an alert rule asks whether a follow-up came).
+        "last_by_type": {
+            **current.get("last_by_type", {}),
+            event.type: max(current.get("last_by_type", {}).get(event.type, at), at),
+        },
     }
     if event.type == "purchase":
         orders = _with_order(current["orders"], event, at)

@@ -38,11 +38,14 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from domain import segments, value
+from domain.alerting import OperatorAction
+from domain.consent import permits
 from domain.segments import Segment
-from projections import analytics, customer, journeys
+from projections import alerts, analytics, customer, journeys
 from projections.base import RecordedTouchpoint, State, utc_iso
 from projections.measures import (
     Change,
+    ChangeKind,
     Inputs,
     Rules,
     changes,
@@ -173,6 +176,27 @@ def create_tables(store: ReadModelStore, *, fresh: bool = False) -> bool:
                 sql.Identifier(f"rm_measures{g}_members_idx"), measures_table
             )
         )
+        if fresh:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(alert_table(store)))
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, customer_id text NOT NULL,"
+                " rule text NOT NULL, severity text NOT NULL, status text NOT NULL,"
+                " tier text, alert jsonb NOT NULL, opened_at timestamptz NOT NULL,"
+                " updated_at timestamptz NOT NULL, position bigint NOT NULL)"
+            ).format(alert_table(store))
+        )
+        for name, columns in (
+            ("status", "status, position"),
+            ("customer", "customer_id, position"),
+        ):
+            cur.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                    sql.Identifier(f"rm_alert{g}_{name}_idx"),
+                    alert_table(store),
+                    sql.SQL(columns),
+                )
+            )
         cur.execute(
             "CREATE TABLE IF NOT EXISTS population_inputs (version serial PRIMARY KEY,"
             " computed_at timestamptz NOT NULL, inputs jsonb NOT NULL)"
@@ -190,6 +214,7 @@ def swap_in(cur: Any, rebuilt: ReadModelStore, live: ReadModelStore) -> None:
             ("pkey", "due_idx", "inputs_idx", "segments_idx", "members_idx", "failed_idx"),
         ),
         ("rm_change", ("pkey", "change_id_key", "customer_id_idx", "kind_idx")),
+        ("rm_alert", ("pkey", "status_idx", "customer_idx")),
     ):
         old, new = f"{name}{rebuilt.generation}", f"{name}{live.generation}"
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
@@ -352,37 +377,93 @@ def _derive(
     member_of = [name for name, rule in ctx.segments.items() if segments.matches(rule, document)]
     now = facts(doc, measures, statuses, rules, member_of)
     _record(row, changes(row.facts, now), cause, at)
+    _record(row, _alerting(row, doc, measures, now, rules, at), cause, at)
     row.measures, row.facts, row.derived_at = measures, now, at
     row.inputs_version, row.segments_version = inputs.version, ctx.segments_version
-    row.due_at = next_due(doc, measures, statuses, rules, at)
+    row.due_at = _earliest(
+        next_due(doc, measures, statuses, rules, at),
+        alerts.next_instant(doc, now, now["alerts"], at, rules.alerts),
+    )
     row.dirty = row.measured = True
 
 
-def _journey_step(
-    row: Row, journey: Step, ctx: Context, at: datetime, cause: dict[str, Any]
+_TRANSITIONS = {
+    "opened": ChangeKind.ALERT_OPENED,
+    "updated": ChangeKind.ALERT_UPDATED,
+    "acknowledged": ChangeKind.ALERT_ACKNOWLEDGED,
+    "resolved": ChangeKind.ALERT_RESOLVED,
+}
+ALERT_KINDS = frozenset(_TRANSITIONS.values())
+
+
+def _alert_changes(moves: Sequence[alerts.Transition]) -> list[Change]:
+    return [Change(_TRANSITIONS[m.kind], m.alert["id"], None, m.alert) for m in moves]
+
+
+def _alerting(
+    row: Row, doc: State, measures: State, now: State, rules: Rules, at: datetime
+) -> list[Change]:
+    """The alert rules on the customer as of ``at`` (``now``: its new facts, which
+    then hold its alerts), and the changes of its alerts' lifecycle. An alert of a rule
+    serving a consent purpose the customer has not granted is kept, marked suppressed."""
+    consents = customer.consents_of(doc)
+    found, cleared = alerts.conditions(doc, measures, now, at, rules.alerts)
+    now["alerts"], moves = alerts.advance(
+        row.customer_id,
+        (row.facts or {}).get("alerts", {}),
+        found,
+        cleared,
+        at,
+        rules.alerts,
+        str(measures["value_tier"]["tier"]),
+        lambda purpose: permits(consents, purpose, at),
+    )
+    return _alert_changes(moves)
+
+
+def _earliest(*instants: datetime | None) -> datetime | None:
+    return min((t for t in instants if t is not None), default=None)
+
+
+def _light_step(
+    row: Row,
+    doc: State | None,
+    journey: Step | None,
+    ctx: Context,
+    at: datetime,
+    cause: dict[str, Any],
 ) -> None:
-    """A journey step of a type no measure reads: only the journey's status can change,
-    so it alone is updated (and its changes recorded); the measures stay as derived
-    last. Everything due by ``at`` has been stepped through before (``catch_up``), so
-    the next instant due is the earlier of the row's and the journey's gap end."""
-    if row.facts is None:
+    """An event of a type no measure reads (``doc``: the document after it): only the
+    journey it is a step of (if any) and the alerts can change, so they alone are
+    updated (and their changes recorded); the measures stay as derived last.
+    Everything due by ``at`` has been stepped through before (``catch_up``)."""
+    if row.facts is None or row.measures is None:
         return
-    status = journey_status(journey.after, ctx.rules, at)
     held = row.facts["journeys"]
-    statuses = {jid: _aged(s, ctx.rules, at) for jid, s in held.items()}
-    statuses[journey.key] = status
-    # Only journeys change here: compare those (``changes`` would compare every fact).
-    found = [
-        change
-        for jid in sorted(statuses)
-        if statuses[jid] is not held.get(jid)
-        for change in journey_changes(jid, held.get(jid), statuses[jid])
-    ]
+    statuses = dict(held)
+    found: list[Change] = []
+    if journey is not None:
+        statuses = {jid: _aged(s, ctx.rules, at) for jid, s in held.items()}
+        statuses[journey.key] = journey_status(journey.after, ctx.rules, at)
+        # Only journeys change here: compare those (``changes`` would compare every fact).
+        found = [
+            change
+            for jid in sorted(statuses)
+            if statuses[jid] is not held.get(jid)
+            for change in journey_changes(jid, held.get(jid), statuses[jid])
+        ]
+    now = {**row.facts, "journeys": statuses}
     _record(row, found, cause, at)
-    row.facts = {**row.facts, "journeys": statuses}
-    if status["closed_by"] is None:
-        ends = gap_end(status, ctx.rules)
-        row.due_at = ends if row.due_at is None else min(row.due_at, ends)
+    if doc is not None:
+        _record(row, _alerting(row, doc, row.measures, now, ctx.rules, at), cause, at)
+    row.facts = now
+    ends = [gap_end(s, ctx.rules) for s in statuses.values() if s["closed_by"] is None]
+    alerting = (
+        alerts.next_instant(doc, now, now.get("alerts", {}), at, ctx.rules.alerts)
+        if doc is not None
+        else None
+    )
+    row.due_at = _earliest(row.due_at, alerting, *(t for t in ends if t > at))
     row.dirty = True
 
 
@@ -470,12 +551,43 @@ def clock_of(cur: Any, store: ReadModelStore) -> Clock:
     return Clock(*row) if row else Clock(None, 0, None)
 
 
+def alert_table(store: ReadModelStore) -> sql.Identifier:
+    """This generation's alerts: each alert as its latest transition left it."""
+    return sql.Identifier(f"rm_alert{store.generation}")
+
+
 def _clock_table(store: ReadModelStore) -> sql.Identifier:
     return sql.Identifier(f"rm_clock{store.generation}")
 
 
 def _segment_table(store: ReadModelStore) -> sql.Identifier:
     return sql.Identifier(f"rm_segment{store.generation}")
+
+
+def on_operator(
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    rules: Rules,
+    event: OperatorAction.Taken,
+) -> None:
+    """An operator acknowledged or resolved one of a customer's alerts: the alert's
+    transition is recorded at the instant the operator acted. An alert no longer held
+    (resolved meanwhile) is left as it is."""
+    with conn.cursor() as cur:
+        rows = _lock_rows(cur, store, [event.customer_id])
+        row = rows.get(event.customer_id)
+        if row is None or row.facts is None:
+            return
+        held, moves = alerts.operator(
+            row.facts.get("alerts", {}), event.alert_id, event.action, event.by, event.at
+        )
+        if not moves:
+            return
+        cause = {"event": "OperatorAction", "action": event.action, "by": event.by}
+        _record(row, _alert_changes(moves), cause, event.at)
+        row.facts = {**row.facts, "alerts": held}
+        row.dirty = True
+        _write(cur, store, [row])
 
 
 def on_segment(
@@ -586,13 +698,12 @@ def after_events(
                     event = events[index]
                     journey = of_journey.get(index)
                     if row.measures is not None and not _matters(event, ctx):
-                        if journey is not None:
-                            at = max(event.timestamp, row.derived_at or event.timestamp)
-                            catch_up(row, doc, ctx, at, inputs_version=row.inputs_version)
-                            cause = {"event_id": event.event_id, "type": event.type}
-                            _journey_step(row, journey, ctx, at, cause)
+                        at = max(event.timestamp, row.derived_at or event.timestamp)
+                        catch_up(row, doc, ctx, at, inputs_version=row.inputs_version)
                         if index in of_customer:
                             doc = of_customer[index].after
+                        cause = {"event_id": event.event_id, "type": event.type}
+                        _light_step(row, doc, journey, ctx, at, cause)
                         continue
                     at = max(event.timestamp, row.derived_at or event.timestamp)
                     catch_up(row, doc, ctx, at, inputs_version=row.inputs_version)
@@ -929,10 +1040,34 @@ def _write(cur: Any, store: ReadModelStore, rows: Iterable[Row]) -> int:
             ).format(changes_table),
             [list(column) for column in zip(*found, strict=True)],
         )
+        _write_alerts(cur, store, found)
     for r in rows:
         r.found.clear()
         r.dirty = r.measured = False
     return len(found)
+
+
+def _write_alerts(cur: Any, store: ReadModelStore, found: Sequence[tuple[Any, ...]]) -> None:
+    """Each alert as its latest transition in ``found`` (change rows, in feed order)
+    left it, with that change's position."""
+    _, changes_table = tables(store)
+    ids = [row[0] for row in found if row[1] in ALERT_KINDS]
+    if not ids:
+        return
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {a} (id, customer_id, rule, severity, status, tier, alert, opened_at,"
+            " updated_at, position) SELECT DISTINCT ON (c.subject) c.subject, c.customer_id,"
+            " c.after ->> 'rule', c.after ->> 'severity', c.after ->> 'status',"
+            " c.after ->> 'tier', c.after, (c.after ->> 'opened_at')::timestamptz, c.at,"
+            " c.position FROM {c} c WHERE c.change_id = ANY(%s)"
+            " ORDER BY c.subject, c.position DESC"
+            " ON CONFLICT (id) DO UPDATE SET severity = EXCLUDED.severity,"
+            " status = EXCLUDED.status, alert = EXCLUDED.alert,"
+            " updated_at = EXCLUDED.updated_at, position = EXCLUDED.position"
+        ).format(a=alert_table(store), c=changes_table),
+        (ids,),
+    )
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -998,6 +1133,67 @@ def change_page(
         )
         names = [d[0] for d in cur.description or ()]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def alert_page(
+    store: ReadModelStore,
+    *,
+    before: int | None,
+    limit: int,
+    status: Sequence[str] = (),
+    rule: Sequence[str] = (),
+    severity: Sequence[str] = (),
+    tier: Sequence[str] = (),
+    customer_id: str | None = None,
+    since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Alerts, the latest transition first, filtered; ``before``: a position to page
+    from (the ``position`` of the last alert of the previous page)."""
+    clauses: list[sql.Composable] = [sql.SQL("true")]
+    params: list[Any] = []
+    for column, values in (("status", status), ("rule", rule), ("severity", severity)):
+        if values:
+            clauses.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(column)))
+            params.append(list(values))
+    if tier:
+        clauses.append(sql.SQL("tier = ANY(%s)"))
+        params.append(list(tier))
+    if customer_id is not None:
+        clauses.append(sql.SQL("customer_id = %s"))
+        params.append(customer_id)
+    if since is not None:
+        clauses.append(sql.SQL("updated_at >= %s"))
+        params.append(since)
+    if before is not None:
+        clauses.append(sql.SQL("position < %s"))
+        params.append(before)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT position, alert FROM {} WHERE {} ORDER BY position DESC LIMIT %s"
+            ).format(alert_table(store), sql.SQL(" AND ").join(clauses)),
+            (*params, limit),
+        )
+        return [{**alert, "position": position} for position, alert in cur.fetchall()]
+
+
+def latest_position(store: ReadModelStore) -> int:
+    """The change feed's latest position (0: empty)."""
+    _, changes_table = tables(store)
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(changes_table))
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+def alert_of(store: ReadModelStore, alert_id: str) -> dict[str, Any] | None:
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT position, alert FROM {} WHERE id = %s").format(alert_table(store)),
+            (alert_id,),
+        )
+        row = cur.fetchone()
+        return {**row[1], "position": row[0]} if row else None
 
 
 # -- the population -----------------------------------------------------------------------

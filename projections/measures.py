@@ -28,6 +28,7 @@ from domain import clv, satisfaction, value
 from domain.metrics import attitude_is_high, loyalty_status, nps_category
 from domain.money import DEFAULT_CURRENCY, ExchangeRates, RateSchedule, unconverted_out
 from projections import customer
+from projections.alerts import AlertRules
 from projections.analytics import (
     Purchase,
     in_window,
@@ -70,6 +71,7 @@ class Rules:
     rates: Mapping[str, RateSchedule] = field(default_factory=dict)
     end_steps: Callable[[str], list[str]] = lambda _: ["farewell", "end"]
     inactivity_gap: Callable[[str], timedelta] = lambda _: timedelta(hours=4)
+    alerts: AlertRules = field(default_factory=AlertRules)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,10 @@ class ChangeKind(StrEnum):
     ERASED = "erased"
     SEGMENT_ENTERED = "segment_entered"
     SEGMENT_LEFT = "segment_left"
+    ALERT_OPENED = "alert_opened"
+    ALERT_UPDATED = "alert_updated"
+    ALERT_ACKNOWLEDGED = "alert_acknowledged"
+    ALERT_RESOLVED = "alert_resolved"
 
 
 @dataclass(frozen=True)

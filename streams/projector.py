@@ -16,6 +16,7 @@ from uuid import UUID
 
 import psycopg2.extensions
 
+from domain.alerting import OperatorAction
 from domain.clock import Tick
 from domain.customer import Customer, customer_aggregate_id
 from domain.segments import Segment
@@ -42,6 +43,7 @@ PROJECTED = (
     Segment.Defined,
     Segment.Redefined,
     Segment.Deleted,
+    OperatorAction.Taken,
 )
 _PROJECTED_TOPICS = tuple(c.__qualname__ for c in PROJECTED)
 
@@ -132,6 +134,9 @@ def _apply_one(
         return 0
     if isinstance(event, Segment.Defined | Segment.Redefined | Segment.Deleted):
         maintained.on_segment(store, conn, event)
+        return 0
+    if isinstance(event, OperatorAction.Taken):
+        maintained.on_operator(store, conn, rules, event)
         return 0
     if isinstance(event, Tick.Recorded):
         return maintained.on_tick(

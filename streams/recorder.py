@@ -31,6 +31,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
+from domain.alerting import Action, OperatorAction
 from domain.clock import Tick
 from domain.customer import Customer, IdentityError, customer_aggregate_id
 from domain.idempotency import (
@@ -234,8 +235,8 @@ class CustomerRecords(Application[UUID]):
         streams: set[UUID] = set()
         for obj in objs:
             pending = getattr(obj, "pending_events", None)
-            if isinstance(obj, Tick | Segment):
-                continue  # a clock reading, a segment's rule: nothing personal, no key
+            if isinstance(obj, Tick | Segment | OperatorAction):
+                continue  # a clock reading, a rule, an operator's act: nothing personal
             if pending:
                 streams.add(obj.id)  # type: ignore[union-attr]  # an aggregate
             elif pending is None and obj is not None:
@@ -260,6 +261,14 @@ class CustomerRecords(Application[UUID]):
             self.save(segment)
         except IntegrityError as conflict:
             raise SegmentConflict(segment.name) from conflict
+
+    def act_on_alert(
+        self, alert_id: str, customer_id: str, action: Action, by: str, note: str | None
+    ) -> str:
+        """Record an operator's action on an alert (``domain.alerting``); returns its id."""
+        taken = OperatorAction.take(alert_id, customer_id, action, by, datetime.now(UTC), note)
+        self.save(taken)
+        return taken.id.hex
 
     def tick_id(self, at: datetime, inputs_version: int, limit: int) -> str:
         """Record a clock reading (``domain.clock.Tick``); returns its id (hex)."""

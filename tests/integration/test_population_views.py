@@ -45,9 +45,7 @@ def test_now_reads_the_latest_materialisation_until_the_next_refresh(platform: P
         assert sum(p["nps"]["responses"] for p in weekly["by_period"].values()) == 1
         moved = population.view(platform, "migration", None, period=period, periods=1)
         assert moved["as_of"] == utc_iso(refreshed_at)
-    assert population.view(platform, "migration", None, periods=3)["as_of"] != utc_iso(
-        refreshed_at
-    )
+    assert population.view(platform, "migration", None, periods=3)["as_of"] != utc_iso(refreshed_at)
     # ...a filter or a past instant is computed when asked, from everything recorded.
     by_channel = population.view(platform, "satisfaction", None, channel="store")
     assert by_channel["overall"]["nps"]["responses"] == 2

@@ -1,0 +1,107 @@
+"""Alerts on real PostgreSQL: an SLA breach is raised by the clock with no further event,
+and after every process restarted; an operator's acknowledgement is an event the
+projectors apply; a replay of the log gives the same alerts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from domain.touchpoints import parse_touchpoint
+from infra import alerts as service
+from infra import jobs
+from infra.bootstrap import Platform, bootstrap
+from streams.projector import replay
+from tests.builders import complaint, envelope, survey_answer
+from tests.conftest import customer_of, embedded
+from tests.integration.test_projections import record
+
+
+def alerts_now(platform: Platform) -> list[dict[str, Any]]:
+    return service.alert_page(platform.store, before=None, limit=1000)
+
+
+def stable(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alerts without their feed position (a replay numbers the feed afresh)."""
+    return sorted(({k: v for k, v in a.items() if k != "position"} for a in found), key=str)
+
+
+def test_a_complaint_sla_breach_is_raised_by_the_clock_and_after_a_restart(
+    platform: Platform,
+) -> None:
+    filed = datetime.now(UTC) - timedelta(minutes=10)
+    record(platform, [parse_touchpoint(complaint("C1", "filed", filed, severity="high"))])
+    customer_id = customer_of(platform, "C1")
+    assert alerts_now(platform) == []
+
+    jobs.drive_clock(platform, filed + timedelta(hours=4, minutes=1))  # no event: the clock
+    (breach,) = alerts_now(platform)
+    assert breach["rule"] == "complaint_sla" and breach["status"] == "open"
+    assert breach["subject"] == {
+        "kind": "complaint",
+        "id": "K1",
+        "step": "acknowledge",
+        "customer_id": customer_id,
+    }
+    assert breach["severity"] == "critical"
+    assert breach["opened_at"] == breach["evidence"]["deadline"]  # at the deadline itself
+    (opened,) = service.alert_stream_page(platform, 0, 100)
+    assert opened["cause"] == {"clock": breach["evidence"]["deadline"]}
+
+    # Every process stops; the next one raises the next breach, still by the clock.
+    settings = platform.settings
+    platform.close()
+    again = bootstrap(settings)
+    try:
+        jobs.drive_clock(again, filed + timedelta(days=2, minutes=1))
+        found = {a["subject"]["step"]: a for a in alerts_now(again)}
+        assert set(found) == {"acknowledge", "resolve"}
+        assert found["acknowledge"]["id"] == breach["id"]  # the same alert, not a second
+    finally:
+        again.close()
+
+
+def test_an_operator_acknowledges_an_alert_and_a_follow_up_resolves_it(platform: Platform) -> None:
+    answered = datetime.now(UTC) - timedelta(minutes=30)
+    record(platform, [parse_touchpoint(survey_answer("C2", "nps", 2, answered))])
+    (alert,) = alerts_now(platform)
+    assert alert["rule"] == "detractor_follow_up"
+
+    acted = service.act(platform, alert["id"], "acknowledge", "ops-team", "calling back")
+    assert embedded(platform).wait_until_projected()
+    (acked,) = alerts_now(platform)
+    assert acked["status"] == "acknowledged" and acked["acknowledged_by"] == "ops-team"
+    assert acted.action_id
+
+    called = answered + timedelta(minutes=20)
+    record(platform, [parse_touchpoint(envelope("C2", called, type="call"))])
+    jobs.drive_clock(platform, datetime.now(UTC) + timedelta(minutes=6))  # the hold-down
+    (resolved,) = alerts_now(platform)
+    assert resolved["status"] == "resolved" and resolved["resolution"] == "cleared"
+    kinds = [c["kind"] for c in service.alert_stream_page(platform, 0, 100)]
+    assert kinds == ["alert_opened", "alert_acknowledged", "alert_resolved"]
+
+
+def test_a_replay_gives_the_same_alerts(platform: Platform) -> None:
+    now = datetime.now(UTC)
+    record(
+        platform,
+        [
+            parse_touchpoint(survey_answer("C3", "nps", 1, now - timedelta(days=4))),
+            parse_touchpoint(complaint("C4", "filed", now - timedelta(days=3), severity="low")),
+            parse_touchpoint(envelope("C5", now - timedelta(days=5), emotion=-3)),
+        ],
+    )
+    jobs.drive_clock(platform, now)
+    (opened,) = [a for a in alerts_now(platform) if a["rule"] == "detractor_follow_up"]
+    service.act(platform, opened["id"], "resolve", "lead", None)
+    assert embedded(platform).wait_until_projected()
+    live = alerts_now(platform)
+    assert {a["rule"] for a in live} >= {
+        "detractor_follow_up",
+        "complaint_sla",
+        "silent_dissatisfaction",
+    }
+    replay(platform.records, platform.store, batch_size=7)
+    assert embedded(platform).wait_until_projected()
+    assert stable(alerts_now(platform)) == stable(live)
