@@ -687,14 +687,14 @@ def operator(
     return alerts, []
 
 
-def with_rules(rules: AlertRules, overrides: Mapping[str, Mapping[str, Any]]) -> AlertRules:
+def with_rules(rules: AlertRules, overrides: Mapping[str, Any]) -> AlertRules:
     """``rules`` with each rule's settings overridden (``PEAKEND_ALERT_RULES``: rule ->
     field -> value; durations in seconds, tiers a list). Unknown rules or fields are
     refused, naming them."""
     changed: dict[str, Any] = {}
     for name, given in overrides.items():
         if name == "hold_down_seconds":
-            changed["hold_down"] = timedelta(seconds=float(given))  # type: ignore[arg-type]
+            changed["hold_down"] = timedelta(seconds=float(given))
             continue
         try:
             current = rules.of(Rule(name))

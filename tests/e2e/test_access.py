@@ -72,9 +72,7 @@ def test_the_auth_matrix(platform: Platform, serve: Callable[[Platform], Served]
                 headers = {"Authorization": f"Bearer {key}"} if key else {}
                 with client.stream(method, path, headers=headers) as response:
                     # An event stream never ends: its status and headers say enough.
-                    if not response.headers.get("content-type", "").startswith(
-                        "text/event-stream"
-                    ):
+                    if not response.headers.get("content-type", "").startswith("text/event-stream"):
                         response.read()
                     return response
 
