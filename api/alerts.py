@@ -73,7 +73,13 @@ def get_alerts(
     )
 
 
-async def _stream(request: Request, platform: Any, after: int) -> AsyncIterator[bytes]:
+def _delivered(change: dict[str, Any]) -> bool:
+    """A silenced alert, or one its customer's consent holds back, is not delivered."""
+    alert = change.get("after") or {}
+    return not alert.get("silenced_by") and not alert.get("suppressed")
+
+
+async def _stream(request: Request, platform: Any, after: int, every: bool) -> AsyncIterator[bytes]:
     settings = platform.settings
     last_sent = time.monotonic()
     yield b"retry: 2000\n\n"
@@ -81,6 +87,8 @@ async def _stream(request: Request, platform: Any, after: int) -> AsyncIterator[
         page = await run_in_threadpool(service.alert_stream_page, platform, after, STREAM_PAGE)
         for change in page:
             after = change["position"]
+            if not every and not _delivered(change):
+                continue
             body = json.dumps(change, default=str, separators=(",", ":"))
             yield f"id: {after}\nevent: {change['kind']}\ndata: {body}\n\n".encode()
             last_sent = time.monotonic()
@@ -105,6 +113,9 @@ async def stream_alerts(
     last_event_id: Annotated[
         str | None, Header(max_length=20, pattern=r"^[0-9]+$", description="resume after it")
     ] = None,
+    include_silenced: Annotated[
+        bool, Query(description="also alerts silenced or held back for consent")
+    ] = False,
 ) -> StreamingResponse:
     """Every alert transition (``alert_opened``, ``alert_updated``,
     ``alert_acknowledged``, ``alert_resolved``) as Server-Sent Events, from after
@@ -116,7 +127,7 @@ async def stream_alerts(
     else:
         start = await run_in_threadpool(service.stream_head, platform)
     return StreamingResponse(
-        _stream(request, platform, start),
+        _stream(request, platform, start, include_silenced),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -20,6 +20,7 @@ from api import (
     journeys,
     privacy,
     segments,
+    silences,
     touchpoints,
 )
 from api.auth import AUTH_ANSWERS, PUBLIC
@@ -71,6 +72,7 @@ def create_app(platform: Platform) -> FastAPI:
         segments.router,
         changes.router,
         alerts.router,
+        silences.router,
         privacy.router,
         health.router,
         admin.router,

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.deps import INSTANT_PATTERN, plausible_instant
 
@@ -684,12 +684,18 @@ class AlertOut(BaseModel):
     suppressed: str | None = Field(
         None, description="consent: recorded, not delivered (the purpose is not granted)"
     )
+    silenced_by: str | None = Field(
+        None, description="the silence that held it: recorded, not delivered"
+    )
+    channel: str | None = None
     opened_at: datetime
     acknowledged_at: datetime | None
     acknowledged_by: str | None = Field(description="the API key's name")
     resolved_at: datetime | None
     resolved_by: str | None = Field(description="the API key's name; null: its condition cleared")
-    resolution: Literal["cleared", "operator"] | None
+    resolution: Literal["cleared", "operator", "merged"] | None = Field(
+        description="cleared: its condition; operator: by hand; merged: into another customer"
+    )
     clear_since: datetime | None = Field(description="clear since then, held down before resolving")
 
 
@@ -708,3 +714,55 @@ class ActedOut(BaseModel):
     alert_id: str
     action: Literal["acknowledge", "resolve"]
     action_id: str = Field(description="the recorded action; the alert shows it once projected")
+
+
+class MatcherIn(BaseModel):
+    """Alerts a silence holds: every field given must equal the alert's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: (
+        Literal[
+            "detractor_follow_up",
+            "complaint_sla",
+            "negative_journey",
+            "silent_dissatisfaction",
+            "churn_warning",
+        ]
+        | None
+    ) = None
+    tier: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[a-z_]+$")
+    channel: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[\w\-]+$")
+    customer: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^\u0000]+$")
+
+
+class SilenceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    matcher: MatcherIn
+    ends_at: AwareDatetime = Field(description="when it stops holding (after now)")
+    comment: str | None = Field(None, max_length=2000, pattern=r"^[^\u0000]*$")
+
+
+class SilenceOut(BaseModel):
+    id: str
+    matcher: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str | None
+    expired_at: datetime | None
+    expired_by: str | None
+
+
+class SilencesOut(BaseModel):
+    silences: list[SilenceOut]
+
+
+class SilenceCreatedOut(BaseModel):
+    id: str = Field(description="alerts opened while it holds are marked silenced_by it")
+
+
+class SilenceExpiredOut(BaseModel):
+    id: str
+    status: Literal["expired"]

@@ -6,9 +6,11 @@ maintained``); an operator's acknowledgement or resolution is recorded as an eve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
-from domain.alerting import Action
+from domain.alerting import Action, Silence
 from infra.bootstrap import Platform
 from projections import maintained
 from projections.alerts import Status
@@ -55,3 +57,36 @@ def alert_stream_page(platform: Platform, after: int, limit: int) -> list[dict[s
 def stream_head(platform: Platform) -> int:
     """The position a new stream starts after: the latest in the feed now."""
     return maintained.latest_position(platform.store)
+
+
+class SilenceNotFound(LookupError):
+    pass
+
+
+def create_silence(
+    platform: Platform, matcher: dict[str, str], ends_at: datetime, by: str, comment: str | None
+) -> str:
+    """Record a silence active from now until ``ends_at`` (``ValueError`` naming the
+    field when it cannot be); returns its id."""
+    silence = Silence.create(matcher, datetime.now(UTC), ends_at, by, comment)
+    platform.records.save(silence)
+    return silence.id.hex
+
+
+def expire_silence(platform: Platform, silence_id: str, by: str) -> bool:
+    """Expire the silence now (False: it had ended or was expired already)."""
+    try:
+        stream = UUID(hex=silence_id)
+    except ValueError:
+        raise SilenceNotFound(silence_id) from None
+    silence = platform.records.silence(stream)
+    if silence is None:
+        raise SilenceNotFound(silence_id)
+    if not silence.expire(datetime.now(UTC), by):
+        return False
+    platform.records.save(silence)
+    return True
+
+
+def silences(platform: Platform, *, active: bool) -> list[dict[str, Any]]:
+    return maintained.silence_list(platform.store, active_at=datetime.now(UTC) if active else None)

@@ -551,6 +551,14 @@ def run_bench(args: argparse.Namespace) -> int:
             f"--concurrency {args.concurrency}\n\n{report}"
         )
         return 0
+    if args.mode == "alerts":
+        from infra.bench_alerts import run as run_alerts
+
+        report = run_alerts(
+            Settings(), n=args.n, rate=args.rate, seed=args.seed, log_dir=Path(args.logs)
+        )
+        print(f"\npeakend bench --mode alerts --n {args.n} --rate {args.rate:g}\n\n{report}")
+        return 0
     modes = ["embedded", "cluster"] if args.mode == "both" else [args.mode]
     report = run(
         Settings(),
@@ -663,9 +671,10 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--mode",
-        choices=["embedded", "cluster", "both", "reads"],
+        choices=["embedded", "cluster", "both", "reads", "alerts"],
         default="both",
-        help="reads: read latencies per population size (--customers), not ingest",
+        help="reads: read latencies per population size (--customers), not ingest; "
+        "alerts: touchpoint -> SSE alert latency at --rate",
     )
     bench.add_argument("--workers", type=int, default=1)
     bench.add_argument(

@@ -588,6 +588,7 @@ def _opened(
         "evidence": dict(condition.evidence),
         "since": utc_iso(condition.since),
         "purpose": purpose,
+        "channel": condition.evidence.get("channel"),
         # Recorded, not delivered: the customer has not granted the rule's purpose.
         "suppressed": "consent" if purpose is not None and not consented(purpose) else None,
         "opened_at": utc_iso(at),
@@ -609,11 +610,14 @@ def advance(
     rules: AlertRules,
     tier: str,
     consented: Callable[[str], bool] = lambda _: True,
+    silenced_by: Callable[[Mapping[str, Any]], str | None] = lambda _: None,
 ) -> tuple[dict[str, State], list[Transition]]:
     """The customer's alerts (by key) once ``now`` holds at ``at``, and the transitions
     that took them there. Resolved alerts leave ``held`` (their record stays in the
     alert table) unless resolved by hand while their condition still holds.
-    ``consented(purpose)``: whether the customer granted it, as of ``at``."""
+    ``consented(purpose)``: whether the customer granted it, as of ``at``;
+    ``silenced_by(alert)``: the active silence that matches it (None: none), looked at
+    when an alert opens or its severity changes."""
     alerts: dict[str, State] = {}
     moves: list[Transition] = []
     for key in sorted(held.keys() | now.keys()):
@@ -643,15 +647,36 @@ def advance(
             continue
         if alert is None:
             opened = _opened(customer_id, condition, at, tier, consented)
+            opened["silenced_by"] = silenced_by(opened)
             alerts[key] = opened
             moves.append(Transition("opened", opened))
             continue
         current = {**alert, "clear_since": None, "evidence": dict(condition.evidence)}
         if alert["severity"] != condition.severity:
             current["severity"] = str(condition.severity)
+            current["silenced_by"] = silenced_by(current)
             moves.append(Transition("updated", current))
         alerts[key] = current
     return alerts, moves
+
+
+def ended(held: Mapping[str, State], at: datetime, resolution: str) -> list[Transition]:
+    """Every open alert resolved at once: its customer is gone (merged into another,
+    whose own alerts its rules raise afresh)."""
+    return [
+        Transition(
+            "resolved",
+            {
+                **alert,
+                "status": str(Status.RESOLVED),
+                "resolved_at": utc_iso(at),
+                "resolved_by": None,
+                "resolution": resolution,
+            },
+        )
+        for _, alert in sorted(held.items())
+        if alert["status"] != Status.RESOLVED
+    ]
 
 
 def operator(

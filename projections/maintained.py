@@ -38,7 +38,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from domain import segments, value
-from domain.alerting import OperatorAction
+from domain.alerting import OperatorAction, Silence, silence_active, silences_alert
 from domain.consent import permits
 from domain.segments import Segment
 from projections import alerts, analytics, customer, journeys
@@ -197,6 +197,16 @@ def create_tables(store: ReadModelStore, *, fresh: bool = False) -> bool:
                     sql.SQL(columns),
                 )
             )
+        if fresh:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(silence_table(store)))
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, matcher jsonb NOT NULL,"
+                " starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL,"
+                " created_by text NOT NULL, comment text, expired_at timestamptz,"
+                " expired_by text)"
+            ).format(silence_table(store))
+        )
         cur.execute(
             "CREATE TABLE IF NOT EXISTS population_inputs (version serial PRIMARY KEY,"
             " computed_at timestamptz NOT NULL, inputs jsonb NOT NULL)"
@@ -215,6 +225,7 @@ def swap_in(cur: Any, rebuilt: ReadModelStore, live: ReadModelStore) -> None:
         ),
         ("rm_change", ("pkey", "change_id_key", "customer_id_idx", "kind_idx")),
         ("rm_alert", ("pkey", "status_idx", "customer_idx")),
+        ("rm_silence", ("pkey",)),
     ):
         old, new = f"{name}{rebuilt.generation}", f"{name}{live.generation}"
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
@@ -297,6 +308,7 @@ class Context:
     clock: Clock
     versions: Sequence[Inputs]
     segments: Mapping[str, dict[str, Any]]
+    silences: Sequence[Mapping[str, Any]] = ()
 
     @property
     def segments_version(self) -> int:
@@ -327,10 +339,20 @@ def _context(cur: Any, store: ReadModelStore, rules: Rules) -> Context:
             " (SELECT coalesce(array_agg(version ORDER BY version), '{{}}')"
             " FROM population_inputs WHERE version >= (SELECT version FROM since)),"
             " (SELECT coalesce(json_agg(json_build_array(name, rule) ORDER BY name), '[]')"
-            " FROM {segments} WHERE NOT deleted)"
-        ).format(clock=_clock_table(store), measures=measures_table, segments=_segment_table(store))
+            " FROM {segments} WHERE NOT deleted),"
+            # Silences still active at the clock, give or take: derivations happen at
+            # recording and tick times, which follow the clock.
+            " (SELECT coalesce(json_agg(s ORDER BY s.id), '[]') FROM {silences} s"
+            " WHERE least(s.ends_at, coalesce(s.expired_at, 'infinity')) >"
+            " coalesce((SELECT at FROM clock), '-infinity') - interval '1 day')"
+        ).format(
+            clock=_clock_table(store),
+            measures=measures_table,
+            segments=_segment_table(store),
+            silences=silence_table(store),
+        )
     )
-    held, numbers, defined = cur.fetchone()
+    held, numbers, defined, silenced = cur.fetchone()
     clock = (
         Clock(
             _instant(held["at"]),
@@ -348,7 +370,16 @@ def _context(cur: Any, store: ReadModelStore, rules: Rules) -> Context:
         for inputs in input_versions(cur, since=min(missing)):
             _PARSED_INPUTS.setdefault((database, inputs.version), inputs)
     versions = [_PARSED_INPUTS[database, n] for n in numbers]
-    return Context(rules, clock, versions, {name: rule for name, rule in defined})
+    silences = [
+        {
+            **found,
+            "starts_at": datetime.fromisoformat(found["starts_at"]),
+            "ends_at": datetime.fromisoformat(found["ends_at"]),
+            "expired_at": _instant(found["expired_at"]),
+        }
+        for found in silenced
+    ]
+    return Context(rules, clock, versions, {name: rule for name, rule in defined}, silences)
 
 
 def _instant(text: str | None) -> datetime | None:
@@ -377,7 +408,7 @@ def _derive(
     member_of = [name for name, rule in ctx.segments.items() if segments.matches(rule, document)]
     now = facts(doc, measures, statuses, rules, member_of)
     _record(row, changes(row.facts, now), cause, at)
-    _record(row, _alerting(row, doc, measures, now, rules, at), cause, at)
+    _record(row, _alerting(row, doc, measures, now, ctx, at), cause, at)
     row.measures, row.facts, row.derived_at = measures, now, at
     row.inputs_version, row.segments_version = inputs.version, ctx.segments_version
     row.due_at = _earliest(
@@ -401,13 +432,22 @@ def _alert_changes(moves: Sequence[alerts.Transition]) -> list[Change]:
 
 
 def _alerting(
-    row: Row, doc: State, measures: State, now: State, rules: Rules, at: datetime
+    row: Row, doc: State, measures: State, now: State, ctx: Context, at: datetime
 ) -> list[Change]:
     """The alert rules on the customer as of ``at`` (``now``: its new facts, which
     then hold its alerts), and the changes of its alerts' lifecycle. An alert of a rule
-    serving a consent purpose the customer has not granted is kept, marked suppressed."""
+    serving a consent purpose the customer has not granted is kept, marked suppressed;
+    one that an active silence matches, marked silenced."""
+    rules = ctx.rules
     consents = customer.consents_of(doc)
     found, cleared = alerts.conditions(doc, measures, now, at, rules.alerts)
+
+    def silenced_by(alert: Mapping[str, Any]) -> str | None:
+        return next(
+            (s["id"] for s in ctx.silences if silence_active(s, at) and silences_alert(s, alert)),
+            None,
+        )
+
     now["alerts"], moves = alerts.advance(
         row.customer_id,
         (row.facts or {}).get("alerts", {}),
@@ -417,6 +457,7 @@ def _alerting(
         rules.alerts,
         str(measures["value_tier"]["tier"]),
         lambda purpose: permits(consents, purpose, at),
+        silenced_by,
     )
     return _alert_changes(moves)
 
@@ -455,7 +496,7 @@ def _light_step(
     now = {**row.facts, "journeys": statuses}
     _record(row, found, cause, at)
     if doc is not None:
-        _record(row, _alerting(row, doc, row.measures, now, ctx.rules, at), cause, at)
+        _record(row, _alerting(row, doc, row.measures, now, ctx, at), cause, at)
     row.facts = now
     ends = [gap_end(s, ctx.rules) for s in statuses.values() if s["closed_by"] is None]
     alerting = (
@@ -556,6 +597,11 @@ def alert_table(store: ReadModelStore) -> sql.Identifier:
     return sql.Identifier(f"rm_alert{store.generation}")
 
 
+def silence_table(store: ReadModelStore) -> sql.Identifier:
+    """This generation's silences, as their events left them."""
+    return sql.Identifier(f"rm_silence{store.generation}")
+
+
 def _clock_table(store: ReadModelStore) -> sql.Identifier:
     return sql.Identifier(f"rm_clock{store.generation}")
 
@@ -588,6 +634,61 @@ def on_operator(
         row.facts = {**row.facts, "alerts": held}
         row.dirty = True
         _write(cur, store, [row])
+
+
+def on_silence(
+    store: ReadModelStore,
+    conn: psycopg2.extensions.connection,
+    event: Silence.Created | Silence.Expired,
+) -> None:
+    """A silence created or expired, where it stands in the log: alerts opened or
+    updated after it, while it is active, are marked by it."""
+    table = silence_table(store)
+    with conn.cursor() as cur:
+        if isinstance(event, Silence.Created):
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (id, matcher, starts_at, ends_at, created_by, comment)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+                ).format(table),
+                (
+                    event.originator_id.hex,
+                    json.dumps(event.matcher),
+                    event.starts_at,
+                    event.ends_at,
+                    event.by,
+                    event.comment,
+                ),
+            )
+        else:
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {} SET expired_at = %s, expired_by = %s"
+                    " WHERE id = %s AND expired_at IS NULL"
+                ).format(table),
+                (event.at, event.by, event.originator_id.hex),
+            )
+
+
+def silence_list(store: ReadModelStore, *, active_at: datetime | None) -> list[dict[str, Any]]:
+    """Silences, the newest first; ``active_at``: only those active then."""
+    clause = sql.SQL("true")
+    params: list[Any] = []
+    if active_at is not None:
+        clause = sql.SQL(
+            "starts_at <= %s AND least(ends_at, coalesce(expired_at, 'infinity')) > %s"
+        )
+        params = [active_at, active_at]
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT id, matcher, starts_at, ends_at, created_by, comment, expired_at,"
+                " expired_by FROM {} WHERE {} ORDER BY starts_at DESC, id LIMIT 1000"
+            ).format(silence_table(store), clause),
+            params,
+        )
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 def on_segment(
@@ -940,8 +1041,10 @@ def rederive(
             for subject_customer, change in extra:
                 if subject_customer == customer_id:
                     _record(row, [change], cause, at)
-            if doc is None:
-                row.measures = None  # merged away: only its changes are written
+            if doc is None:  # merged away: its alerts end, only its changes are written
+                held = (row.facts or {}).get("alerts", {})
+                _record(row, _alert_changes(alerts.ended(held, at, "merged")), cause, at)
+                row.measures = None
                 continue
             found = _journeys(cur, store, customer_id)
 

@@ -365,7 +365,13 @@ def create_app(
                         lambda: app.should_stop,
                     )
                     sent += await until_done(
-                        lambda: relay_changes(store, producer, topics.changes, batch_size=batch),
+                        lambda: relay_changes(
+                            store,
+                            producer,
+                            topics.changes,
+                            batch_size=batch,
+                            alerts_topic=topics.alerts,
+                        ),
                         "relaying changes",
                         lambda: app.should_stop,
                     )

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import psycopg2.extensions
 
-from domain.alerting import OperatorAction
+from domain.alerting import OperatorAction, Silence
 from domain.clock import Tick
 from domain.customer import Customer, customer_aggregate_id
 from domain.segments import Segment
@@ -44,6 +44,8 @@ PROJECTED = (
     Segment.Redefined,
     Segment.Deleted,
     OperatorAction.Taken,
+    Silence.Created,
+    Silence.Expired,
 )
 _PROJECTED_TOPICS = tuple(c.__qualname__ for c in PROJECTED)
 
@@ -134,6 +136,9 @@ def _apply_one(
         return 0
     if isinstance(event, Segment.Defined | Segment.Redefined | Segment.Deleted):
         maintained.on_segment(store, conn, event)
+        return 0
+    if isinstance(event, Silence.Created | Silence.Expired):
+        maintained.on_silence(store, conn, event)
         return 0
     if isinstance(event, OperatorAction.Taken):
         maintained.on_operator(store, conn, rules, event)

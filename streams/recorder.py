@@ -31,7 +31,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
-from domain.alerting import Action, OperatorAction
+from domain.alerting import Action, OperatorAction, Silence
 from domain.clock import Tick
 from domain.customer import Customer, IdentityError, customer_aggregate_id
 from domain.idempotency import (
@@ -235,7 +235,7 @@ class CustomerRecords(Application[UUID]):
         streams: set[UUID] = set()
         for obj in objs:
             pending = getattr(obj, "pending_events", None)
-            if isinstance(obj, Tick | Segment | OperatorAction):
+            if isinstance(obj, Tick | Segment | OperatorAction | Silence):
                 continue  # a clock reading, a rule, an operator's act: nothing personal
             if pending:
                 streams.add(obj.id)  # type: ignore[union-attr]  # an aggregate
@@ -269,6 +269,14 @@ class CustomerRecords(Application[UUID]):
         taken = OperatorAction.take(alert_id, customer_id, action, by, datetime.now(UTC), note)
         self.save(taken)
         return taken.id.hex
+
+    def silence(self, silence_id: UUID) -> Silence | None:
+        """The silence as stored now (None: none has this id)."""
+        try:
+            found: Silence = self.repository.get(silence_id, version=2**62)
+        except AggregateNotFoundError:
+            return None
+        return found
 
     def tick_id(self, at: datetime, inputs_version: int, limit: int) -> str:
         """Record a clock reading (``domain.clock.Tick``); returns its id (hex)."""

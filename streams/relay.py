@@ -199,8 +199,16 @@ def _instant(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def relay_changes(store: ReadModelStore, producer: Producer, topic: str, *, batch_size: int) -> int:
+def relay_changes(
+    store: ReadModelStore,
+    producer: Producer,
+    topic: str,
+    *,
+    batch_size: int,
+    alerts_topic: str | None = None,
+) -> int:
     """Publish the next ``batch_size`` changes of the feed to ``topic`` (cluster mode),
+    and the alert transitions among them to ``alerts_topic`` too (keyed by alert id),
     acknowledged by the broker before the position moves; return how many (0 when
     idle or when another relay holds the position). A crash between the send and the
     commit sends a change again: consumers tell it by its ``change_id``."""
@@ -216,6 +224,9 @@ def relay_changes(store: ReadModelStore, producer: Producer, topic: str, *, batc
         for change in found:
             key, value = encode_change(change)
             sent.append(producer.send(topic, key=key, value=value))
+            if alerts_topic is not None and change["kind"] in maintained.ALERT_KINDS:
+                alert_key = str(change["subject"]).encode()
+                sent.append(producer.send(alerts_topic, key=alert_key, value=value))
         producer.flush()
         for future in sent:
             future.get(timeout=0)  # raises if the broker refused any: the position stays

@@ -119,3 +119,53 @@ def test_alert_endpoints_need_their_scopes_and_an_action_names_its_key(
         assert client.post("/v1/alerts/alt_nope/resolve", headers=operator).status_code == 404
         bad = client.post(f"{path}/acknowledge", headers=operator, json={"note": "x", "y": 1})
         assert bad.status_code == 422
+
+
+def test_a_silence_marks_the_alerts_it_holds_and_the_stream_leaves_them_out(
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
+) -> None:
+    platform = make_platform(sse_heartbeat_seconds=0.2, sse_poll_seconds=0.05)
+    served = serve(platform)
+    ends = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with served.client(timeout=20) as client:
+        refused = client.post("/v1/silences", json={"matcher": {"colour": "red"}, "ends_at": ends})
+        assert refused.status_code == 422
+        assert client.post("/v1/silences", json={"matcher": {}, "ends_at": ends}).status_code == 422
+        created = client.post(
+            "/v1/silences",
+            json={"matcher": {"rule": "detractor_follow_up"}, "ends_at": ends, "comment": "drill"},
+        )
+        assert created.status_code == 201, created.text
+        silence = created.json()["id"]
+        assert embedded(platform).wait_until_projected()
+        (held,) = client.get("/v1/silences", params={"active": True}).json()["silences"]
+        assert held["id"] == silence and held["matcher"] == {"rule": "detractor_follow_up"}
+
+        assert client.post("/v1/touchpoints", json=[detractor("S9")]).status_code == 202
+        assert embedded(platform).wait_until_projected()
+        (alert,) = client.get("/v1/alerts").json()["alerts"]
+        assert alert["silenced_by"] == silence  # recorded, marked
+
+        def opened(params: dict[str, Any]) -> list[dict[str, Any]]:
+            seen: list[dict[str, Any]] = []
+            with client.stream("GET", "/v1/alerts/stream", params=params) as response:
+                beats = 0
+                for event in events(response):
+                    beats += "heartbeat" in event
+                    if event.get("event") == "alert_opened":
+                        seen.append(event)
+                    if beats >= 3:
+                        return seen
+            return seen
+
+        assert opened({"after": 0}) == []  # not delivered
+        assert len(opened({"after": 0, "include_silenced": True})) == 1
+
+        assert client.post(f"/v1/silences/{silence}/expire").status_code == 202
+        assert client.post(f"/v1/silences/{silence}/expire").status_code == 409
+        assert client.post("/v1/silences/nope/expire").status_code == 404
+        assert embedded(platform).wait_until_projected()
+        assert client.get("/v1/silences", params={"active": True}).json()["silences"] == []
+        assert client.post("/v1/touchpoints", json=[detractor("S10")]).status_code == 202
+        assert embedded(platform).wait_until_projected()
+        assert len(opened({"after": 0})) == 1  # the new one is delivered

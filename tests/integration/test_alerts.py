@@ -105,3 +105,24 @@ def test_a_replay_gives_the_same_alerts(platform: Platform) -> None:
     replay(platform.records, platform.store, batch_size=7)
     assert embedded(platform).wait_until_projected()
     assert stable(alerts_now(platform)) == stable(live)
+
+
+def test_a_merged_away_customers_alerts_end_and_the_survivor_raises_its_own(
+    platform: Platform,
+) -> None:
+    then = datetime.now(UTC) - timedelta(hours=1)
+    record(
+        platform,
+        [
+            parse_touchpoint(survey_answer({"email": "a1@example.com"}, "nps", 2, then)),
+            parse_touchpoint(survey_answer({"phone": "+33612345670"}, "nps", 1, then)),
+        ],
+    )
+    assert len(alerts_now(platform)) == 2
+    both = {"email": "a1@example.com", "phone": "+33612345670"}
+    record(platform, [parse_touchpoint(envelope(both, then + timedelta(minutes=1)))])
+    found = alerts_now(platform)
+    merged = [a for a in found if a["resolution"] == "merged"]
+    still = [a for a in found if a["status"] == "open"]
+    assert len(merged) == 1 and len(still) == 1
+    assert still[0]["customer_id"] != merged[0]["customer_id"]

@@ -17,7 +17,7 @@ from infra.kafka import Topics, create_topics
 from infra.settings import Settings
 from projections import maintained
 from streams.relay import relay_changes
-from tests.builders import purchase
+from tests.builders import purchase, survey_answer
 from tests.integration.test_projections import record
 
 
@@ -74,3 +74,25 @@ def test_every_change_reaches_the_changes_topic_once_in_order(
     assert {datetime.fromisoformat(p["at"]) for p in published} <= {
         c["at"] for c in feed
     } and now - timedelta(minutes=5) < min(c["at"] for c in feed)
+
+
+def test_alert_transitions_reach_the_alerts_topic_keyed_by_alert(
+    platform: Platform, broker: str
+) -> None:
+    topics = Topics.named(f"t{uuid.uuid4().hex[:10]}")
+    create_topics(Settings(kafka_bootstrap=broker, kafka_topic_prefix=topics.alerts.split(".")[0]))
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    record(platform, [parse_touchpoint(survey_answer(f"A{i}", "nps", 1, now)) for i in range(2)])
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all")
+    try:
+        while relay_changes(
+            platform.store, producer, topics.changes, batch_size=4, alerts_topic=topics.alerts
+        ):
+            pass
+    finally:
+        producer.close(5)
+    opened = maintained.change_page(platform.store, after=0, limit=100, kinds=["alert_opened"])
+    assert len(opened) == 2
+    read = read_all(broker, topics.alerts, 2)
+    assert sorted(m.key for m in read) == sorted(c["subject"].encode() for c in opened)
+    assert {json.loads(m.value)["kind"] for m in read} == {"alert_opened"}
