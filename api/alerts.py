@@ -22,7 +22,16 @@ from fastapi.responses import StreamingResponse
 
 from api.auth import READ, Operator
 from api.deps import NO_NUL, PlatformDep, Since, storable_text
-from api.schemas import NOT_FOUND, ActedOut, ActionIn, AlertOut, AlertsOut, ErrorOut
+from api.schemas import (
+    NOT_FOUND,
+    ActedOut,
+    ActionIn,
+    AlertOut,
+    AlertsOut,
+    BacktestIn,
+    BacktestOut,
+    ErrorOut,
+)
 from infra import alerts as service
 from projections.alerts import Rule, Severity, Status
 
@@ -192,3 +201,25 @@ def resolve_alert(
     """Resolve the alert by hand (scope ``operate``). While its condition still holds,
     no new alert of its rule and subject opens; once it clears, one may."""
     return _act(platform, alert_id, "resolve", key.name, body.note if body else None)
+
+
+@router.post(
+    "/rules/{rule}/backtest",
+    response_model=BacktestOut,
+    response_model_by_alias=True,
+    responses={422: {"model": ErrorOut}},
+)
+def backtest_rule(
+    platform: PlatformDep, _: Operator, rule: Rule, candidate: BacktestIn
+) -> dict[str, Any]:
+    """What the rule, with these settings, would have raised over [from, to) of the
+    recorded history, when, for whom and how many a day (scope ``operate``): the history
+    replayed as the projectors derive it, nothing written or delivered. A pass over the
+    event store: seconds for a large history."""
+    try:
+        return service.backtest(platform, rule, candidate.settings, candidate.from_, candidate.to)
+    except ValueError as why:
+        field = "to" if str(why).startswith("to:") else "settings"
+        raise HTTPException(
+            422, [{"loc": ["body", field], "msg": str(why), "type": "value_error"}]
+        ) from None

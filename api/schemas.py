@@ -766,3 +766,37 @@ class SilenceCreatedOut(BaseModel):
 class SilenceExpiredOut(BaseModel):
     id: str
     status: Literal["expired"]
+
+
+class BacktestIn(BaseModel):
+    """A candidate configuration of one rule and the time range to run it over."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the rule's settings that differ from those in effect, as in "
+        "PEAKEND_ALERT_RULES (durations in seconds, a field's name with _seconds)",
+    )
+    from_: AwareDatetime = Field(alias="from")
+    to: AwareDatetime = Field(description="at most 366 days after from")
+
+
+class BacktestAlertOut(BaseModel):
+    customer_id: str
+    subject: dict[str, str]
+    severity: str
+    opened_at: datetime
+    resolved_at: datetime | None = Field(description="null: still open at the range's end")
+    evidence: dict[str, Any]
+
+
+class BacktestOut(BaseModel):
+    rule: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    settings: dict[str, Any] = Field(description="the rule's settings it ran with")
+    customers: int = Field(description="customers whose history was replayed")
+    raised: int = Field(description="alerts it would have opened in the range")
+    per_day: dict[str, int] = Field(description="opened per day (UTC)")
+    alerts: list[BacktestAlertOut] = Field(description="the first 1,000, oldest first")

@@ -5,15 +5,19 @@ maintained``); an operator's acknowledgement or resolution is recorded as an eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from domain.alerting import Action, Silence
-from infra.bootstrap import Platform
+from infra.bootstrap import Platform, measure_rules
 from projections import maintained
-from projections.alerts import Status
+from projections.alerts import Rule, Status, Transition, with_rules
+from projections.backtest import report, simulate
+from projections.measures import Inputs
 
 alert_page = maintained.alert_page
 alert_of = maintained.alert_of
@@ -90,3 +94,64 @@ def expire_silence(platform: Platform, silence_id: str, by: str) -> bool:
 
 def silences(platform: Platform, *, active: bool) -> list[dict[str, Any]]:
     return maintained.silence_list(platform.store, active_at=datetime.now(UTC) if active else None)
+
+
+MAX_BACKTEST = timedelta(days=366)
+SHOWN = 1000  # alerts listed in a back-test's answer (all are counted)
+
+
+def backtest(
+    platform: Platform,
+    rule: Rule,
+    overrides: Mapping[str, Any],
+    start: datetime,
+    end: datetime,
+) -> dict[str, Any]:
+    """What ``rule``, with ``overrides`` of its settings, would have raised in
+    [start, end) over the recorded history: every customer's touchpoints replayed as the
+    projectors derive them (``projections.backtest``), the other rules off. A pass over
+    the event store: slower than a read, by design; nothing is written or delivered.
+    ``ValueError`` names a wrong setting."""
+    if not start < end:
+        raise ValueError("to: after from")
+    if end - start > MAX_BACKTEST:
+        raise ValueError(f"to: at most {MAX_BACKTEST.days} days after from")
+    base = platform.store.measure_rules or measure_rules(platform.settings)
+    off = {r.value: {"enabled": False} for r in Rule if r != rule}
+    candidate = with_rules(base.alerts, {**off, rule.value: {**overrides, "enabled": True}})
+    rules = replace(base, alerts=candidate)
+    versions = maintained.input_versions_all(platform.store)
+
+    def inputs(at: datetime) -> Inputs:
+        effective = [
+            v for v in versions if v.computed_at and datetime.fromisoformat(v.computed_at) <= at
+        ]
+        return effective[-1] if effective else Inputs()
+
+    moves: list[tuple[datetime, Transition]] = []
+    customers = maintained.customer_ids(platform.store)
+    for customer_id in customers:
+        events = sorted(platform.records.touchpoints_of(customer_id), key=lambda e: e.timestamp)
+        moves += simulate(customer_id, events, rules, inputs, end)
+    found = report(rule, moves, start, end, len(customers), SHOWN)
+    return {**found, "settings": _settings_json(candidate.of(rule))}
+
+
+def _settings_json(settings: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in asdict(settings).items():
+        if isinstance(value, timedelta):
+            out[f"{name}_seconds"] = value.total_seconds()
+        elif isinstance(value, frozenset | tuple):
+            out[name] = sorted(str(v) for v in value)
+        elif isinstance(value, Mapping):
+            out[name] = json.loads(json.dumps(value, default=_plain))
+        else:
+            out[name] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return str(value)

@@ -732,16 +732,37 @@ def with_rules(rules: AlertRules, overrides: Mapping[str, Any]) -> AlertRules:
             attribute = key.removesuffix("_seconds")
             if not hasattr(current, attribute):
                 raise ValueError(f"alert rules: {name} has no setting {key!r}")
-            held = getattr(current, attribute)
-            if isinstance(held, timedelta):
-                fields[attribute] = timedelta(seconds=float(value))
-            elif isinstance(held, frozenset):
-                fields[attribute] = frozenset(str(v) for v in value)
-            elif isinstance(held, Severity):
-                fields[attribute] = Severity(value)
-            elif isinstance(held, tuple):
-                fields[attribute] = tuple(str(v) for v in value)
-            else:
-                fields[attribute] = value
+            try:
+                fields[attribute] = _like(getattr(current, attribute), value, f"{name}.{key}")
+            except (TypeError, ValueError) as error:
+                if str(error).startswith("alert rules:"):
+                    raise
+                raise ValueError(f"alert rules: {name}.{key}: {error}") from None
         changed[name] = replace(current, **fields)
     return replace(rules, **changed)
+
+
+def _like(held: Any, value: Any, where: str) -> Any:
+    """``value`` (from JSON) as the type of the setting it replaces: seconds as a
+    duration, a list as a set or tuple, a severity's name; a mapping is merged into the
+    one held, key by key (targets per complaint severity and step, severity per tier)."""
+    if isinstance(held, bool) or held is None:
+        return value
+    if isinstance(held, timedelta):
+        return timedelta(seconds=float(value))
+    if isinstance(held, Severity):
+        return Severity(value)
+    if isinstance(held, frozenset):
+        return frozenset(str(v) for v in value)
+    if isinstance(held, tuple):
+        return tuple(str(v) for v in value)
+    if isinstance(held, Mapping):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"alert rules: {where} is an object")
+        sample = next(iter(held.values()), None)
+        merged = dict(held)
+        for k, v in value.items():
+            name = str(k).removesuffix("_seconds")  # a duration may say so, as a setting does
+            merged[name] = _like(held.get(name, sample), v, f"{where}.{k}")
+        return merged
+    return type(held)(value)

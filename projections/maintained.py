@@ -262,6 +262,12 @@ def input_versions(cur: Any, since: int = 0) -> list[Inputs]:
     ]
 
 
+def input_versions_all(store: ReadModelStore) -> list[Inputs]:
+    """Every population-inputs version, oldest first."""
+    with store.connection() as conn, conn.cursor() as cur:
+        return input_versions(cur)
+
+
 def publish_inputs(store: ReadModelStore, inputs: Inputs, at: datetime) -> Inputs | None:
     """Store ``inputs`` as a new version effective from ``at``, unless they say what the
     latest version says; return the new version (None: unchanged)."""
@@ -1287,6 +1293,15 @@ def latest_position(store: ReadModelStore) -> int:
         cur.execute(sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(changes_table))
         row = cur.fetchone()
         return int(row[0]) if row else 0
+
+
+def customer_ids(store: ReadModelStore) -> list[str]:
+    """Every customer with a document, in id order."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT key FROM {} ORDER BY key").format(store.table(customer.PROJECTION.name))
+        )
+        return [row[0] for row in cur.fetchall()]
 
 
 def alert_of(store: ReadModelStore, alert_id: str) -> dict[str, Any] | None:

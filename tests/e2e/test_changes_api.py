@@ -28,13 +28,15 @@ def test_the_feed_pages_by_position_and_filters_by_kind_and_customer(
             pages.append(page["changes"])
             after = page["next_after"]
         every = [c for p in pages for c in p]
-        assert [len(p) for p in pages] == [5, 5, 3]  # 4 first facts x 3 + a category
+        # 4 first facts x 3, a category, and the detractor's follow-up alert opened.
+        assert [len(p) for p in pages] == [5, 5, 4]
         positions = [c["position"] for c in every]
         assert positions == sorted(positions) and len(set(positions)) == len(positions)
 
         first = customer_of(platform, "F0")
         mine = client.get("/v1/changes", params={"customer": first}).json()["changes"]
-        assert {c["customer_id"] for c in mine} == {first} and len(mine) == 5
+        assert {c["customer_id"] for c in mine} == {first} and len(mine) == 6
+        assert mine[-1]["kind"] == "alert_opened"
         detractor = client.get(
             "/v1/changes", params={"kind": ["nps_category", "lifecycle"], "customer": first}
         ).json()["changes"]

@@ -126,3 +126,52 @@ def test_a_merged_away_customers_alerts_end_and_the_survivor_raises_its_own(
     still = [a for a in found if a["status"] == "open"]
     assert len(merged) == 1 and len(still) == 1
     assert still[0]["customer_id"] != merged[0]["customer_id"]
+
+
+def test_a_backtest_over_the_recorded_history_equals_what_the_live_rules_raised(
+    platform: Platform,
+) -> None:
+    now = datetime.now(UTC)
+    ago = [now - timedelta(hours=h) for h in (80, 60, 30, 10, 2)]
+    sent = [
+        survey_answer("B1", "nps", 2, ago[0]),
+        envelope("B1", ago[2], type="call"),
+        survey_answer("B2", "csat", 1, ago[1]),
+        complaint("B3", "filed", ago[0], severity="high"),
+        complaint("B3", "acknowledged", ago[1]),
+        complaint("B4", "filed", ago[3], severity="low", complaint_id="K4"),
+        envelope("B5", ago[1], emotion=-3),
+        envelope("B6", ago[4], emotion=-2),
+        complaint("B6", "filed", ago[4] + timedelta(minutes=5), complaint_id="K6"),
+    ]
+    for raw in sent:  # one at a time: each is recorded, and derived, at its own instant
+        record(platform, [parse_touchpoint(raw)])
+    until = now + timedelta(days=4)
+    jobs.drive_clock(platform, until)
+    start = now - timedelta(days=10)
+
+    def key(a: dict[str, Any]) -> tuple[Any, ...]:
+        return (a["customer_id"], sorted(a["subject"].items()), a["opened_at"], a["resolved_at"])
+
+    live = alerts_now(platform)
+    assert {a["rule"] for a in live} >= {
+        "detractor_follow_up",
+        "complaint_sla",
+        "silent_dissatisfaction",
+    }
+    for rule in ("detractor_follow_up", "complaint_sla", "silent_dissatisfaction"):
+        found = service.backtest(platform, service.Rule(rule), {}, start, until)
+        assert found["raised"] == len(found["alerts"])
+        raised = sorted(key(a) for a in found["alerts"])
+        assert raised == sorted(key(a) for a in live if a["rule"] == rule), rule
+
+    # A stricter candidate raises less: no SLA breach under targets of a week.
+    week = 7 * 86400
+    lenient = service.backtest(
+        platform,
+        service.Rule("complaint_sla"),
+        {"targets": {s: {"acknowledge": week, "resolve": week} for s in ("low", "high")}},
+        start,
+        until,
+    )
+    assert lenient["raised"] < len([a for a in live if a["rule"] == "complaint_sla"])

@@ -261,6 +261,9 @@ def test_churn_warning_weighs_by_tier_and_its_purpose_needs_consent() -> None:
     [
         ({"nope": {}}, "unknown rule 'nope'"),
         ({"churn_warning": {"k": 2}}, "churn_warning has no setting 'k'"),
+        ({"churn_warning": {"gap_factor": "x"}}, "churn_warning.gap_factor: could not convert"),
+        ({"complaint_sla": {"targets": 3}}, "complaint_sla.targets is an object"),
+        ({"negative_journey": {"severity": "loud"}}, "negative_journey.severity: 'loud'"),
     ],
 )
 def test_overrides_name_what_is_wrong(overrides: dict[str, Any], message: str) -> None:
@@ -274,6 +277,7 @@ def test_overrides_set_durations_tiers_and_switch_rules_off() -> None:
         {
             "detractor_follow_up": {"target_seconds": 3600, "tiers": ["vip"]},
             "churn_warning": {"enabled": False},
+            "complaint_sla": {"targets": {"high": {"acknowledge_seconds": 60}}},
             "hold_down_seconds": 60,
         },
     )
@@ -281,4 +285,7 @@ def test_overrides_set_durations_tiers_and_switch_rules_off() -> None:
     assert rules.detractor_follow_up.tiers == frozenset({"vip"})
     assert not rules.churn_warning.enabled
     assert rules.hold_down == timedelta(minutes=1)
+    high = rules.complaint_sla.targets["high"]
+    assert high["acknowledge"] == timedelta(minutes=1)  # merged: the other steps kept
+    assert high["resolve"] == AlertRules().complaint_sla.targets["high"]["resolve"]
     assert rules.of(Rule.CHURN_WARNING) is rules.churn_warning
