@@ -22,6 +22,7 @@ from api import (
     segments,
     silences,
     touchpoints,
+    webhooks,
 )
 from api.auth import AUTH_ANSWERS, PUBLIC
 from api.auth import install as install_auth
@@ -73,6 +74,7 @@ def create_app(platform: Platform) -> FastAPI:
         changes.router,
         alerts.router,
         silences.router,
+        webhooks.router,
         privacy.router,
         health.router,
         admin.router,

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.deps import INSTANT_PATTERN, plausible_instant
 
@@ -800,3 +800,72 @@ class BacktestOut(BaseModel):
     raised: int = Field(description="alerts it would have opened in the range")
     per_day: dict[str, int] = Field(description="opened per day (UTC)")
     alerts: list[BacktestAlertOut] = Field(description="the first 1,000, oldest first")
+
+
+AlertRuleName = Literal[
+    "detractor_follow_up",
+    "complaint_sla",
+    "negative_journey",
+    "silent_dissatisfaction",
+    "churn_warning",
+]
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl = Field(description="POSTed to, with a JSON body, for each transition")
+    rules: list[AlertRuleName] = Field(default_factory=list, max_length=10)
+    severities: list[Literal["info", "warning", "critical"]] = Field(
+        default_factory=list, max_length=3
+    )
+
+
+class WebhookCreatedOut(BaseModel):
+    id: str
+    secret: str = Field(description="whsec_...: shown once")
+
+
+class WebhookSecretOut(WebhookCreatedOut):
+    pass
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    rules: list[str]
+    severities: list[str]
+    created_at: datetime
+    created_by: str
+    disabled_at: datetime | None = Field(description="set when the receiver answered 410")
+    disabled_reason: str | None
+    secrets: int = Field(description="secrets signing (2 during a rotation)")
+
+
+class WebhooksOut(BaseModel):
+    webhooks: list[WebhookOut]
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+class DeliveryOut(BaseModel):
+    id: str = Field(description="webhook-id: the same on every attempt")
+    position: int
+    alert_id: str
+    kind: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    log: list[AttemptOut]
+
+
+class DeliveriesOut(BaseModel):
+    deliveries: list[DeliveryOut]

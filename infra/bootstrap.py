@@ -17,7 +17,7 @@ import psycopg2
 from domain import value
 from domain.idempotency import Recorded
 from domain.touchpoints import TouchpointIn
-from infra import audit, rejects, scheduler
+from infra import audit, rejects, scheduler, webhooks
 from infra.database import BoundedPool, embedded_server_url, eventsourcing_env
 from infra.keys import KeyStore
 from infra.metrics import Metrics, ScrapeSources, last_clv_fit
@@ -229,6 +229,7 @@ def _stores(
     KeyStore(store, cache_seconds=0).create_table()
     audit.create_table(store)
     rejects.create_table(store)
+    webhooks.create_tables(store)
     if new and head(records) > 0:
         # A projection added to an existing store has missed the events before it: all
         # are rebuilt from the event store (atomically swapped in) before anything runs.

@@ -8,6 +8,8 @@
   customer in bounded batches, each customer's changes recorded; then materialise the
   population views that "now" reads serve (``infra.population``);
 - ``clv-refit``: a new lifetime-value model, then the population inputs that use it;
+- ``webhooks``: every poll, alert transitions to the subscribed endpoints
+  (``infra.webhooks``: sends run in their own threads, so the job never waits on one).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from infra import population
 from infra.bootstrap import Platform, reporting_money, tier_cutoffs
 from infra.clock import Clock, SystemClock
 from infra.scheduler import Job, Scheduler
+from infra.webhooks import Dispatcher
 from projections import analytics, maintained
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,8 @@ def scheduled(platform: Platform) -> list[Job]:
             lambda now: advance_clock(platform, now),
         )
     ]
+    sender = Dispatcher(platform)
+    found.append(Job("webhooks", timedelta(seconds=s.scheduler_poll_seconds), sender.step))
     if s.population_refresh_seconds > 0:
         found.append(
             Job(

@@ -152,6 +152,13 @@ class Settings(BaseSettings):
     # (proxies close idle streams), and how often a stream looks for new transitions.
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
     sse_poll_seconds: float = Field(0.5, gt=0)
+    # Webhooks (README "Alerts"): a send's timeout, the waits before each retry (the
+    # Standard Webhooks schedule), and how many sends run at once (one per endpoint).
+    webhook_timeout_seconds: float = Field(15.0, gt=0)
+    webhook_retry_seconds: list[float] = Field(
+        [5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1, max_length=20
+    )
+    webhook_senders: int = Field(8, ge=1, le=64)
     # The scheduler recomputes the population inputs (tier thresholds, RFM boundaries,
     # retention, the lifetime-value model in use) this often and rolls a new version
     # out to every customer in batches of ``maintain_batch_size``.
