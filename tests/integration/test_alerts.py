@@ -11,6 +11,7 @@ from domain.touchpoints import parse_touchpoint
 from infra import alerts as service
 from infra import jobs
 from infra.bootstrap import Platform, bootstrap
+from projections.alerts import Rule
 from streams.projector import replay
 from tests.builders import complaint, envelope, survey_answer
 from tests.conftest import customer_of, embedded
@@ -160,7 +161,7 @@ def test_a_backtest_over_the_recorded_history_equals_what_the_live_rules_raised(
         "silent_dissatisfaction",
     }
     for rule in ("detractor_follow_up", "complaint_sla", "silent_dissatisfaction"):
-        found = service.backtest(platform, service.Rule(rule), {}, start, until)
+        found = service.backtest(platform, Rule(rule), {}, start, until)
         assert found["raised"] == len(found["alerts"])
         raised = sorted(key(a) for a in found["alerts"])
         assert raised == sorted(key(a) for a in live if a["rule"] == rule), rule
@@ -169,7 +170,7 @@ def test_a_backtest_over_the_recorded_history_equals_what_the_live_rules_raised(
     week = 7 * 86400
     lenient = service.backtest(
         platform,
-        service.Rule("complaint_sla"),
+        Rule("complaint_sla"),
         {"targets": {s: {"acknowledge": week, "resolve": week} for s in ("low", "high")}},
         start,
         until,
