@@ -19,10 +19,11 @@ from api.schemas import (
     MigrationOut,
     OpportunitiesOut,
     PyramidOut,
+    RevenueAtRiskOut,
     RfmSegmentsOut,
     SatisfactionOut,
 )
-from infra import audit, population
+from infra import alerts, audit, population
 from infra.bootstrap import reporting_money
 from projections import analytics
 
@@ -117,6 +118,17 @@ def get_emotion_curves(
     truth (steps most often a journey's peak or end; emotion that best predicts the
     peak-end score)."""
     return population.view(platform, "emotion-curves", as_of, journey_type=journey_type)
+
+
+@router.get(
+    "/revenue-at-risk", response_model=RevenueAtRiskOut, responses=ERRORS, dependencies=[READ]
+)
+def get_revenue_at_risk(platform: PlatformDep) -> dict[str, Any]:
+    """Revenue at risk now, maintained as alerts open and close: the trailing revenue of
+    customers with an open detractor, negative-journey or churn alert, times their
+    chance of leaving (1 - P(alive); without a model, a configured share); overall
+    and per rule."""
+    return alerts.revenue_at_risk(platform)
 
 
 @router.post("/clv/fit", status_code=201, response_model=ClvModelOut, responses=ERRORS)

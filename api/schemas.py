@@ -869,3 +869,17 @@ class DeliveryOut(BaseModel):
 
 class DeliveriesOut(BaseModel):
     deliveries: list[DeliveryOut]
+
+
+class AtRiskOut(BaseModel):
+    amount: Decimal = Field(description="trailing revenue x chance of leaving, summed")
+    customers: int
+
+
+class RevenueAtRiskOut(BaseModel):
+    currency: str
+    overall: AtRiskOut = Field(description="each customer once, whatever its alerts")
+    by_rule: dict[str, AtRiskOut]
+    leave_share_without_model: float | None = Field(
+        description="the chance of leaving counted where no model gives P(alive)"
+    )

@@ -9,13 +9,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from domain.alerting import Action, Silence
 from infra.bootstrap import Platform, measure_rules
 from projections import maintained
-from projections.alerts import Rule, Status, Transition, with_rules
+from projections.alerts import AT_RISK, Rule, Status, Transition, with_rules
 from projections.backtest import report, simulate
 from projections.measures import Inputs
 
@@ -155,3 +156,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value.total_seconds()
     return str(value)
+
+
+def revenue_at_risk(platform: Platform) -> dict[str, Any]:
+    """The maintained revenue at risk, overall and per rule (``alerts.revenue_at_risk``
+    per customer, totals kept by the projectors)."""
+    held = maintained.revenue_at_risk(platform.store)
+    zero = {"amount": Decimal(0), "customers": 0}
+    return {
+        "currency": platform.settings.currency,
+        "overall": held.get("overall", zero),
+        "by_rule": {rule: held.get(rule, zero) for rule in AT_RISK},
+        "leave_share_without_model": platform.store.measure_rules.alerts.leave_share_without_model
+        if platform.store.measure_rules
+        else None,
+    }

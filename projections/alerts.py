@@ -43,6 +43,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -166,6 +167,10 @@ class ChurnWarning(RuleSettings):
     purpose: str | None = "marketing"  # a retention offer is marketing
 
 
+# The rules whose open alerts put a customer's revenue at risk (DOMAIN.md §8).
+AT_RISK = ("detractor_follow_up", "negative_journey", "churn_warning")
+
+
 @dataclass(frozen=True)
 class AlertRules:
     """Every rule's settings and the lifecycle's hold-down (``infra.bootstrap`` builds
@@ -177,6 +182,9 @@ class AlertRules:
     silent_dissatisfaction: SilentDissatisfaction = SilentDissatisfaction()
     churn_warning: ChurnWarning = ChurnWarning()
     hold_down: timedelta = timedelta(minutes=5)
+    # The chance of leaving for revenue at risk where no lifetime-value model gives
+    # P(alive): the share of a customer's trailing revenue counted at risk.
+    leave_share_without_model: float = 0.5
 
     def of(self, rule: Rule) -> RuleSettings:
         settings: RuleSettings = getattr(self, rule.value)
@@ -721,6 +729,12 @@ def with_rules(rules: AlertRules, overrides: Mapping[str, Any]) -> AlertRules:
         if name == "hold_down_seconds":
             changed["hold_down"] = timedelta(seconds=float(given))
             continue
+        if name == "leave_share_without_model":
+            share = float(given)
+            if not 0 <= share <= 1:
+                raise ValueError("alert rules: leave_share_without_model is between 0 and 1")
+            changed[name] = share
+            continue
         try:
             current = rules.of(Rule(name))
         except ValueError:
@@ -766,3 +780,25 @@ def _like(held: Any, value: Any, where: str) -> Any:
             merged[name] = _like(held.get(name, sample), v, f"{where}.{k}")
         return merged
     return type(held)(value)
+
+
+def revenue_at_risk(measures: State, held: Mapping[str, State], rules: AlertRules) -> State:
+    """One customer's revenue at risk (DOMAIN.md §8): with an open detractor,
+    negative-journey or churn alert, the trailing revenue (the value window's) times
+    the chance of leaving, 1 - P(alive) where the model gives it, else
+    ``leave_share_without_model``; overall (the customer once) and per rule. Money as
+    decimal strings in the reporting currency; ``{}``: none at risk."""
+    open_rules = sorted(
+        {a["rule"] for a in held.values() if a["status"] != Status.RESOLVED} & set(AT_RISK)
+    )
+    if not open_rules:
+        return {}
+    revenue = Decimal(str(measures["value_tier"]["value_in_window"]))
+    p_alive = measures["churn_risk"].get("p_alive")
+    leave = (
+        Decimal(1) - Decimal(str(p_alive))
+        if p_alive is not None
+        else Decimal(str(rules.leave_share_without_model))
+    )
+    amount = (revenue * leave).quantize(Decimal("0.01"))
+    return {"amount": str(amount), "rules": open_rules}

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -84,6 +85,9 @@ class Row:
     # The measures were derived (or restored) here: the whole row is written. A row only
     # dirty (a journey step of a type no measure reads) writes its facts and due instant.
     measured: bool = False
+    # The revenue at risk the row held when loaded: what _write adds the change of to
+    # the totals.
+    loaded_at_risk: State = field(default_factory=dict)
     error: str | None = None  # why the rules failed on this customer (None: they did not)
     found: list[tuple[str, Change, dict[str, Any]]] = field(default_factory=list)
 
@@ -198,6 +202,14 @@ def create_tables(store: ReadModelStore, *, fresh: bool = False) -> bool:
                 )
             )
         if fresh:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(risk_table(store)))
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, amount numeric NOT NULL,"
+                " customers integer NOT NULL)"
+            ).format(risk_table(store))
+        )
+        if fresh:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(silence_table(store)))
         cur.execute(
             sql.SQL(
@@ -226,6 +238,7 @@ def swap_in(cur: Any, rebuilt: ReadModelStore, live: ReadModelStore) -> None:
         ("rm_change", ("pkey", "change_id_key", "customer_id_idx", "kind_idx")),
         ("rm_alert", ("pkey", "status_idx", "customer_idx")),
         ("rm_silence", ("pkey",)),
+        ("rm_risk", ("pkey",)),
     ):
         old, new = f"{name}{rebuilt.generation}", f"{name}{live.generation}"
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
@@ -465,6 +478,7 @@ def _alerting(
         lambda purpose: permits(consents, purpose, at),
         silenced_by,
     )
+    now["at_risk"] = alerts.revenue_at_risk(measures, now["alerts"], rules.alerts)
     return _alert_changes(moves)
 
 
@@ -573,7 +587,14 @@ def _lock_rows(cur: Any, store: ReadModelStore, customers: Iterable[str]) -> dic
         ).format(measures_table),
         (sorted(set(customers)),),
     )
-    return {r[0]: Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in cur.fetchall()}
+    return {
+        r[0]: Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], loaded_at_risk=_at_risk(r[2]))
+        for r in cur.fetchall()
+    }
+
+
+def _at_risk(facts: State | None) -> State:
+    return dict((facts or {}).get("at_risk") or {})
 
 
 @dataclass(frozen=True)
@@ -601,6 +622,11 @@ def clock_of(cur: Any, store: ReadModelStore) -> Clock:
 def alert_table(store: ReadModelStore) -> sql.Identifier:
     """This generation's alerts: each alert as its latest transition left it."""
     return sql.Identifier(f"rm_alert{store.generation}")
+
+
+def risk_table(store: ReadModelStore) -> sql.Identifier:
+    """This generation's revenue at risk: overall and per rule, maintained by deltas."""
+    return sql.Identifier(f"rm_risk{store.generation}")
 
 
 def silence_table(store: ReadModelStore) -> sql.Identifier:
@@ -637,7 +663,10 @@ def on_operator(
             return
         cause = {"event": "OperatorAction", "action": event.action, "by": event.by}
         _record(row, _alert_changes(moves), cause, event.at)
-        row.facts = {**row.facts, "alerts": held}
+        at_risk = (
+            alerts.revenue_at_risk(row.measures or {}, held, rules.alerts) if row.measures else {}
+        )
+        row.facts = {**row.facts, "alerts": held, "at_risk": at_risk}
         row.dirty = True
         _write(cur, store, [row])
 
@@ -1150,10 +1179,48 @@ def _write(cur: Any, store: ReadModelStore, rows: Iterable[Row]) -> int:
             [list(column) for column in zip(*found, strict=True)],
         )
         _write_alerts(cur, store, found)
+    _write_risk(cur, store, rows)
     for r in rows:
         r.found.clear()
         r.dirty = r.measured = False
     return len(found)
+
+
+def _write_risk(cur: Any, store: ReadModelStore, rows: Iterable[Row]) -> None:
+    """Add each row's change of revenue at risk to the totals (overall, and per rule)."""
+    deltas: dict[str, list[Any]] = {}
+    for r in rows:
+        after = _at_risk(r.facts) if r.measures is not None else {}
+        before = r.loaded_at_risk
+        if after == before:
+            continue
+        for held, sign in ((before, -1), (after, 1)):
+            if not held:
+                continue
+            amount = Decimal(held["amount"]) * sign
+            for key in ("overall", *held["rules"]):
+                total = deltas.setdefault(key, [Decimal(0), 0])
+                total[0] += amount
+                total[1] += sign
+        r.loaded_at_risk = after
+    if not deltas:
+        return
+    keys = sorted(deltas)
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {t} (key, amount, customers) SELECT k, a, c FROM unnest(%s::text[],"
+            " %s::numeric[], %s::int[]) AS u (k, a, c) ON CONFLICT (key) DO UPDATE SET"
+            " amount = {t}.amount + EXCLUDED.amount, customers = {t}.customers + EXCLUDED.customers"
+        ).format(t=risk_table(store)),
+        (keys, [deltas[k][0] for k in keys], [deltas[k][1] for k in keys]),
+    )
+
+
+def revenue_at_risk(store: ReadModelStore) -> dict[str, dict[str, Any]]:
+    """The maintained totals: key (``overall`` or a rule) -> amount and customers."""
+    with store.connection() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT key, amount, customers FROM {}").format(risk_table(store)))
+        return {k: {"amount": a, "customers": c} for k, a, c in cur.fetchall()}
 
 
 def _write_alerts(cur: Any, store: ReadModelStore, found: Sequence[tuple[Any, ...]]) -> None:

@@ -5,6 +5,7 @@ projectors apply; a replay of the log gives the same alerts."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from domain.touchpoints import parse_touchpoint
@@ -13,7 +14,7 @@ from infra import jobs
 from infra.bootstrap import Platform, bootstrap
 from projections.alerts import Rule
 from streams.projector import replay
-from tests.builders import complaint, envelope, survey_answer
+from tests.builders import complaint, envelope, purchase, survey_answer
 from tests.conftest import customer_of, embedded
 from tests.integration.test_projections import record
 
@@ -176,3 +177,34 @@ def test_a_backtest_over_the_recorded_history_equals_what_the_live_rules_raised(
         until,
     )
     assert lenient["raised"] < len([a for a in live if a["rule"] == "complaint_sla"])
+
+
+def test_revenue_at_risk_is_maintained_as_alerts_open_and_close(platform: Platform) -> None:
+    then = datetime.now(UTC) - timedelta(hours=2)
+    record(
+        platform,
+        [
+            parse_touchpoint(purchase("R1", "300.00", then - timedelta(days=3))),
+            parse_touchpoint(purchase("R2", "80.00", then - timedelta(days=3))),
+        ],
+    )
+    assert service.revenue_at_risk(platform)["overall"]["customers"] == 0
+    record(
+        platform,
+        [
+            parse_touchpoint(survey_answer("R1", "nps", 3, then)),
+            parse_touchpoint(survey_answer("R2", "nps", 9, then)),
+        ],
+    )
+    risk = service.revenue_at_risk(platform)
+    # No lifetime-value model: half the trailing revenue counts as at risk.
+    assert risk["overall"] == {"amount": Decimal("150.00"), "customers": 1}
+    assert risk["by_rule"]["detractor_follow_up"]["amount"] == Decimal("150.00")
+    assert risk["by_rule"]["churn_warning"]["customers"] == 0
+
+    record(platform, [parse_touchpoint(envelope("R1", then + timedelta(minutes=5), type="call"))])
+    jobs.drive_clock(platform, datetime.now(UTC) + timedelta(minutes=6))  # the hold-down
+    assert service.revenue_at_risk(platform)["overall"] == {"amount": Decimal(0), "customers": 0}
+    replay(platform.records, platform.store, batch_size=3)
+    assert embedded(platform).wait_until_projected()
+    assert service.revenue_at_risk(platform)["overall"]["customers"] == 0
