@@ -219,7 +219,12 @@ def backtest_rule(
     try:
         return service.backtest(platform, rule, candidate.settings, candidate.from_, candidate.to)
     except ValueError as why:
-        field = "to" if str(why).startswith("to:") else "settings"
-        raise HTTPException(
-            422, [{"loc": ["body", field], "msg": str(why), "type": "value_error"}]
-        ) from None
+        said = str(why)
+        where = (
+            ["body", "to"]
+            if said.startswith("to:")
+            else ["path", "rule"]
+            if said.startswith("rule:")
+            else ["body", "settings"]
+        )
+        raise HTTPException(422, [{"loc": where, "msg": said, "type": "value_error"}]) from None

@@ -673,8 +673,10 @@ class AlertOut(BaseModel):
     position: int = Field(description="the change-feed position of its latest transition")
     key: str = Field(description="rule and subject: one open alert per key")
     rule: str
-    subject: dict[str, str] = Field(description="kind (customer, complaint, journey) and id")
-    customer_id: str
+    subject: dict[str, str] = Field(
+        description="kind (customer, complaint, journey, channel) and id"
+    )
+    customer_id: str = Field(description="channel:<name> for a channel's alert (capacity)")
     tier: str | None
     severity: Literal["info", "warning", "critical"]
     status: Literal["open", "acknowledged", "resolved"]
@@ -808,6 +810,7 @@ AlertRuleName = Literal[
     "negative_journey",
     "silent_dissatisfaction",
     "churn_warning",
+    "capacity",
 ]
 
 

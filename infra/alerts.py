@@ -113,6 +113,8 @@ def backtest(
     projectors derive them (``projections.backtest``), the other rules off. A pass over
     the event store: slower than a read, by design; nothing is written or delivered.
     ``ValueError`` names a wrong setting."""
+    if rule == Rule.CAPACITY:
+        raise ValueError("rule: capacity watches channels, not customers: not back-tested")
     if not start < end:
         raise ValueError("to: after from")
     if end - start > MAX_BACKTEST:

@@ -68,6 +68,7 @@ class Rule(StrEnum):
     NEGATIVE_JOURNEY = "negative_journey"
     SILENT_DISSATISFACTION = "silent_dissatisfaction"
     CHURN_WARNING = "churn_warning"
+    CAPACITY = "capacity"
 
 
 FOLLOW_UP_TYPES = ("call", "message", "visit", "service_appointment")
@@ -167,6 +168,19 @@ class ChurnWarning(RuleSettings):
     purpose: str | None = "marketing"  # a retention offer is marketing
 
 
+@dataclass(frozen=True)
+class Capacity(RuleSettings):
+    """Per channel, touchpoints per time slot against its optimal and maximum capacity
+    (``channels``: channel -> {"optimal": n, "maximum": n}; a channel not named is not
+    watched). Above optimal for ``sustained_slots`` slots running: ``severity``; above
+    maximum in the current slot: ``critical``."""
+
+    channels: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    slot: timedelta = timedelta(minutes=15)
+    sustained_slots: int = 2
+    expires_after: timedelta = timedelta(days=1)
+
+
 # The rules whose open alerts put a customer's revenue at risk (DOMAIN.md §8).
 AT_RISK = ("detractor_follow_up", "negative_journey", "churn_warning")
 
@@ -181,6 +195,7 @@ class AlertRules:
     negative_journey: NegativeJourney = NegativeJourney()
     silent_dissatisfaction: SilentDissatisfaction = SilentDissatisfaction()
     churn_warning: ChurnWarning = ChurnWarning()
+    capacity: Capacity = Capacity()
     hold_down: timedelta = timedelta(minutes=5)
     # The chance of leaving for revenue at risk where no lifetime-value model gives
     # P(alive): the share of a customer's trailing revenue counted at risk.
@@ -802,3 +817,58 @@ def revenue_at_risk(measures: State, held: Mapping[str, State], rules: AlertRule
     )
     amount = (revenue * leave).quantize(Decimal("0.01"))
     return {"amount": str(amount), "rules": open_rules}
+
+
+# -- capacity: a rule on a channel, not a customer ------------------------------------
+
+
+def slot_of(at: datetime, slot: timedelta) -> datetime:
+    """The start of the time slot holding ``at`` (slots from the epoch, in UTC)."""
+    epoch = datetime(1970, 1, 1, tzinfo=at.tzinfo)
+    return at - (at - epoch) % slot
+
+
+def capacity(
+    channel: str, demand: Mapping[datetime, int], at: datetime, rules: AlertRules
+) -> list[Condition]:
+    """The capacity condition of ``channel`` as of ``at`` (``demand``: touchpoints per
+    slot start, by event time)."""
+    s = rules.capacity
+    limits = s.channels.get(channel)
+    if not s.enabled or not limits:
+        return []
+    current = slot_of(at, s.slot)
+    recent = [current - s.slot * i for i in range(s.sustained_slots)]
+    counts = [demand.get(start, 0) for start in recent]
+    optimal, maximum = float(limits.get("optimal", 0)), float(limits.get("maximum", 0))
+    if maximum and counts[0] > maximum:
+        severity = Severity.CRITICAL
+    elif optimal and all(n > optimal for n in counts):
+        severity = s.severity
+    else:
+        return []
+    return [
+        Condition(
+            Rule.CAPACITY,
+            {"kind": "channel", "id": channel},
+            severity,
+            {
+                "channel": channel,
+                "slot_start": utc_iso(current),
+                "slot_seconds": int(s.slot.total_seconds()),
+                "demand": {utc_iso(start): n for start, n in zip(recent, counts, strict=True)},
+                "optimal": optimal,
+                "maximum": maximum,
+            },
+            recent[-1],
+            s.purpose,
+        )
+    ]
+
+
+def capacity_next(held: Mapping[str, State], at: datetime, rules: AlertRules) -> datetime:
+    """When a channel's condition could next change with no touchpoint: the next slot
+    (demand starts again from nothing), or a hold-down ending."""
+    due = [slot_of(at, rules.capacity.slot) + rules.capacity.slot]
+    due += [_at(a["clear_since"]) + rules.hold_down for a in held.values() if a.get("clear_since")]
+    return min(t for t in due if t > at)

@@ -202,6 +202,25 @@ def create_tables(store: ReadModelStore, *, fresh: bool = False) -> bool:
                 )
             )
         if fresh:
+            cur.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}, {}").format(
+                    demand_table(store), channel_table(store)
+                )
+            )
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (channel text NOT NULL,"
+                " slot_start timestamptz NOT NULL, touchpoints integer NOT NULL,"
+                " PRIMARY KEY (channel, slot_start))"
+            ).format(demand_table(store))
+        )
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (channel text PRIMARY KEY, alerts jsonb NOT NULL,"
+                " derived_at timestamptz NOT NULL, due_at timestamptz)"
+            ).format(channel_table(store))
+        )
+        if fresh:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(risk_table(store)))
         cur.execute(
             sql.SQL(
@@ -239,6 +258,8 @@ def swap_in(cur: Any, rebuilt: ReadModelStore, live: ReadModelStore) -> None:
         ("rm_alert", ("pkey", "status_idx", "customer_idx")),
         ("rm_silence", ("pkey",)),
         ("rm_risk", ("pkey",)),
+        ("rm_demand", ("pkey",)),
+        ("rm_channel", ("pkey",)),
     ):
         old, new = f"{name}{rebuilt.generation}", f"{name}{live.generation}"
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
@@ -624,6 +645,16 @@ def alert_table(store: ReadModelStore) -> sql.Identifier:
     return sql.Identifier(f"rm_alert{store.generation}")
 
 
+def demand_table(store: ReadModelStore) -> sql.Identifier:
+    """Touchpoints per watched channel and time slot (event time): capacity's demand."""
+    return sql.Identifier(f"rm_demand{store.generation}")
+
+
+def channel_table(store: ReadModelStore) -> sql.Identifier:
+    """Each watched channel's alerts (capacity), when it was last evaluated and next due."""
+    return sql.Identifier(f"rm_channel{store.generation}")
+
+
 def risk_table(store: ReadModelStore) -> sql.Identifier:
     """This generation's revenue at risk: overall and per rule, maintained by deltas."""
     return sql.Identifier(f"rm_risk{store.generation}")
@@ -805,6 +836,9 @@ def after_events(
     customer was last derived), with the inputs version it has (a new customer: the
     version the last tick put in effect); the instants that fell due before the event
     are stepped through first. Returns how many changes were recorded."""
+    if rules.alerts.capacity.enabled and rules.alerts.capacity.channels:
+        with conn.cursor() as cur:
+            _channels_after(cur, store, rules, events)
     of_customer: dict[int, Step] = {}
     of_journey: dict[int, Step] = {}
     for step in trail:
@@ -861,6 +895,164 @@ def after_events(
 
             _guarded(row, each_event)
         return _write(cur, store, rows.values())
+
+
+@dataclass
+class _Channel:
+    """A watched channel while its capacity alerts are evaluated."""
+
+    row: Row
+    held: dict[str, State]
+    derived_at: datetime | None
+    due_at: datetime | None = None
+
+
+def _load_channels(
+    cur: Any, store: ReadModelStore, names: Sequence[str], since: datetime
+) -> tuple[dict[str, _Channel], dict[tuple[str, datetime], int]]:
+    cur.execute(
+        sql.SQL(
+            "SELECT channel, alerts, derived_at, due_at FROM {} WHERE channel = ANY(%s)"
+            " ORDER BY channel FOR UPDATE"
+        ).format(channel_table(store)),
+        (list(names),),
+    )
+    held = {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
+    channels = {
+        name: _Channel(
+            Row(f"channel:{name}"),
+            dict(held[name][0]) if name in held else {},
+            held[name][1] if name in held else None,
+            held[name][2] if name in held else None,
+        )
+        for name in names
+    }
+    cur.execute(
+        sql.SQL(
+            "SELECT channel, slot_start, touchpoints FROM {} WHERE channel = ANY(%s)"
+            " AND slot_start >= %s"
+        ).format(demand_table(store)),
+        (list(names), since),
+    )
+    return channels, {(r[0], r[1]): r[2] for r in cur.fetchall()}
+
+
+def _evaluate_channel(
+    name: str,
+    channel: _Channel,
+    demand: Mapping[tuple[str, datetime], int],
+    rules: Rules,
+    at: datetime,
+    cause: dict[str, Any],
+) -> None:
+    mine = {slot: n for (c, slot), n in demand.items() if c == name}
+    found = {c.key: c for c in alerts.capacity(name, mine, at, rules.alerts)}
+    channel.held, moves = alerts.advance(
+        channel.row.customer_id, channel.held, found, {}, at, rules.alerts, ""
+    )
+    _record(channel.row, _alert_changes(moves), cause, at)
+    channel.derived_at = at
+    channel.due_at = alerts.capacity_next(channel.held, at, rules.alerts) if channel.held else None
+
+
+def _step_channel(
+    name: str,
+    channel: _Channel,
+    demand: Mapping[tuple[str, datetime], int],
+    rules: Rules,
+    until: datetime,
+) -> None:
+    """Evaluate the channel at every instant it fell due by ``until`` (a slot ending, a
+    hold-down ending)."""
+    for _ in range(MAX_STEPS):
+        if channel.due_at is None or channel.due_at > until:
+            return
+        due = max(channel.due_at, channel.derived_at or channel.due_at)
+        _evaluate_channel(name, channel, demand, rules, due, {"clock": utc_iso(channel.due_at)})
+
+
+def _channels_after(
+    cur: Any, store: ReadModelStore, rules: Rules, events: Sequence[RecordedTouchpoint]
+) -> None:
+    """Capacity (a rule on a channel): each touchpoint of a watched channel counts in
+    its slot (by event time), then the channel is evaluated at the instant it was
+    recorded, as customers are; the slots that ended before are stepped through first."""
+    cap = rules.alerts.capacity
+    mine = [e for e in events if e.channel in cap.channels]
+    if not mine:
+        return
+    names = sorted({e.channel for e in mine})
+    earliest = min(min(e.timestamp, e.occurred_at) for e in mine)
+    since = alerts.slot_of(earliest, cap.slot) - cap.slot * (cap.sustained_slots + 1)
+    channels, demand = _load_channels(cur, store, names, since)
+    counted: dict[tuple[str, datetime], int] = {}
+    for event in mine:
+        channel = channels[event.channel]
+        slot = (event.channel, alerts.slot_of(event.occurred_at, cap.slot))
+        at = max(event.timestamp, channel.derived_at or event.timestamp)
+        _step_channel(event.channel, channel, demand, rules, at)
+        demand[slot] = demand.get(slot, 0) + 1
+        counted[slot] = counted.get(slot, 0) + 1
+        _evaluate_channel(
+            event.channel,
+            channel,
+            demand,
+            rules,
+            at,
+            {"event_id": event.event_id, "type": event.type},
+        )
+    keys = sorted(counted)
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {t} (channel, slot_start, touchpoints) SELECT c, s, n FROM"
+            " unnest(%s::text[], %s::timestamptz[], %s::int[]) AS u (c, s, n)"
+            " ON CONFLICT (channel, slot_start) DO UPDATE SET"
+            " touchpoints = {t}.touchpoints + EXCLUDED.touchpoints"
+        ).format(t=demand_table(store)),
+        ([k[0] for k in keys], [k[1] for k in keys], [counted[k] for k in keys]),
+    )
+    _save_channels(cur, store, channels)
+
+
+def _save_channels(cur: Any, store: ReadModelStore, channels: Mapping[str, _Channel]) -> None:
+    names = sorted(n for n, c in channels.items() if c.derived_at is not None)
+    if names:
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {t} (channel, alerts, derived_at, due_at) SELECT c, a::jsonb, d,"
+                " du FROM unnest(%s::text[], %s::text[], %s::timestamptz[],"
+                " %s::timestamptz[]) AS u (c, a, d, du) ON CONFLICT (channel) DO UPDATE SET"
+                " alerts = EXCLUDED.alerts, derived_at = EXCLUDED.derived_at,"
+                " due_at = EXCLUDED.due_at"
+            ).format(t=channel_table(store)),
+            (
+                names,
+                [json.dumps(channels[n].held) for n in names],
+                [channels[n].derived_at for n in names],
+                [channels[n].due_at for n in names],
+            ),
+        )
+    _write(cur, store, [c.row for c in channels.values()])
+
+
+def _channels_on_tick(cur: Any, store: ReadModelStore, rules: Rules, at: datetime) -> int:
+    """The watched channels due by the tick's time, stepped through what fell due."""
+    cap = rules.alerts.capacity
+    cur.execute(
+        sql.SQL("SELECT channel FROM {} WHERE due_at <= %s ORDER BY channel").format(
+            channel_table(store)
+        ),
+        (at,),
+    )
+    names = [r[0] for r in cur.fetchall()]
+    if not names:
+        return 0
+    since = alerts.slot_of(at, cap.slot) - cap.slot * (cap.sustained_slots + 1)
+    channels, demand = _load_channels(cur, store, names, since)
+    for name, channel in channels.items():
+        _step_channel(name, channel, demand, rules, at)
+    _save_channels(cur, store, channels)
+    return len(names)
 
 
 # The touchpoint types whose documents' fields a measure or a fact reads (orders,
@@ -927,6 +1119,7 @@ def on_tick(
             {"at": at, "v": inputs_version, "t": tick},
         )
         ctx = _context(cur, store, rules)
+        stepped = _channels_on_tick(cur, store, rules, at)
         wanted: dict[str, None] = {}  # insertion-ordered: due first, then behind
         for where, order in (
             ("due_at <= %(at)s", "due_at, customer_id"),
@@ -944,7 +1137,7 @@ def on_tick(
             wanted.update(dict.fromkeys(r[0] for r in cur.fetchall()))
         chosen = list(wanted)[:limit]
         if not chosen:
-            return 0
+            return stepped
         rows = _lock_rows(cur, store, chosen)
         docs = _docs(cur, store, list(rows))
         for customer_id, row in rows.items():
@@ -961,7 +1154,7 @@ def on_tick(
                 row.inputs_version = max(row.inputs_version, inputs_version)
                 row.segments_version = ctx.segments_version
         _write(cur, store, rows.values())
-        return len(chosen)
+        return stepped + len(chosen)
 
 
 @dataclass(frozen=True)
@@ -981,13 +1174,14 @@ def pending(store: ReadModelStore, at: datetime) -> Pending:
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL(
-                "SELECT EXISTS (SELECT 1 FROM {m} WHERE due_at <= %s),"
+                "SELECT EXISTS (SELECT 1 FROM {m} WHERE due_at <= %s)"
+                " OR EXISTS (SELECT 1 FROM {ch} WHERE due_at <= %s),"
                 " EXISTS (SELECT 1 FROM {m} WHERE inputs_version <"
                 " (SELECT coalesce(max(version), 0) FROM population_inputs))"
                 " OR EXISTS (SELECT 1 FROM {m} WHERE segments_version <"
                 " (SELECT coalesce(max(segments_version), 0) FROM {c}))"
-            ).format(m=measures_table, c=_clock_table(store)),
-            (at,),
+            ).format(m=measures_table, c=_clock_table(store), ch=channel_table(store)),
+            (at, at),
         )
         row = cur.fetchone()
         return Pending(bool(row and row[0]), bool(row and row[1]))

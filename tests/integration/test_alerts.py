@@ -4,6 +4,7 @@ projectors apply; a replay of the log gives the same alerts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -208,3 +209,36 @@ def test_revenue_at_risk_is_maintained_as_alerts_open_and_close(platform: Platfo
     replay(platform.records, platform.store, batch_size=3)
     assert embedded(platform).wait_until_projected()
     assert service.revenue_at_risk(platform)["overall"]["customers"] == 0
+
+
+def test_a_channel_above_capacity_raises_an_alert_that_the_clock_resolves(
+    make_platform: Callable[..., Platform],
+) -> None:
+    platform = make_platform(
+        alert_rules={
+            "capacity": {
+                "channels": {"call": {"optimal": 3, "maximum": 6}},
+                "slot_seconds": 600,
+                "sustained_slots": 1,
+            }
+        }
+    )
+    now = datetime.now(UTC)
+    calls = [
+        envelope(f"Q{i}", now - timedelta(seconds=10), type="call", channel="call")
+        for i in range(7)
+    ]
+    record(platform, [parse_touchpoint(raw) for raw in calls[:4]])
+    (warning,) = [a for a in alerts_now(platform) if a["rule"] == "capacity"]
+    assert warning["severity"] == "warning" and warning["customer_id"] == "channel:call"
+    record(platform, [parse_touchpoint(raw) for raw in calls[4:]])
+    (critical,) = [a for a in alerts_now(platform) if a["rule"] == "capacity"]
+    assert critical["severity"] == "critical" and critical["id"] == warning["id"]
+
+    jobs.drive_clock(platform, now + timedelta(minutes=30))  # quiet slots, the hold-down
+    (ended,) = [a for a in alerts_now(platform) if a["rule"] == "capacity"]
+    assert ended["status"] == "resolved" and ended["resolution"] == "cleared"
+    live = stable(alerts_now(platform))
+    replay(platform.records, platform.store, batch_size=2)
+    assert embedded(platform).wait_until_projected()
+    assert stable(alerts_now(platform)) == live

@@ -289,3 +289,21 @@ def test_overrides_set_durations_tiers_and_switch_rules_off() -> None:
     assert high["acknowledge"] == timedelta(minutes=1)  # merged: the other steps kept
     assert high["resolve"] == AlertRules().complaint_sla.targets["high"]["resolve"]
     assert rules.of(Rule.CHURN_WARNING) is rules.churn_warning
+
+
+def test_capacity_warns_when_a_channel_stays_above_optimal_and_is_critical_above_maximum() -> None:
+    rules = alerts.with_rules(
+        AlertRules(),
+        {"capacity": {"channels": {"call": {"optimal": 10, "maximum": 20}}, "slot_seconds": 900}},
+    )
+    slot = alerts.slot_of(T0, timedelta(minutes=15))
+    before = slot - timedelta(minutes=15)
+    assert slot == T0  # 09:00 starts a slot
+    assert alerts.capacity("call", {slot: 12}, T0, rules) == []  # one slot: not sustained
+    (warn,) = alerts.capacity("call", {before: 11, slot: 12}, T0, rules)
+    assert warn.severity == Severity.WARNING and warn.subject == {"kind": "channel", "id": "call"}
+    (critical,) = alerts.capacity("call", {slot: 21}, T0 + timedelta(minutes=3), rules)
+    assert critical.severity == Severity.CRITICAL
+    assert alerts.capacity("web", {slot: 500}, T0, rules) == []  # not watched
+    nxt = alerts.capacity_next({}, T0 + timedelta(minutes=3), rules)
+    assert nxt == slot + timedelta(minutes=15)
