@@ -56,6 +56,16 @@ def get_alerts(
         Query(min_length=1, max_length=200, json_schema_extra={"pattern": NO_NUL}),
         storable_text("customer"),
     ] = None,
+    subject: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="what it is about: a customer, complaint, journey or channel id",
+            json_schema_extra={"pattern": NO_NUL},
+        ),
+        storable_text("subject"),
+    ] = None,
     since: Since = None,
     before: Annotated[
         int | None, Query(ge=1, le=MAX_POSITION, description="next_before of the last page")
@@ -72,6 +82,7 @@ def get_alerts(
         severity=[str(s) for s in severity or ()],
         tier=tier or (),
         customer_id=customer,
+        subject=subject,
         since=since,
     )
     return AlertsOut.model_validate(

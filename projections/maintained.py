@@ -193,6 +193,7 @@ def create_tables(store: ReadModelStore, *, fresh: bool = False) -> bool:
         for name, columns in (
             ("status", "status, position"),
             ("customer", "customer_id, position"),
+            ("subject", "(alert -> 'subject' ->> 'id'), position"),
         ):
             cur.execute(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
@@ -255,7 +256,7 @@ def swap_in(cur: Any, rebuilt: ReadModelStore, live: ReadModelStore) -> None:
             ("pkey", "due_idx", "inputs_idx", "segments_idx", "members_idx", "failed_idx"),
         ),
         ("rm_change", ("pkey", "change_id_key", "customer_id_idx", "kind_idx")),
-        ("rm_alert", ("pkey", "status_idx", "customer_idx")),
+        ("rm_alert", ("pkey", "status_idx", "customer_idx", "subject_idx")),
         ("rm_silence", ("pkey",)),
         ("rm_risk", ("pkey",)),
         ("rm_demand", ("pkey",)),
@@ -1515,9 +1516,11 @@ def alert_page(
     severity: Sequence[str] = (),
     tier: Sequence[str] = (),
     customer_id: str | None = None,
+    subject: str | None = None,
     since: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Alerts, the latest transition first, filtered; ``before``: a position to page
+    """Alerts, the latest transition first, filtered (``subject``: the id of what it is
+    about: a customer, complaint, journey or channel); ``before``: a position to page
     from (the ``position`` of the last alert of the previous page)."""
     clauses: list[sql.Composable] = [sql.SQL("true")]
     params: list[Any] = []
@@ -1531,6 +1534,9 @@ def alert_page(
     if customer_id is not None:
         clauses.append(sql.SQL("customer_id = %s"))
         params.append(customer_id)
+    if subject is not None:
+        clauses.append(sql.SQL("(alert -> 'subject' ->> 'id') = %s"))
+        params.append(subject)
     if since is not None:
         clauses.append(sql.SQL("updated_at >= %s"))
         params.append(since)

@@ -77,6 +77,9 @@ def test_the_stream_sends_each_transition_once_and_resumes_after_last_event_id(
         rest = client.get("/v1/alerts", params={"before": listed["next_before"]}).json()
         ids = {a["id"] for a in listed["alerts"] + rest["alerts"]}
         assert {first["data"]["subject"], second["data"]["subject"]} == ids
+        about = first["data"]["after"]["subject"]["id"]
+        (found,) = client.get("/v1/alerts", params={"subject": about}).json()["alerts"]
+        assert found["id"] == first["data"]["subject"]
         one = client.get(f"/v1/alerts/{first['data']['subject']}").json()
         assert one["evidence"]["answer"]["value"] == 2
         assert client.get("/v1/alerts/alt_nope").status_code == 404
