@@ -180,24 +180,19 @@ def endpoints(platform: Platform) -> list[dict[str, Any]]:
     with platform.store.connection() as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT id, url, rules, severities, created_at, created_by, disabled_at,"
-            " disabled_reason, cardinality(secrets) FROM webhook_endpoint ORDER BY created_at"
+            " disabled_reason, cardinality(secrets) AS secrets FROM webhook_endpoint"
+            " ORDER BY created_at"
         )
-        names = (
-            "id",
-            "url",
-            "rules",
-            "severities",
-            "created_at",
-            "created_by",
-            "disabled_at",
-            "disabled_reason",
-            "secrets",
-        )
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return _rows(cur)
 
 
 def delete_endpoint(platform: Platform, endpoint_id: str) -> bool:
     with platform.store.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM webhook_attempt WHERE delivery_id IN"
+            " (SELECT id FROM webhook_delivery WHERE endpoint_id = %s)",
+            (endpoint_id,),
+        )
         cur.execute("DELETE FROM webhook_delivery WHERE endpoint_id = %s", (endpoint_id,))
         cur.execute("DELETE FROM webhook_endpoint WHERE id = %s RETURNING id", (endpoint_id,))
         return cur.fetchone() is not None
@@ -215,24 +210,17 @@ def deliveries(platform: Platform, endpoint_id: str, limit: int) -> list[dict[st
             " d.next_attempt_at, d.created_at, d.delivered_at, coalesce((SELECT"
             " json_agg(json_build_object('attempt', a.attempt, 'at', a.at, 'status_code',"
             " a.status_code, 'error', a.error, 'duration_ms', a.duration_ms) ORDER BY"
-            " a.attempt) FROM webhook_attempt a WHERE a.delivery_id = d.id), '[]')"
+            " a.attempt) FROM webhook_attempt a WHERE a.delivery_id = d.id), '[]') AS log"
             " FROM webhook_delivery d WHERE d.endpoint_id = %s"
             " ORDER BY d.position DESC LIMIT %s",
             (endpoint_id, limit),
         )
-        names = (
-            "id",
-            "position",
-            "alert_id",
-            "kind",
-            "status",
-            "attempts",
-            "next_attempt_at",
-            "created_at",
-            "delivered_at",
-            "log",
-        )
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return _rows(cur)
+
+
+def _rows(cur: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def _seal(platform: Platform, secret: str) -> bytes:

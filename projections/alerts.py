@@ -47,6 +47,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from domain.consent import permits
+from projections import customer
 from projections.base import State, utc_iso
 
 
@@ -700,6 +702,34 @@ def ended(held: Mapping[str, State], at: datetime, resolution: str) -> list[Tran
         for _, alert in sorted(held.items())
         if alert["status"] != Status.RESOLVED
     ]
+
+
+def evaluate(
+    customer_id: str,
+    state: State,
+    measures: State,
+    facts: State,
+    held: Mapping[str, State],
+    at: datetime,
+    rules: AlertRules,
+    silenced_by: Callable[[Mapping[str, Any]], str | None] = lambda _: None,
+) -> tuple[dict[str, State], list[Transition]]:
+    """Every customer rule on one customer as of ``at``, through the lifecycle: its
+    alerts after, and the transitions (what the projectors and a back-test both run).
+    Consent is the customer's as of ``at``."""
+    found, cleared = conditions(state, measures, facts, at, rules)
+    consents = customer.consents_of(state)
+    return advance(
+        customer_id,
+        held,
+        found,
+        cleared,
+        at,
+        rules,
+        str(measures["value_tier"]["tier"]),
+        lambda purpose: permits(consents, purpose, at),
+        silenced_by,
+    )
 
 
 def operator(

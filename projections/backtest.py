@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from domain.consent import permits
 from projections import alerts, customer, journeys
 from projections.base import RecordedTouchpoint, State
 from projections.measures import Inputs, Rules, derive, facts, journey_status, next_due
@@ -51,17 +50,8 @@ def simulate(
         measures = derive(doc, inputs(at), rules, at, json_ready=False)
         statuses = {jid: journey_status(j, rules, at) for jid, j in state.journeys.items()}
         now = facts(doc, measures, statuses, rules)
-        found, cleared = alerts.conditions(doc, measures, now, at, rules.alerts)
-        consents = customer.consents_of(doc)
-        state.held, made = alerts.advance(
-            customer_id,
-            state.held,
-            found,
-            cleared,
-            at,
-            rules.alerts,
-            str(measures["value_tier"]["tier"]),
-            lambda purpose: permits(consents, purpose, at),
+        state.held, made = alerts.evaluate(
+            customer_id, doc, measures, now, state.held, at, rules.alerts
         )
         moves.extend((at, m) for m in made)
         candidates = (

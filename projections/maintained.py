@@ -40,7 +40,6 @@ from psycopg2 import sql
 
 from domain import segments, value
 from domain.alerting import OperatorAction, Silence, silence_active, silences_alert
-from domain.consent import permits
 from domain.segments import Segment
 from projections import alerts, analytics, customer, journeys
 from projections.base import RecordedTouchpoint, State, utc_iso
@@ -480,8 +479,6 @@ def _alerting(
     serving a consent purpose the customer has not granted is kept, marked suppressed;
     one that an active silence matches, marked silenced."""
     rules = ctx.rules
-    consents = customer.consents_of(doc)
-    found, cleared = alerts.conditions(doc, measures, now, at, rules.alerts)
 
     def silenced_by(alert: Mapping[str, Any]) -> str | None:
         return next(
@@ -489,15 +486,14 @@ def _alerting(
             None,
         )
 
-    now["alerts"], moves = alerts.advance(
+    now["alerts"], moves = alerts.evaluate(
         row.customer_id,
+        doc,
+        measures,
+        now,
         (row.facts or {}).get("alerts", {}),
-        found,
-        cleared,
         at,
         rules.alerts,
-        str(measures["value_tier"]["tier"]),
-        lambda purpose: permits(consents, purpose, at),
         silenced_by,
     )
     now["at_risk"] = alerts.revenue_at_risk(measures, now["alerts"], rules.alerts)
