@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     # Server-Sent Events of GET /v1/alerts/stream: a comment line this often when quiet
     # (proxies close idle streams), and how often a stream looks for new transitions.
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
-    sse_poll_seconds: float = Field(0.5, gt=0)
+    sse_poll_seconds: float = Field(0.2, gt=0)
     # Webhooks (README "Alerts"): a send's timeout, the waits before each retry (the
     # Standard Webhooks schedule), and how many sends run at once (one per endpoint).
     webhook_timeout_seconds: float = Field(15.0, gt=0)

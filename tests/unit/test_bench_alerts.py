@@ -37,7 +37,9 @@ def test_an_event_is_the_probes_only_when_it_opens_its_detractor_alert() -> None
 
 
 def test_probes_that_never_arrived_count_against_the_p99_when_asked() -> None:
-    figure = AlertFigure("x", 100, 1.0, probes=10, latencies_ms=[float(i) for i in range(1, 10)])
+    figure = AlertFigure(
+        "x", 2000.0, 100, 1.0, probes=10, latencies_ms=[float(i) for i in range(1, 10)]
+    )
     assert figure.missing == 1
     assert figure.percentile(99) == 9.0
     assert figure.percentile(99, counting_missing=True) == math.inf
