@@ -27,13 +27,17 @@ from api.schemas import (
     ActedOut,
     ActionIn,
     AlertOut,
+    AlertRuleName,
+    AlertSeverity,
     AlertsOut,
+    AlertStatus,
     BacktestIn,
     BacktestOut,
+    CustomerRuleName,
     ErrorOut,
 )
 from infra import alerts as service
-from projections.alerts import Rule, Severity, Status
+from projections.alerts import Rule
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
@@ -45,9 +49,9 @@ Position = Annotated[int, Query(ge=0, le=MAX_POSITION)]
 @router.get("", response_model=AlertsOut, responses={422: {"model": ErrorOut}}, dependencies=[READ])
 def get_alerts(
     platform: PlatformDep,
-    status: Annotated[list[Status] | None, Query(description="repeat for several")] = None,
-    rule: Annotated[list[Rule] | None, Query(description="repeat for several")] = None,
-    severity: Annotated[list[Severity] | None, Query(description="repeat for several")] = None,
+    status: Annotated[list[AlertStatus] | None, Query(description="repeat for several")] = None,
+    rule: Annotated[list[AlertRuleName] | None, Query(description="repeat for several")] = None,
+    severity: Annotated[list[AlertSeverity] | None, Query(description="repeat for several")] = None,
     tier: Annotated[
         list[str] | None, Query(max_length=20, description="the customer's value tier")
     ] = None,
@@ -221,14 +225,17 @@ def resolve_alert(
     responses={422: {"model": ErrorOut}},
 )
 def backtest_rule(
-    platform: PlatformDep, _: Operator, rule: Rule, candidate: BacktestIn
+    platform: PlatformDep, _: Operator, rule: CustomerRuleName, candidate: BacktestIn
 ) -> dict[str, Any]:
     """What the rule, with these settings, would have raised over [from, to) of the
     recorded history, when, for whom and how many a day (scope ``operate``): the history
     replayed as the projectors derive it, nothing written or delivered. A pass over the
-    event store: seconds for a large history."""
+    event store: seconds for a large history. Refused (422): ``to`` not after ``from``
+    or more than 366 days after it, or a setting the rule does not have."""
     try:
-        return service.backtest(platform, rule, candidate.settings, candidate.from_, candidate.to)
+        return service.backtest(
+            platform, Rule(rule), candidate.settings, candidate.from_, candidate.to
+        )
     except ValueError as why:
         said = str(why)
         where = (

@@ -666,6 +666,27 @@ class ChangesOut(BaseModel):
     next_after: int = Field(description="pass as after= for the next page")
 
 
+# Literals, not projections.alerts' enums: the published schema names an enum by its
+# class, and the touchpoint envelope has a Severity (a complaint's) of its own.
+CustomerRuleName = Literal[
+    "detractor_follow_up",
+    "complaint_sla",
+    "negative_journey",
+    "silent_dissatisfaction",
+    "churn_warning",
+]
+AlertRuleName = Literal[
+    "detractor_follow_up",
+    "complaint_sla",
+    "negative_journey",
+    "silent_dissatisfaction",
+    "churn_warning",
+    "capacity",
+]
+AlertSeverity = Literal["info", "warning", "critical"]
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+
+
 class AlertOut(BaseModel):
     """An alert as its latest transition left it (projections/alerts.py)."""
 
@@ -678,8 +699,8 @@ class AlertOut(BaseModel):
     )
     customer_id: str = Field(description="channel:<name> for a channel's alert (capacity)")
     tier: str | None
-    severity: Literal["info", "warning", "critical"]
-    status: Literal["open", "acknowledged", "resolved"]
+    severity: AlertSeverity
+    status: AlertStatus
     evidence: dict[str, Any] = Field(description="the values that fired it")
     since: datetime = Field(description="when its condition began to hold")
     purpose: str | None = Field(description="the consent purpose the rule serves")
@@ -804,24 +825,12 @@ class BacktestOut(BaseModel):
     alerts: list[BacktestAlertOut] = Field(description="the first 1,000, oldest first")
 
 
-AlertRuleName = Literal[
-    "detractor_follow_up",
-    "complaint_sla",
-    "negative_journey",
-    "silent_dissatisfaction",
-    "churn_warning",
-    "capacity",
-]
-
-
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: AnyHttpUrl = Field(description="POSTed to, with a JSON body, for each transition")
     rules: list[AlertRuleName] = Field(default_factory=list, max_length=10)
-    severities: list[Literal["info", "warning", "critical"]] = Field(
-        default_factory=list, max_length=3
-    )
+    severities: list[AlertSeverity] = Field(default_factory=list, max_length=3)
 
 
 class WebhookCreatedOut(BaseModel):

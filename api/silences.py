@@ -27,7 +27,8 @@ router = APIRouter(prefix="/v1/silences", tags=["alerts"])
 )
 def create_silence(platform: PlatformDep, key: Operator, silence: SilenceIn) -> SilenceCreatedOut:
     """Silence the alerts the matcher holds, from now until ``ends_at`` (scope
-    ``operate``)."""
+    ``operate``). Refused (422): a matcher naming no field, or an ``ends_at`` not after
+    now."""
     matcher = silence.matcher.model_dump(exclude_none=True)
     try:
         created = service.create_silence(

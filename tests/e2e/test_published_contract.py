@@ -32,6 +32,9 @@ REFUSED_FOR_REASONS_BEYOND_THE_SCHEMA = {
     # OpenAPI cannot require one of several optional query parameters, and an e-mail or
     # phone is read as ingest reads it, beyond its published length.
     "GET /v1/customers": "at least one identifier, each readable as its kind",
+    "POST /v1/alerts/rules/{rule}/backtest": "to after from, at most 366 days; settings "
+    "the rule has",
+    "POST /v1/silences": "a matcher of at least one field; ends_at after now",
 }
 
 # Endless streams: a case would wait for a body that never ends. Their contract is
