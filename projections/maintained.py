@@ -1457,15 +1457,22 @@ def customer_read(
 ) -> tuple[State | None, State | None, bool]:
     """What a customer read needs of the read models, in one query: the customer's
     document, its maintained measures (None: not derived yet) and whether any of its
-    documents is quarantined (then ``store.quarantines`` says which and why)."""
+    documents is quarantined (then ``store.quarantines`` says which and why). A store
+    that keeps no measures (a test's own projections) has no measures table."""
     measures_table, _ = tables(store)
+    keeps = store.measure_rules is not None
+    joined = sql.SQL("LEFT JOIN {} m ON m.customer_id = d.key").format(measures_table)
     with store.connection() as conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL(
-                "SELECT d.state, m.measures, EXISTS (SELECT 1 FROM {q} q WHERE q.key = d.key"
-                " AND q.resolved_at IS NULL) FROM {d} d LEFT JOIN {m} m"
-                " ON m.customer_id = d.key WHERE d.key = %s"
-            ).format(d=store.table(customer.PROJECTION.name), m=measures_table, q=store.quarantine),
+                "SELECT d.state, {measures}, EXISTS (SELECT 1 FROM {q} q WHERE q.key = d.key"
+                " AND q.resolved_at IS NULL) FROM {d} d {joined} WHERE d.key = %s"
+            ).format(
+                measures=sql.SQL("m.measures" if keeps else "NULL"),
+                d=store.table(customer.PROJECTION.name),
+                joined=joined if keeps else sql.SQL(""),
+                q=store.quarantine,
+            ),
             (customer_id,),
         )
         row = cur.fetchone()
