@@ -131,11 +131,15 @@ def backtest(
         ]
         return effective[-1] if effective else Inputs()
 
+    # History ends where the projections' clock stands (now, or later where a test
+    # drove it on): a back-test does not run time further than the live rules saw it.
+    ticked = maintained.clock(platform.store).at
+    until = min(end, max(datetime.now(UTC), ticked) if ticked else datetime.now(UTC))
     moves: list[tuple[datetime, Transition]] = []
     customers = maintained.customer_ids(platform.store)
     for customer_id in customers:
         events = sorted(platform.records.touchpoints_of(customer_id), key=lambda e: e.timestamp)
-        moves += simulate(customer_id, events, rules, inputs, end)
+        moves += simulate(customer_id, events, rules, inputs, until)
     found = report(rule, moves, start, end, len(customers), SHOWN)
     return {**found, "settings": _settings_json(candidate.of(rule))}
 
