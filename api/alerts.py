@@ -37,7 +37,7 @@ from api.schemas import (
     ErrorOut,
 )
 from infra import alerts as service
-from projections.alerts import Rule
+from projections.alerts import Rule, delivered
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
@@ -97,12 +97,6 @@ def get_alerts(
     )
 
 
-def _delivered(change: dict[str, Any]) -> bool:
-    """A silenced alert, or one its customer's consent holds back, is not delivered."""
-    alert = change.get("after") or {}
-    return not alert.get("silenced_by") and not alert.get("suppressed")
-
-
 async def _stream(request: Request, platform: Any, after: int, every: bool) -> AsyncIterator[bytes]:
     settings = platform.settings
     last_sent = time.monotonic()
@@ -111,7 +105,7 @@ async def _stream(request: Request, platform: Any, after: int, every: bool) -> A
         page = await run_in_threadpool(service.alert_stream_page, platform, after, STREAM_PAGE)
         for change in page:
             after = change["position"]
-            if not every and not _delivered(change):
+            if not every and not delivered(change):
                 continue
             body = json.dumps(change, default=str, separators=(",", ":"))
             yield f"id: {after}\nevent: {change['kind']}\ndata: {body}\n\n".encode()

@@ -40,6 +40,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from projections import maintained
+from projections.alerts import delivered
 from projections.store import ReadModelStore
 
 if TYPE_CHECKING:
@@ -118,12 +119,6 @@ def matches(endpoint: Mapping[str, Any], alert: Mapping[str, Any]) -> bool:
     return (not endpoint["rules"] or alert.get("rule") in endpoint["rules"]) and (
         not endpoint["severities"] or alert.get("severity") in endpoint["severities"]
     )
-
-
-def delivered(change: Mapping[str, Any]) -> bool:
-    """A silenced alert, or one its customer's consent holds back, is not delivered."""
-    alert = change.get("after") or {}
-    return not alert.get("silenced_by") and not alert.get("suppressed")
 
 
 def payload(change: Mapping[str, Any]) -> str:

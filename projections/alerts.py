@@ -704,6 +704,13 @@ def ended(held: Mapping[str, State], at: datetime, resolution: str) -> list[Tran
     ]
 
 
+def delivered(change: Mapping[str, Any]) -> bool:
+    """Whether an alert transition (a change of the feed) is delivered, to the stream
+    and to webhooks: not one a silence holds, nor one its customer's consent holds back."""
+    alert = change.get("after") or {}
+    return not alert.get("silenced_by") and not alert.get("suppressed")
+
+
 def evaluate(
     customer_id: str,
     state: State,

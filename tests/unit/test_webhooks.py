@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from standardwebhooks.webhooks import Webhook
 
-from infra.webhooks import delivered, matches, new_secret, next_attempt, retry_after, signature
+from infra.webhooks import matches, new_secret, next_attempt, retry_after, signature
+from projections.alerts import delivered
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 SCHEDULE = (5, 300, 1800)
