@@ -78,7 +78,7 @@ def get_alerts(
 ) -> AlertsOut:
     """Alerts, the most recently changed first, filtered; page with ``before``."""
     found = service.alert_page(
-        platform.store,
+        platform,
         before=before,
         limit=limit,
         status=[str(s) for s in status or ()],
@@ -161,7 +161,7 @@ def get_alert(
     platform: PlatformDep,
     alert_id: Annotated[str, storable_text("alert_id")],
 ) -> AlertOut:
-    found = service.alert_of(platform.store, alert_id)
+    found = service.alert_of(platform, alert_id)
     if found is None:
         raise HTTPException(404, f"no alert {alert_id!r}")
     return AlertOut.model_validate(found)

@@ -708,7 +708,9 @@ class AlertOut(BaseModel):
         None, description="consent: recorded, not delivered (the purpose is not granted)"
     )
     silenced_by: str | None = Field(
-        None, description="the silence that held it: recorded, not delivered"
+        None,
+        description="not resolved: the silence holding it now (its transitions are not"
+        " delivered); resolved: the one that held back its resolution",
     )
     channel: str | None = None
     opened_at: datetime
@@ -783,7 +785,7 @@ class SilencesOut(BaseModel):
 
 
 class SilenceCreatedOut(BaseModel):
-    id: str = Field(description="alerts opened while it holds are marked silenced_by it")
+    id: str = Field(description="while it holds, the alerts it matches are marked silenced_by it")
 
 
 class SilenceExpiredOut(BaseModel):

@@ -1,5 +1,6 @@
-"""``/v1/silences``: matchers (rule, tier, channel, customer) with an end; alerts that a
-silence holds when they open are recorded, marked ``silenced_by``, and not delivered."""
+"""``/v1/silences``: matchers (rule, tier, channel, customer) with an end; while a
+silence holds, the transitions of the alerts it matches (those open already included)
+are recorded, marked ``silenced_by``, and not delivered."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ in the log so that a replay gives the same alerts, acted on as they were."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -73,10 +73,10 @@ MATCHED = ("rule", "tier", "channel", "customer")
 
 
 class Silence(Aggregate):
-    """A silence: alerts that match it (every field given equal: ``rule``, ``tier``,
-    ``channel``, ``customer``), opened or updated while it is active, are recorded and
-    marked, and not delivered. Active from when it was created until ``ends_at``, or
-    until it is expired by hand."""
+    """A silence: the transitions of alerts that match it (every field given equal:
+    ``rule``, ``tier``, ``channel``, ``customer``) while it is active (opened, updated,
+    acknowledged, resolved) are recorded and marked, and not delivered. Active from
+    when it was created until ``ends_at``, or until it is expired by hand."""
 
     class Created(Aggregate.Created):
         class_version = 1
@@ -163,3 +163,14 @@ def silences_alert(silence: Mapping[str, Any], alert: Mapping[str, Any]) -> bool
         "customer": alert.get("customer_id"),
     }
     return all(held.get(field) == value for field, value in silence["matcher"].items())
+
+
+def silenced_by(
+    silences: Iterable[Mapping[str, Any]], alert: Mapping[str, Any], at: datetime
+) -> str | None:
+    """The id of the first silence active at ``at`` that matches ``alert`` (None: none,
+    the alert's transition at ``at`` is delivered)."""
+    return next(
+        (str(s["id"]) for s in silences if silence_active(s, at) and silences_alert(s, alert)),
+        None,
+    )

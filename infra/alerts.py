@@ -13,15 +13,36 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from domain.alerting import Action, Silence
+from domain.alerting import Action, Silence, silenced_by
 from infra.bootstrap import Platform, measure_rules
 from projections import maintained
 from projections.alerts import AT_RISK, Rule, Status, Transition, with_rules
 from projections.backtest import report, simulate
 from projections.measures import Inputs
 
-alert_page = maintained.alert_page
-alert_of = maintained.alert_of
+
+def _shown(alerts: list[dict[str, Any]], store: Any) -> list[dict[str, Any]]:
+    """Alerts as they stand now: one not resolved is marked by the silence that holds
+    it now (``silenced_by``: its next transition would not be delivered); a resolved
+    one keeps the mark its last transition was recorded with."""
+    if not any(a["status"] != Status.RESOLVED for a in alerts):
+        return alerts
+    now = datetime.now(UTC)
+    active = maintained.silence_list(store, active_at=now)
+    return [
+        a if a["status"] == Status.RESOLVED else {**a, "silenced_by": silenced_by(active, a, now)}
+        for a in alerts
+    ]
+
+
+def alert_page(platform: Platform, **filters: Any) -> list[dict[str, Any]]:
+    """A page of alerts (``maintained.alert_page``'s filters), as they stand now."""
+    return _shown(maintained.alert_page(platform.store, **filters), platform.store)
+
+
+def alert_of(platform: Platform, alert_id: str) -> dict[str, Any] | None:
+    found = maintained.alert_of(platform.store, alert_id)
+    return _shown([found], platform.store)[0] if found is not None else None
 
 
 class AlertNotFound(LookupError):

@@ -170,17 +170,69 @@ class ChurnWarning(RuleSettings):
     purpose: str | None = "marketing"  # a retention offer is marketing
 
 
+# What a watched channel's capacity is measured in: touchpoints per slot, or the mean
+# wait (``payload.wait_seconds``, carried by calls) of the slot's touchpoints that say it.
+CAPACITY_MEASURES = ("touchpoints", "wait_seconds")
+
+
 @dataclass(frozen=True)
 class Capacity(RuleSettings):
-    """Per channel, touchpoints per time slot against its optimal and maximum capacity
-    (``channels``: channel -> {"optimal": n, "maximum": n}; a channel not named is not
-    watched). Above optimal for ``sustained_slots`` slots running: ``severity``; above
+    """Per channel and time slot, demand against the channel's optimal and maximum
+    capacity (``channels``: channel -> {"optimal": x, "maximum": x, "measure": m}; a
+    channel not named is not watched). ``measure``: ``touchpoints`` (the default: how
+    many in the slot) or ``wait_seconds`` (the mean wait of the slot's touchpoints that
+    carry one). Above optimal for ``sustained_slots`` slots running: ``severity``; above
     maximum in the current slot: ``critical``."""
 
-    channels: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     slot: timedelta = timedelta(minutes=15)
     sustained_slots: int = 2
     expires_after: timedelta = timedelta(days=1)
+
+    def __post_init__(self) -> None:
+        for channel, limits in self.channels.items():
+            where = f"alert rules: capacity.channels.{channel}"
+            if not isinstance(limits, Mapping):
+                raise ValueError(f"{where} is an object: optimal, maximum, measure")
+            unknown = sorted(set(limits) - {"optimal", "maximum", "measure"})
+            if unknown:
+                raise ValueError(f"{where}: unknown setting {unknown[0]!r}")
+            measure = limits.get("measure", "touchpoints")
+            if measure not in CAPACITY_MEASURES:
+                raise ValueError(
+                    f"{where}.measure: one of {', '.join(CAPACITY_MEASURES)}, got {measure!r}"
+                )
+            for name in ("optimal", "maximum"):
+                value = limits.get(name, 0)
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ValueError(f"{where}.{name}: a number at least 0, got {value!r}")
+        if self.sustained_slots < 1:
+            raise ValueError("alert rules: capacity.sustained_slots is at least 1")
+        if self.slot <= timedelta(0):
+            raise ValueError("alert rules: capacity.slot_seconds is more than 0")
+
+
+@dataclass(frozen=True)
+class SlotDemand:
+    """One channel's demand in one time slot: its touchpoints, and of those, how many
+    carried a wait time and their waits' total."""
+
+    touchpoints: int = 0
+    waits: int = 0
+    wait_seconds: float = 0.0
+
+    def plus(self, wait_seconds: float | None) -> SlotDemand:
+        """With one more touchpoint (``wait_seconds``: the wait it carries, if any)."""
+        if wait_seconds is None:
+            return replace(self, touchpoints=self.touchpoints + 1)
+        return SlotDemand(self.touchpoints + 1, self.waits + 1, self.wait_seconds + wait_seconds)
+
+    def level(self, measure: str) -> float:
+        """The slot's demand in ``measure``: touchpoints, or mean wait = total / waits
+        (0 with none carrying one)."""
+        if measure == "wait_seconds":
+            return self.wait_seconds / self.waits if self.waits else 0.0
+        return float(self.touchpoints)
 
 
 # The rules whose open alerts put a customer's revenue at risk (DOMAIN.md §8).
@@ -635,14 +687,12 @@ def advance(
     rules: AlertRules,
     tier: str,
     consented: Callable[[str], bool] = lambda _: True,
-    silenced_by: Callable[[Mapping[str, Any]], str | None] = lambda _: None,
 ) -> tuple[dict[str, State], list[Transition]]:
     """The customer's alerts (by key) once ``now`` holds at ``at``, and the transitions
     that took them there. Resolved alerts leave ``held`` (their record stays in the
     alert table) unless resolved by hand while their condition still holds.
-    ``consented(purpose)``: whether the customer granted it, as of ``at``;
-    ``silenced_by(alert)``: the active silence that matches it (None: none), looked at
-    when an alert opens or its severity changes."""
+    ``consented(purpose)``: whether the customer granted it, as of ``at``. (Whether a
+    silence holds a transition back is the projectors' to mark, as they record it.)"""
     alerts: dict[str, State] = {}
     moves: list[Transition] = []
     for key in sorted(held.keys() | now.keys()):
@@ -672,14 +722,12 @@ def advance(
             continue
         if alert is None:
             opened = _opened(customer_id, condition, at, tier, consented)
-            opened["silenced_by"] = silenced_by(opened)
             alerts[key] = opened
             moves.append(Transition("opened", opened))
             continue
         current = {**alert, "clear_since": None, "evidence": dict(condition.evidence)}
         if alert["severity"] != condition.severity:
             current["severity"] = str(condition.severity)
-            current["silenced_by"] = silenced_by(current)
             moves.append(Transition("updated", current))
         alerts[key] = current
     return alerts, moves
@@ -719,7 +767,6 @@ def evaluate(
     held: Mapping[str, State],
     at: datetime,
     rules: AlertRules,
-    silenced_by: Callable[[Mapping[str, Any]], str | None] = lambda _: None,
 ) -> tuple[dict[str, State], list[Transition]]:
     """Every customer rule on one customer as of ``at``, through the lifecycle: its
     alerts after, and the transitions (what the projectors and a back-test both run).
@@ -735,7 +782,6 @@ def evaluate(
         rules,
         str(measures["value_tier"]["tier"]),
         lambda purpose: permits(consents, purpose, at),
-        silenced_by,
     )
 
 
@@ -866,21 +912,22 @@ def slot_of(at: datetime, slot: timedelta) -> datetime:
 
 
 def capacity(
-    channel: str, demand: Mapping[datetime, int], at: datetime, rules: AlertRules
+    channel: str, demand: Mapping[datetime, SlotDemand], at: datetime, rules: AlertRules
 ) -> list[Condition]:
-    """The capacity condition of ``channel`` as of ``at`` (``demand``: touchpoints per
-    slot start, by event time)."""
+    """The capacity condition of ``channel`` as of ``at`` (``demand``: per slot start,
+    by event time)."""
     s = rules.capacity
     limits = s.channels.get(channel)
     if not s.enabled or not limits:
         return []
+    measure = str(limits.get("measure", "touchpoints"))
     current = slot_of(at, s.slot)
     recent = [current - s.slot * i for i in range(s.sustained_slots)]
-    counts = [demand.get(start, 0) for start in recent]
+    levels = [demand.get(start, SlotDemand()).level(measure) for start in recent]
     optimal, maximum = float(limits.get("optimal", 0)), float(limits.get("maximum", 0))
-    if maximum and counts[0] > maximum:
+    if maximum and levels[0] > maximum:
         severity = Severity.CRITICAL
-    elif optimal and all(n > optimal for n in counts):
+    elif optimal and all(n > optimal for n in levels):
         severity = s.severity
     else:
         return []
@@ -891,9 +938,12 @@ def capacity(
             severity,
             {
                 "channel": channel,
+                "measure": measure,
                 "slot_start": utc_iso(current),
                 "slot_seconds": int(s.slot.total_seconds()),
-                "demand": {utc_iso(start): n for start, n in zip(recent, counts, strict=True)},
+                "demand": {
+                    utc_iso(start): round(n, 3) for start, n in zip(recent, levels, strict=True)
+                },
                 "optimal": optimal,
                 "maximum": maximum,
             },

@@ -39,7 +39,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from domain import segments, value
-from domain.alerting import OperatorAction, Silence, silence_active, silences_alert
+from domain.alerting import OperatorAction, Silence, silenced_by
 from domain.segments import Segment
 from projections import alerts, analytics, customer, journeys
 from projections.base import RecordedTouchpoint, State, utc_iso
@@ -214,6 +214,13 @@ def create_tables(store: ReadModelStore, *, fresh: bool = False) -> bool:
                 " PRIMARY KEY (channel, slot_start))"
             ).format(demand_table(store))
         )
+        # Waits came after the table: a database made before has them added, empty.
+        cur.execute(
+            sql.SQL(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS waits integer NOT NULL DEFAULT 0,"
+                " ADD COLUMN IF NOT EXISTS wait_seconds double precision NOT NULL DEFAULT 0"
+            ).format(demand_table(store))
+        )
         cur.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (channel text PRIMARY KEY, alerts jsonb NOT NULL,"
@@ -380,16 +387,12 @@ def _context(cur: Any, store: ReadModelStore, rules: Rules) -> Context:
             " FROM population_inputs WHERE version >= (SELECT version FROM since)),"
             " (SELECT coalesce(json_agg(json_build_array(name, rule) ORDER BY name), '[]')"
             " FROM {segments} WHERE NOT deleted),"
-            # Silences still active at the clock, give or take: derivations happen at
-            # recording and tick times, which follow the clock.
-            " (SELECT coalesce(json_agg(s ORDER BY s.id), '[]') FROM {silences} s"
-            " WHERE least(s.ends_at, coalesce(s.expired_at, 'infinity')) >"
-            " coalesce((SELECT at FROM clock), '-infinity') - interval '1 day')"
+            " ({silences})"
         ).format(
             clock=_clock_table(store),
             measures=measures_table,
             segments=_segment_table(store),
-            silences=silence_table(store),
+            silences=_SILENCES.format(silences=silence_table(store), clock=sql.SQL("clock")),
         )
     )
     held, numbers, defined, silenced = cur.fetchone()
@@ -410,16 +413,37 @@ def _context(cur: Any, store: ReadModelStore, rules: Rules) -> Context:
         for inputs in input_versions(cur, since=min(missing)):
             _PARSED_INPUTS.setdefault((database, inputs.version), inputs)
     versions = [_PARSED_INPUTS[database, n] for n in numbers]
-    silences = [
+    segments = {name: rule for name, rule in defined}
+    return Context(rules, clock, versions, segments, _parsed_silences(silenced))
+
+
+# Silences still active at the clock, give or take: derivations happen at recording and
+# tick times, which follow the clock.
+_SILENCES = sql.SQL(
+    "SELECT coalesce(json_agg(s ORDER BY s.id), '[]') FROM {silences} s"
+    " WHERE least(s.ends_at, coalesce(s.expired_at, 'infinity')) >"
+    " coalesce((SELECT at FROM {clock}), '-infinity') - interval '1 day'"
+)
+
+
+def _silences(cur: Any, store: ReadModelStore) -> list[dict[str, Any]]:
+    """The silences a transition recorded now could be held back by (as ``_context``
+    reads them)."""
+    clock = sql.SQL("{} WHERE id = 1").format(_clock_table(store))
+    cur.execute(_SILENCES.format(silences=silence_table(store), clock=clock))
+    return _parsed_silences(cur.fetchone()[0])
+
+
+def _parsed_silences(found: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
         {
-            **found,
-            "starts_at": datetime.fromisoformat(found["starts_at"]),
-            "ends_at": datetime.fromisoformat(found["ends_at"]),
-            "expired_at": _instant(found["expired_at"]),
+            **s,
+            "starts_at": datetime.fromisoformat(s["starts_at"]),
+            "ends_at": datetime.fromisoformat(s["ends_at"]),
+            "expired_at": _instant(s["expired_at"]),
         }
-        for found in silenced
+        for s in found
     ]
-    return Context(rules, clock, versions, {name: rule for name, rule in defined}, silences)
 
 
 def _instant(text: str | None) -> datetime | None:
@@ -467,8 +491,20 @@ _TRANSITIONS = {
 ALERT_KINDS = frozenset(_TRANSITIONS.values())
 
 
-def _alert_changes(moves: Sequence[alerts.Transition]) -> list[Change]:
-    return [Change(_TRANSITIONS[m.kind], m.alert["id"], None, m.alert) for m in moves]
+def _alert_changes(
+    moves: Sequence[alerts.Transition], silences: Sequence[Mapping[str, Any]], at: datetime
+) -> list[Change]:
+    """The transitions as changes of the feed, each marked by the silence that holds it
+    back at ``at`` (``silenced_by``; None: it is delivered)."""
+    return [
+        Change(
+            _TRANSITIONS[m.kind],
+            m.alert["id"],
+            None,
+            {**m.alert, "silenced_by": silenced_by(silences, m.alert, at)},
+        )
+        for m in moves
+    ]
 
 
 def _alerting(
@@ -477,15 +513,8 @@ def _alerting(
     """The alert rules on the customer as of ``at`` (``now``: its new facts, which
     then hold its alerts), and the changes of its alerts' lifecycle. An alert of a rule
     serving a consent purpose the customer has not granted is kept, marked suppressed;
-    one that an active silence matches, marked silenced."""
+    a transition that an active silence matches, marked silenced."""
     rules = ctx.rules
-
-    def silenced_by(alert: Mapping[str, Any]) -> str | None:
-        return next(
-            (s["id"] for s in ctx.silences if silence_active(s, at) and silences_alert(s, alert)),
-            None,
-        )
-
     now["alerts"], moves = alerts.evaluate(
         row.customer_id,
         doc,
@@ -494,10 +523,9 @@ def _alerting(
         (row.facts or {}).get("alerts", {}),
         at,
         rules.alerts,
-        silenced_by,
     )
     now["at_risk"] = alerts.revenue_at_risk(measures, now["alerts"], rules.alerts)
-    return _alert_changes(moves)
+    return _alert_changes(moves, ctx.silences, at)
 
 
 def _earliest(*instants: datetime | None) -> datetime | None:
@@ -643,7 +671,8 @@ def alert_table(store: ReadModelStore) -> sql.Identifier:
 
 
 def demand_table(store: ReadModelStore) -> sql.Identifier:
-    """Touchpoints per watched channel and time slot (event time): capacity's demand."""
+    """Touchpoints and their waits per watched channel and time slot (event time):
+    capacity's demand."""
     return sql.Identifier(f"rm_demand{store.generation}")
 
 
@@ -690,7 +719,7 @@ def on_operator(
         if not moves:
             return
         cause = {"event": "OperatorAction", "action": event.action, "by": event.by}
-        _record(row, _alert_changes(moves), cause, event.at)
+        _record(row, _alert_changes(moves, _silences(cur, store), event.at), cause, event.at)
         at_risk = (
             alerts.revenue_at_risk(row.measures or {}, held, rules.alerts) if row.measures else {}
         )
@@ -704,8 +733,8 @@ def on_silence(
     conn: psycopg2.extensions.connection,
     event: Silence.Created | Silence.Expired,
 ) -> None:
-    """A silence created or expired, where it stands in the log: alerts opened or
-    updated after it, while it is active, are marked by it."""
+    """A silence created or expired, where it stands in the log: alert transitions
+    recorded after it, while it is active, are marked by it (``_alert_changes``)."""
     table = silence_table(store)
     with conn.cursor() as cur:
         if isinstance(event, Silence.Created):
@@ -904,9 +933,12 @@ class _Channel:
     due_at: datetime | None = None
 
 
+Demand = dict[tuple[str, datetime], alerts.SlotDemand]  # (channel, slot start) -> demand
+
+
 def _load_channels(
     cur: Any, store: ReadModelStore, names: Sequence[str], since: datetime
-) -> tuple[dict[str, _Channel], dict[tuple[str, datetime], int]]:
+) -> tuple[dict[str, _Channel], Demand]:
     cur.execute(
         sql.SQL(
             "SELECT channel, alerts, derived_at, due_at FROM {} WHERE channel = ANY(%s)"
@@ -926,19 +958,20 @@ def _load_channels(
     }
     cur.execute(
         sql.SQL(
-            "SELECT channel, slot_start, touchpoints FROM {} WHERE channel = ANY(%s)"
-            " AND slot_start >= %s"
+            "SELECT channel, slot_start, touchpoints, waits, wait_seconds FROM {}"
+            " WHERE channel = ANY(%s) AND slot_start >= %s"
         ).format(demand_table(store)),
         (list(names), since),
     )
-    return channels, {(r[0], r[1]): r[2] for r in cur.fetchall()}
+    return channels, {(r[0], r[1]): alerts.SlotDemand(r[2], r[3], r[4]) for r in cur.fetchall()}
 
 
 def _evaluate_channel(
     name: str,
     channel: _Channel,
-    demand: Mapping[tuple[str, datetime], int],
+    demand: Demand,
     rules: Rules,
+    silences: Sequence[Mapping[str, Any]],
     at: datetime,
     cause: dict[str, Any],
 ) -> None:
@@ -947,7 +980,7 @@ def _evaluate_channel(
     channel.held, moves = alerts.advance(
         channel.row.customer_id, channel.held, found, {}, at, rules.alerts, ""
     )
-    _record(channel.row, _alert_changes(moves), cause, at)
+    _record(channel.row, _alert_changes(moves, silences, at), cause, at)
     channel.derived_at = at
     channel.due_at = alerts.capacity_next(channel.held, at, rules.alerts) if channel.held else None
 
@@ -955,8 +988,9 @@ def _evaluate_channel(
 def _step_channel(
     name: str,
     channel: _Channel,
-    demand: Mapping[tuple[str, datetime], int],
+    demand: Demand,
     rules: Rules,
+    silences: Sequence[Mapping[str, Any]],
     until: datetime,
 ) -> None:
     """Evaluate the channel at every instant it fell due by ``until`` (a slot ending, a
@@ -965,7 +999,8 @@ def _step_channel(
         if channel.due_at is None or channel.due_at > until:
             return
         due = max(channel.due_at, channel.derived_at or channel.due_at)
-        _evaluate_channel(name, channel, demand, rules, due, {"clock": utc_iso(channel.due_at)})
+        cause = {"clock": utc_iso(channel.due_at)}
+        _evaluate_channel(name, channel, demand, rules, silences, due, cause)
 
 
 def _channels_after(
@@ -982,33 +1017,53 @@ def _channels_after(
     earliest = min(min(e.timestamp, e.occurred_at) for e in mine)
     since = alerts.slot_of(earliest, cap.slot) - cap.slot * (cap.sustained_slots + 1)
     channels, demand = _load_channels(cur, store, names, since)
-    counted: dict[tuple[str, datetime], int] = {}
+    silences = _silences(cur, store)
+    counted: Demand = {}
     for event in mine:
         channel = channels[event.channel]
         slot = (event.channel, alerts.slot_of(event.occurred_at, cap.slot))
         at = max(event.timestamp, channel.derived_at or event.timestamp)
-        _step_channel(event.channel, channel, demand, rules, at)
-        demand[slot] = demand.get(slot, 0) + 1
-        counted[slot] = counted.get(slot, 0) + 1
+        _step_channel(event.channel, channel, demand, rules, silences, at)
+        wait = _wait_of(event)
+        demand[slot] = demand.get(slot, alerts.SlotDemand()).plus(wait)
+        counted[slot] = counted.get(slot, alerts.SlotDemand()).plus(wait)
         _evaluate_channel(
             event.channel,
             channel,
             demand,
             rules,
+            silences,
             at,
             {"event_id": event.event_id, "type": event.type},
         )
     keys = sorted(counted)
     cur.execute(
         sql.SQL(
-            "INSERT INTO {t} (channel, slot_start, touchpoints) SELECT c, s, n FROM"
-            " unnest(%s::text[], %s::timestamptz[], %s::int[]) AS u (c, s, n)"
+            "INSERT INTO {t} (channel, slot_start, touchpoints, waits, wait_seconds)"
+            " SELECT c, s, n, w, ws FROM unnest(%s::text[], %s::timestamptz[], %s::int[],"
+            " %s::int[], %s::float8[]) AS u (c, s, n, w, ws)"
             " ON CONFLICT (channel, slot_start) DO UPDATE SET"
-            " touchpoints = {t}.touchpoints + EXCLUDED.touchpoints"
+            " touchpoints = {t}.touchpoints + EXCLUDED.touchpoints,"
+            " waits = {t}.waits + EXCLUDED.waits,"
+            " wait_seconds = {t}.wait_seconds + EXCLUDED.wait_seconds"
         ).format(t=demand_table(store)),
-        ([k[0] for k in keys], [k[1] for k in keys], [counted[k] for k in keys]),
+        (
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [counted[k].touchpoints for k in keys],
+            [counted[k].waits for k in keys],
+            [counted[k].wait_seconds for k in keys],
+        ),
     )
     _save_channels(cur, store, channels)
+
+
+def _wait_of(event: RecordedTouchpoint) -> float | None:
+    """The wait a touchpoint says its customer had (``payload.wait_seconds``), if any."""
+    wait = event.payload.get("wait_seconds")
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
+        return None
+    return float(wait)
 
 
 def _save_channels(cur: Any, store: ReadModelStore, channels: Mapping[str, _Channel]) -> None:
@@ -1032,7 +1087,13 @@ def _save_channels(cur: Any, store: ReadModelStore, channels: Mapping[str, _Chan
     _write(cur, store, [c.row for c in channels.values()])
 
 
-def _channels_on_tick(cur: Any, store: ReadModelStore, rules: Rules, at: datetime) -> int:
+def _channels_on_tick(
+    cur: Any,
+    store: ReadModelStore,
+    rules: Rules,
+    silences: Sequence[Mapping[str, Any]],
+    at: datetime,
+) -> int:
     """The watched channels due by the tick's time, stepped through what fell due."""
     cap = rules.alerts.capacity
     cur.execute(
@@ -1047,7 +1108,7 @@ def _channels_on_tick(cur: Any, store: ReadModelStore, rules: Rules, at: datetim
     since = alerts.slot_of(at, cap.slot) - cap.slot * (cap.sustained_slots + 1)
     channels, demand = _load_channels(cur, store, names, since)
     for name, channel in channels.items():
-        _step_channel(name, channel, demand, rules, at)
+        _step_channel(name, channel, demand, rules, silences, at)
     _save_channels(cur, store, channels)
     return len(names)
 
@@ -1116,7 +1177,7 @@ def on_tick(
             {"at": at, "v": inputs_version, "t": tick},
         )
         ctx = _context(cur, store, rules)
-        stepped = _channels_on_tick(cur, store, rules, at)
+        stepped = _channels_on_tick(cur, store, rules, ctx.silences, at)
         wanted: dict[str, None] = {}  # insertion-ordered: due first, then behind
         for where, order in (
             ("due_at <= %(at)s", "due_at, customer_id"),
@@ -1269,7 +1330,12 @@ def rederive(
                     _record(row, [change], cause, at)
             if doc is None:  # merged away: its alerts end, only its changes are written
                 held = (row.facts or {}).get("alerts", {})
-                _record(row, _alert_changes(alerts.ended(held, at, "merged")), cause, at)
+                _record(
+                    row,
+                    _alert_changes(alerts.ended(held, at, "merged"), ctx.silences, at),
+                    cause,
+                    at,
+                )
                 row.measures = None
                 continue
             found = _journeys(cur, store, customer_id)

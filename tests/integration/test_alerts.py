@@ -13,7 +13,7 @@ from domain.touchpoints import parse_touchpoint
 from infra import alerts as service
 from infra import jobs
 from infra.bootstrap import Platform, bootstrap
-from projections.alerts import Rule
+from projections.alerts import Rule, delivered
 from streams.projector import replay
 from tests.builders import complaint, envelope, purchase, survey_answer
 from tests.conftest import customer_of, embedded
@@ -21,7 +21,7 @@ from tests.integration.test_projections import record
 
 
 def alerts_now(platform: Platform) -> list[dict[str, Any]]:
-    return service.alert_page(platform.store, before=None, limit=1000)
+    return service.alert_page(platform, before=None, limit=1000)
 
 
 def stable(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -238,6 +238,83 @@ def test_a_channel_above_capacity_raises_an_alert_that_the_clock_resolves(
     jobs.drive_clock(platform, now + timedelta(minutes=30))  # quiet slots, the hold-down
     (ended,) = [a for a in alerts_now(platform) if a["rule"] == "capacity"]
     assert ended["status"] == "resolved" and ended["resolution"] == "cleared"
+    live = stable(alerts_now(platform))
+    replay(platform.records, platform.store, batch_size=2)
+    assert embedded(platform).wait_until_projected()
+    assert stable(alerts_now(platform)) == live
+
+
+def test_a_silence_holds_back_the_transitions_of_an_alert_open_before_it(
+    platform: Platform,
+) -> None:
+    answered = datetime.now(UTC) - timedelta(minutes=30)
+    record(platform, [parse_touchpoint(survey_answer("C7", "nps", 3, answered))])
+    (alert,) = alerts_now(platform)
+    assert alert["silenced_by"] is None
+    silence = service.create_silence(
+        platform,
+        {"rule": "detractor_follow_up"},
+        datetime.now(UTC) + timedelta(hours=1),
+        "ops",
+        None,
+    )
+    assert embedded(platform).wait_until_projected()
+    (shown,) = alerts_now(platform)
+    assert shown["silenced_by"] == silence  # it holds the open alert now
+
+    service.act(platform, alert["id"], "acknowledge", "ops", None)
+    assert embedded(platform).wait_until_projected()
+    record(
+        platform, [parse_touchpoint(envelope("C7", answered + timedelta(minutes=5), type="call"))]
+    )
+    jobs.drive_clock(platform, datetime.now(UTC) + timedelta(minutes=6))  # the hold-down
+    feed = service.alert_stream_page(platform, 0, 100)
+    assert [(c["kind"], c["after"]["silenced_by"]) for c in feed] == [
+        ("alert_opened", None),  # delivered: before the silence
+        ("alert_acknowledged", silence),  # held back
+        ("alert_resolved", silence),
+    ]
+    assert [c["kind"] for c in feed if delivered(c)] == ["alert_opened"]
+
+    assert service.expire_silence(platform, silence, "ops")
+    assert embedded(platform).wait_until_projected()
+    record(platform, [parse_touchpoint(survey_answer("C8", "nps", 1, datetime.now(UTC)))])
+    (fresh,) = [a for a in alerts_now(platform) if a["status"] == "open"]
+    assert fresh["silenced_by"] is None
+    (resolved,) = [a for a in alerts_now(platform) if a["status"] == "resolved"]
+    assert resolved["silenced_by"] == silence  # what its resolution was recorded with
+
+
+def test_a_channel_whose_callers_wait_too_long_raises_a_capacity_alert(
+    make_platform: Callable[..., Platform],
+) -> None:
+    platform = make_platform(
+        alert_rules={
+            "capacity": {
+                "channels": {"call": {"measure": "wait_seconds", "optimal": 60, "maximum": 600}},
+                "slot_seconds": 600,
+                "sustained_slots": 1,
+            }
+        }
+    )
+    now = datetime.now(UTC) - timedelta(seconds=10)
+
+    def call(i: int, wait: int | None) -> Any:
+        payload = {"wait_seconds": wait} if wait is not None else {}
+        return parse_touchpoint(
+            envelope(f"W{i}", now, type="call", channel="call", payload=payload)
+        )
+
+    record(platform, [call(0, 20), call(1, 40), call(2, None)])  # mean wait 30 s
+    assert [a for a in alerts_now(platform) if a["rule"] == "capacity"] == []
+    record(platform, [call(3, 150)])  # (20 + 40 + 150) / 3 = 70 s
+    (warning,) = [a for a in alerts_now(platform) if a["rule"] == "capacity"]
+    assert warning["severity"] == "warning"
+    assert warning["evidence"]["measure"] == "wait_seconds"
+    assert list(warning["evidence"]["demand"].values()) == [70.0]
+    record(platform, [call(4, 3000)])  # (210 + 3000) / 4 = 802.5 s
+    (critical,) = [a for a in alerts_now(platform) if a["rule"] == "capacity"]
+    assert critical["severity"] == "critical" and critical["id"] == warning["id"]
     live = stable(alerts_now(platform))
     replay(platform.records, platform.store, batch_size=2)
     assert embedded(platform).wait_until_projected()

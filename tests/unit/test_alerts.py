@@ -5,6 +5,8 @@ resolution."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -291,6 +293,14 @@ def test_overrides_set_durations_tiers_and_switch_rules_off() -> None:
     assert rules.of(Rule.CHURN_WARNING) is rules.churn_warning
 
 
+def touchpoints(n: int, waits: Sequence[float | None] = ()) -> alerts.SlotDemand:
+    """A slot's demand: ``n`` touchpoints without a wait, then one per wait given."""
+    demand = alerts.SlotDemand()
+    for wait in [None] * n + list(waits):
+        demand = demand.plus(wait)
+    return demand
+
+
 def test_capacity_warns_when_a_channel_stays_above_optimal_and_is_critical_above_maximum() -> None:
     rules = alerts.with_rules(
         AlertRules(),
@@ -299,11 +309,70 @@ def test_capacity_warns_when_a_channel_stays_above_optimal_and_is_critical_above
     slot = alerts.slot_of(T0, timedelta(minutes=15))
     before = slot - timedelta(minutes=15)
     assert slot == T0  # 09:00 starts a slot
-    assert alerts.capacity("call", {slot: 12}, T0, rules) == []  # one slot: not sustained
-    (warn,) = alerts.capacity("call", {before: 11, slot: 12}, T0, rules)
+    assert alerts.capacity("call", {slot: touchpoints(12)}, T0, rules) == []  # not sustained
+    (warn,) = alerts.capacity("call", {before: touchpoints(11), slot: touchpoints(12)}, T0, rules)
     assert warn.severity == Severity.WARNING and warn.subject == {"kind": "channel", "id": "call"}
-    (critical,) = alerts.capacity("call", {slot: 21}, T0 + timedelta(minutes=3), rules)
+    later = T0 + timedelta(minutes=3)
+    (critical,) = alerts.capacity("call", {slot: touchpoints(21)}, later, rules)
     assert critical.severity == Severity.CRITICAL
-    assert alerts.capacity("web", {slot: 500}, T0, rules) == []  # not watched
+    assert alerts.capacity("web", {slot: touchpoints(500)}, T0, rules) == []  # not watched
     nxt = alerts.capacity_next({}, T0 + timedelta(minutes=3), rules)
     assert nxt == slot + timedelta(minutes=15)
+
+
+def test_capacity_by_wait_time_compares_the_mean_wait_of_the_touchpoints_that_carry_one() -> None:
+    rules = alerts.with_rules(
+        AlertRules(),
+        {
+            "capacity": {
+                "channels": {"call": {"measure": "wait_seconds", "optimal": 60, "maximum": 300}},
+                "sustained_slots": 1,
+            }
+        },
+    )
+    slot = alerts.slot_of(T0, timedelta(minutes=15))
+    # Many calls, short waits: busy but not waiting: no alert, whatever the count.
+    assert alerts.capacity("call", {slot: touchpoints(900, [10, 20])}, T0, rules) == []
+    # A visit without a wait counts as a touchpoint, not as a wait of 0 s.
+    (warn,) = alerts.capacity("call", {slot: touchpoints(5, [50, 100])}, T0, rules)
+    assert warn.severity == Severity.WARNING
+    assert warn.evidence["measure"] == "wait_seconds"
+    assert warn.evidence["demand"] == {utc_iso(slot): 75.0}  # (50 + 100) / 2
+    (critical,) = alerts.capacity("call", {slot: touchpoints(0, [200, 500])}, T0, rules)
+    assert critical.severity == Severity.CRITICAL
+    assert alerts.capacity("call", {slot: touchpoints(3)}, T0, rules) == []  # no wait said
+
+
+@pytest.mark.parametrize(
+    ("channel", "named"),
+    [
+        ({"measure": "queue"}, "capacity.channels.call.measure"),
+        ({"optimal": -1}, "capacity.channels.call.optimal"),
+        ({"maximum": "lots"}, "capacity.channels.call.maximum"),
+        ({"optimal": 1, "colour": "red"}, "unknown setting 'colour'"),
+        (5, "capacity.channels.call is an object"),
+    ],
+)
+def test_capacity_settings_are_refused_naming_the_channel_and_setting(
+    channel: Any, named: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        alerts.with_rules(AlertRules(), {"capacity": {"channels": {"call": channel}}})
+
+
+def test_a_transition_is_held_back_by_the_first_active_silence_that_matches_it() -> None:
+    from domain.alerting import silenced_by
+
+    alert = {"rule": "churn_warning", "tier": "vip", "channel": None, "customer_id": "c1"}
+    window = {"starts_at": T0, "ends_at": T0 + timedelta(hours=1), "expired_at": None}
+    silences = [
+        {"id": "other-rule", "matcher": {"rule": "capacity"}, **window},
+        {"id": "vip", "matcher": {"rule": "churn_warning", "tier": "vip"}, **window},
+        {"id": "customer", "matcher": {"customer": "c1"}, **window},
+    ]
+    assert silenced_by(silences, alert, T0) == "vip"
+    assert silenced_by(silences, alert, T0 - timedelta(seconds=1)) is None  # not yet
+    assert silenced_by(silences, alert, T0 + timedelta(hours=1)) is None  # ended
+    expired = [{**s, "expired_at": T0 + timedelta(minutes=1)} for s in silences]
+    assert silenced_by(expired, alert, T0 + timedelta(minutes=2)) is None
+    assert silenced_by(silences, {**alert, "tier": "major"}, T0) == "customer"
