@@ -554,10 +554,24 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.mode == "alerts":
         from infra.bench_alerts import run as run_alerts
 
+        paths = [p.strip() for p in args.alert_paths.split(",") if p.strip()]
+        unknown = sorted(set(paths) - {"embedded", "cluster"})
+        if unknown or not paths:
+            print(f"peakend bench: --alert-paths: embedded, cluster (got {args.alert_paths!r})")
+            return 2
         report = run_alerts(
-            Settings(), n=args.n, rate=args.rate, seed=args.seed, log_dir=Path(args.logs)
+            Settings(),
+            n=args.n,
+            rate=args.rate,
+            seed=args.seed,
+            modes=paths,
+            workers=args.workers,
+            log_dir=Path(args.logs),
         )
-        print(f"\npeakend bench --mode alerts --n {args.n} --rate {args.rate:g}\n\n{report}")
+        print(
+            f"\npeakend bench --mode alerts --n {args.n} --rate {args.rate:g} "
+            f"--alert-paths {','.join(paths)} --workers {args.workers}\n\n{report}"
+        )
         return 0
     modes = ["embedded", "cluster"] if args.mode == "both" else [args.mode]
     report = run(
@@ -677,6 +691,11 @@ def parser() -> argparse.ArgumentParser:
         "alerts: touchpoint -> SSE alert latency at --rate",
     )
     bench.add_argument("--workers", type=int, default=1)
+    bench.add_argument(
+        "--alert-paths",
+        default="embedded,cluster",
+        help="alerts: which paths to measure, a comma list of embedded and cluster",
+    )
     bench.add_argument(
         "--layout",
         choices=["split", "combined"],
