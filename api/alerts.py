@@ -3,14 +3,14 @@ acknowledgements and resolutions, and a Server-Sent Events stream of every trans
 
 The stream's event ids are change-feed positions: a client that reconnects with
 ``Last-Event-ID`` (or ``?after=``) resumes after the last transition it saw, with
-nothing lost and nothing twice. Each stream reads the feed on its own, so a slow client
-only slows itself; a comment line every ``PEAKEND_SSE_HEARTBEAT_SECONDS`` keeps proxies
-from closing a quiet one.
+nothing lost and nothing twice. One reader per process follows the feed for every
+stream (``infra.alerts.AlertTail``); a stream behind it reads the feed on its own, so a
+slow client only slows itself. A comment line every ``PEAKEND_SSE_HEARTBEAT_SECONDS``
+keeps proxies from closing a quiet one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -37,12 +37,12 @@ from api.schemas import (
     ErrorOut,
 )
 from infra import alerts as service
+from infra.alerts import AlertTail
 from projections.alerts import Rule, delivered
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
 MAX_POSITION = 2**63 - 1
-STREAM_PAGE = 200
 Position = Annotated[int, Query(ge=0, le=MAX_POSITION)]
 
 
@@ -97,25 +97,25 @@ def get_alerts(
     )
 
 
-async def _stream(request: Request, platform: Any, after: int, every: bool) -> AsyncIterator[bytes]:
-    settings = platform.settings
+async def _stream(
+    request: Request, tail: AlertTail, after: int, every: bool
+) -> AsyncIterator[bytes]:
+    heartbeat = request.app.state.platform.settings.sse_heartbeat_seconds
     last_sent = time.monotonic()
     yield b"retry: 2000\n\n"
-    while not await request.is_disconnected():
-        page = await run_in_threadpool(service.alert_stream_page, platform, after, STREAM_PAGE)
-        for change in page:
-            after = change["position"]
-            if not every and not delivered(change):
-                continue
-            body = json.dumps(change, default=str, separators=(",", ":"))
-            yield f"id: {after}\nevent: {change['kind']}\ndata: {body}\n\n".encode()
-            last_sent = time.monotonic()
-        if len(page) == STREAM_PAGE:
-            continue  # more waiting: no pause
-        if time.monotonic() - last_sent >= settings.sse_heartbeat_seconds:
-            yield b": heartbeat\n\n"
-            last_sent = time.monotonic()
-        await asyncio.sleep(settings.sse_poll_seconds)
+    async with tail.open():
+        while not await request.is_disconnected():
+            wait = max(0.0, last_sent + heartbeat - time.monotonic())
+            for change in await tail.transitions(after, wait=min(wait, 1.0)):
+                after = change["position"]
+                if not every and not delivered(change):
+                    continue
+                body = json.dumps(change, default=str, separators=(",", ":"))
+                yield f"id: {after}\nevent: {change['kind']}\ndata: {body}\n\n".encode()
+                last_sent = time.monotonic()
+            if time.monotonic() - last_sent >= heartbeat:
+                yield b": heartbeat\n\n"
+                last_sent = time.monotonic()
 
 
 @router.get(
@@ -145,7 +145,7 @@ async def stream_alerts(
     else:
         start = await run_in_threadpool(service.stream_head, platform)
     return StreamingResponse(
-        _stream(request, platform, start, include_silenced),
+        _stream(request, request.app.state.alert_tail, start, include_silenced),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

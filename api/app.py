@@ -33,6 +33,7 @@ from api.metrics import install as install_metrics
 from api.schemas import BoundaryErrorOut, IngestRefused
 from api.touchpoints import Refused
 from domain.touchpoints import touchpoint_schemas
+from infra.alerts import AlertTail
 from infra.bootstrap import Platform
 
 BOUNDARY_ANSWERS: dict[int | str, dict[str, Any]] = {
@@ -60,6 +61,7 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
+    app.state.alert_tail = AlertTail(platform, poll_seconds=platform.settings.sse_poll_seconds)
     app.add_middleware(ErrorBoundary, retry_after=platform.settings.retry_after_seconds)
     # Runs before authentication (added after it), inside the ingest counters.
     install_browsers(app, platform.settings, docs_dependencies=[PUBLIC])

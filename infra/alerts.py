@@ -5,8 +5,14 @@ maintained``); an operator's acknowledgement or resolution is recorded as an eve
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
+import itertools
 import json
-from collections.abc import Mapping
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +25,10 @@ from projections import maintained
 from projections.alerts import AT_RISK, Rule, Status, Transition, with_rules
 from projections.backtest import report, simulate
 from projections.measures import Inputs
+
+log = logging.getLogger(__name__)
+
+STREAM_PAGE = 200  # transitions read (and sent) at a time
 
 
 def _shown(alerts: list[dict[str, Any]], store: Any) -> list[dict[str, Any]]:
@@ -198,3 +208,93 @@ def revenue_at_risk(platform: Platform) -> dict[str, Any]:
         if platform.store.measure_rules
         else None,
     }
+
+
+class AlertTail:
+    """One reader of the change feed's alert transitions for every stream this process
+    serves: it polls the feed every ``poll_seconds`` while a stream is open, keeps the
+    latest ``keep`` transitions in memory, and wakes the streams waiting on it. A stream
+    behind what it keeps (a client resuming from long ago, or one slower than the feed)
+    reads the feed on its own until it catches up: a slow client never holds up the
+    reader, nor another stream. Positions are the feed's (taken in commit order, under
+    the feed's lock), so a stream sees every transition once, in order, however it got
+    it."""
+
+    def __init__(self, platform: Platform, *, poll_seconds: float, keep: int = 10_000) -> None:
+        self.platform, self.poll_seconds = platform, poll_seconds
+        self._kept: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._since: int | None = None  # every transition after it is in _kept
+        self._arrived = asyncio.Event()  # set, and replaced, when a page arrives
+        self._streams = 0
+        self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[AlertTail]:
+        """A stream, while it is open: the reader runs while any stream is."""
+        self._streams += 1
+        self._ensure_reader()
+        try:
+            yield self
+        finally:
+            self._streams -= 1
+
+    async def transitions(self, after: int, *, wait: float) -> list[dict[str, Any]]:
+        """Up to a page of the transitions after position ``after``, oldest first: those
+        there now, else those that arrive within ``wait`` seconds ([]: none did)."""
+        self._ensure_reader()
+        since = self._since
+        if since is None or after < since:
+            page = await asyncio.to_thread(alert_stream_page, self.platform, after, STREAM_PAGE)
+            if page:
+                return page
+            if since is None:  # the reader is starting: nothing kept yet
+                await asyncio.sleep(min(wait, self.poll_seconds))
+                return []
+            after = since  # none up to what is kept: read on from it
+        found = self._kept_after(after)
+        if found:
+            return found
+        arrived = self._arrived
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), wait)
+        return self._kept_after(after) or []
+
+    def _kept_after(self, after: int) -> list[dict[str, Any]] | None:
+        """What is kept after ``after`` (None: not all of it is kept any more)."""
+        if self._since is None or after < self._since:
+            return None
+        first = bisect.bisect_right(self._kept, after, key=lambda change: change["position"])
+        return list(itertools.islice(self._kept, first, first + STREAM_PAGE))
+
+    def _ensure_reader(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # served by another loop now (a test's new client)
+            self._loop, self._reader = loop, None
+            self._kept.clear()
+            self._since, self._arrived = None, asyncio.Event()
+        if self._streams > 0 and (self._reader is None or self._reader.done()):
+            self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            head = await asyncio.to_thread(stream_head, self.platform)
+            self._kept.clear()
+            self._since = head
+            while self._streams > 0:
+                page = await asyncio.to_thread(alert_stream_page, self.platform, head, STREAM_PAGE)
+                for change in page:
+                    if len(self._kept) == self._kept.maxlen:
+                        self._since = self._kept[0]["position"]  # evicted
+                    self._kept.append(change)
+                if page:
+                    head = page[-1]["position"]
+                    arrived, self._arrived = self._arrived, asyncio.Event()
+                    arrived.set()
+                if len(page) < STREAM_PAGE:
+                    await asyncio.sleep(self.poll_seconds)
+        except Exception as error:  # the streams read the feed on their own meanwhile
+            log.warning("the alert stream's reader stopped: %s", type(error).__name__)
+        finally:
+            self._since = None  # a new reader starts afresh from the head
+            self._arrived.set()
