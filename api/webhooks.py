@@ -31,13 +31,18 @@ def create_webhook(platform: PlatformDep, key: Operator, endpoint: WebhookIn) ->
     """Subscribe an endpoint to alert transitions (scope ``operate``), of these rules and
     severities (none given: all). The secret is shown this once: verify each delivery
     with it (``webhook-signature``)."""
-    created = service.create_endpoint(
-        platform,
-        str(endpoint.url),
-        [str(r) for r in endpoint.rules],
-        [str(s) for s in endpoint.severities],
-        key.name,
-    )
+    try:
+        created = service.create_endpoint(
+            platform,
+            str(endpoint.url),
+            [str(r) for r in endpoint.rules],
+            [str(s) for s in endpoint.severities],
+            key.name,
+        )
+    except ValueError as why:  # the URL reaches no public address
+        raise HTTPException(
+            422, [{"loc": ["body", "url"], "msg": str(why), "type": "value_error"}]
+        ) from None
     return WebhookCreatedOut(id=created.id, secret=created.secret)
 
 

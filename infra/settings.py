@@ -159,6 +159,10 @@ class Settings(BaseSettings):
         [5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1, max_length=20
     )
     webhook_senders: int = Field(8, ge=1, le=64)
+    # Whether a webhook may point at an address that is not public (loopback, private,
+    # link-local such as a cloud's metadata service, reserved): a way in to the network
+    # the platform runs in. Unset: only in development, where receivers are local.
+    webhook_private_targets: bool | None = None
     # The scheduler recomputes the population inputs (tier thresholds, RFM boundaries,
     # retention, the lifetime-value model in use) this often and rolls a new version
     # out to every customer in batches of ``maintain_batch_size``.
@@ -206,6 +210,12 @@ class Settings(BaseSettings):
             if value.get_secret_value() == development:
                 raise ValueError(f"{name}: the development value is refused outside development")
         return self
+
+    @property
+    def webhooks_may_reach_private(self) -> bool:
+        if self.webhook_private_targets is not None:
+            return self.webhook_private_targets
+        return self.environment == "development"
 
     @property
     def master_key_bytes(self) -> bytes:

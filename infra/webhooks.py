@@ -23,9 +23,11 @@ Standard Webhooks specification says (https://www.standardwebhooks.com).
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
@@ -139,6 +142,32 @@ def payload(change: Mapping[str, Any]) -> str:
 # -- endpoints ------------------------------------------------------------------------------
 
 
+def unreachable(url: str, *, private_allowed: bool) -> str | None:
+    """Why a webhook may not be sent to ``url`` (None: it may): its scheme is not HTTP,
+    or, unless ``private_allowed``, its host resolves to an address that is not public
+    (``ipaddress``' ``is_global``: not loopback, private, link-local, shared or
+    reserved). Checked when the endpoint is registered and again before every send, as
+    a name can be made to resolve elsewhere later."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "url: an http or https URL with a host"
+    if private_allowed:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return f"url: the host {parts.hostname!r} does not resolve"
+    for *_, address in found:
+        ip = ipaddress.ip_address(str(address[0]).split("%")[0])
+        if not ip.is_global:
+            return (
+                f"url: {parts.hostname!r} resolves to {ip}, which is not a public address"
+                " (PEAKEND_WEBHOOK_PRIVATE_TARGETS allows it)"
+            )
+    return None
+
+
 @dataclass(frozen=True)
 class Created:
     id: str
@@ -148,6 +177,9 @@ class Created:
 def create_endpoint(
     platform: Platform, url: str, rules: Sequence[str], severities: Sequence[str], by: str
 ) -> Created:
+    refused = unreachable(url, private_allowed=platform.settings.webhooks_may_reach_private)
+    if refused is not None:
+        raise ValueError(refused)
     endpoint_id, secret = "whk_" + uuid.uuid4().hex[:16], new_secret()
     with platform.store.connection() as conn, conn.cursor() as cur:
         cur.execute(
@@ -353,10 +385,16 @@ class Dispatcher:
         status: int | None = None
         error: str | None = None
         asked: timedelta | None = None
+        refused = unreachable(
+            url, private_allowed=self.platform.settings.webhooks_may_reach_private
+        )
         try:
-            answer = self.client.post(url, content=body.encode(), headers=headers)
-            status = answer.status_code
-            asked = retry_after(answer.headers.get("retry-after"), datetime.now(UTC))
+            if refused is not None:
+                error = f"not sent: {refused}"
+            else:
+                answer = self.client.post(url, content=body.encode(), headers=headers)
+                status = answer.status_code
+                asked = retry_after(answer.headers.get("retry-after"), datetime.now(UTC))
         except httpx.HTTPError as failure:
             error = f"{type(failure).__name__}: {failure}"[:500]
         duration = (time.perf_counter() - started) * 1000

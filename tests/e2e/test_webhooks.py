@@ -161,3 +161,19 @@ def test_410_disables_an_endpoint_and_a_slow_one_holds_up_no_other(
         assert "Timeout" in (slow_log()[0]["error"] or "")
         assert json.loads(good.received[0][1])["data"]["alert"]["customer_id"]
         dispatcher.close()
+
+
+def test_outside_development_a_webhook_must_reach_a_public_address(
+    make_platform: Callable[..., Platform], serve: Callable[[Platform], Served]
+) -> None:
+    platform = make_platform(webhook_private_targets=False)
+    served = serve(platform)
+    receiver = Receiver([200])
+    with receiver.running(), served.client(timeout=20) as client:
+        for url in (receiver.url, "http://169.254.169.254/latest/meta-data/"):
+            refused = client.post("/v1/webhooks", json={"url": url})
+            assert refused.status_code == 422, refused.text
+            (error,) = refused.json()["detail"]
+            assert error["loc"] == ["body", "url"] and "not a public address" in error["msg"]
+        assert client.get("/v1/webhooks").json()["webhooks"] == []
+        assert receiver.received == []

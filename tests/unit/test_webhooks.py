@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from standardwebhooks.webhooks import Webhook
 
-from infra.webhooks import matches, new_secret, next_attempt, retry_after, signature
+from infra.webhooks import matches, new_secret, next_attempt, retry_after, signature, unreachable
 from projections.alerts import delivered
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -51,3 +52,32 @@ def test_every_secret_signs_and_a_receiver_verifies_with_either() -> None:
     }
     for secret in (old, new):
         assert Webhook(secret).verify(body, headers) == {"type": "alert.opened"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://169.254.169.254/latest/meta-data/",  # a cloud's metadata service
+        "http://10.0.0.7/hook",
+        "http://192.168.1.1/hook",
+        "http://[::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://100.64.0.1/hook",  # shared address space
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_a_webhook_to_an_address_that_is_not_public_is_refused_unless_allowed(url: str) -> None:
+    refused = unreachable(url, private_allowed=False)
+    assert refused is not None and refused.startswith("url: ") and "not a public" in refused
+    assert unreachable(url, private_allowed=True) is None
+
+
+def test_a_webhook_to_a_public_address_or_of_another_scheme() -> None:
+    assert unreachable("https://93.184.215.14/hook", private_allowed=False) is None
+    assert unreachable("ftp://example.org/x", private_allowed=True) == (
+        "url: an http or https URL with a host"
+    )
+    refused = unreachable("https://no-such-host.invalid/x", private_allowed=False)
+    assert refused == "url: the host 'no-such-host.invalid' does not resolve"
