@@ -33,7 +33,6 @@ from api.schemas import (
     AlertStatus,
     BacktestIn,
     BacktestOut,
-    CustomerRuleName,
     ErrorOut,
 )
 from infra import alerts as service
@@ -219,13 +218,14 @@ def resolve_alert(
     responses={422: {"model": ErrorOut}},
 )
 def backtest_rule(
-    platform: PlatformDep, _: Operator, rule: CustomerRuleName, candidate: BacktestIn
+    platform: PlatformDep, _: Operator, rule: AlertRuleName, candidate: BacktestIn
 ) -> dict[str, Any]:
     """What the rule, with these settings, would have raised over [from, to) of the
     recorded history, when, for whom and how many a day (scope ``operate``): the history
     replayed as the projectors derive it, nothing written or delivered. A pass over the
     event store: seconds for a large history. Refused (422): ``to`` not after ``from``
-    or more than 366 days after it, or a setting the rule does not have."""
+    or more than 366 days after it, a setting the rule does not have, or capacity with
+    no channel to watch."""
     try:
         return service.backtest(
             platform, Rule(rule), candidate.settings, candidate.from_, candidate.to

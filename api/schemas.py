@@ -668,13 +668,6 @@ class ChangesOut(BaseModel):
 
 # Literals, not projections.alerts' enums: the published schema names an enum by its
 # class, and the touchpoint envelope has a Severity (a complaint's) of its own.
-CustomerRuleName = Literal[
-    "detractor_follow_up",
-    "complaint_sla",
-    "negative_journey",
-    "silent_dissatisfaction",
-    "churn_warning",
-]
 AlertRuleName = Literal[
     "detractor_follow_up",
     "complaint_sla",

@@ -23,7 +23,7 @@ from domain.alerting import Action, Silence, silenced_by
 from infra.bootstrap import Platform, measure_rules
 from projections import maintained
 from projections.alerts import AT_RISK, Rule, Status, Transition, with_rules
-from projections.backtest import report, simulate
+from projections.backtest import report, simulate, simulate_channel
 from projections.measures import Inputs
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,6 @@ def backtest(
     projectors derive them (``projections.backtest``), the other rules off. A pass over
     the event store: slower than a read, by design; nothing is written or delivered.
     ``ValueError`` names a wrong setting."""
-    if rule == Rule.CAPACITY:
-        raise ValueError("rule: capacity watches channels, not customers: not back-tested")
     if not start < end:
         raise ValueError("to: after from")
     if end - start > MAX_BACKTEST:
@@ -168,10 +166,23 @@ def backtest(
     until = min(end, max(datetime.now(UTC), ticked) if ticked else datetime.now(UTC))
     moves: list[tuple[datetime, Transition]] = []
     customers = maintained.customer_ids(platform.store)
-    for customer_id in customers:
-        events = sorted(platform.records.touchpoints_of(customer_id), key=lambda e: e.timestamp)
-        moves += simulate(customer_id, events, rules, inputs, until)
-    found = report(rule, moves, start, end, len(customers), SHOWN)
+    if rule == Rule.CAPACITY:
+        channels = sorted(candidate.capacity.channels)
+        if not channels:
+            raise ValueError("channels: name the channels to watch, with their capacity")
+        recorded = sorted(
+            (e for c in customers for e in platform.records.touchpoints_of(c)),
+            key=lambda e: e.timestamp,
+        )
+        for channel in channels:
+            moves += simulate_channel(channel, recorded, rules, until)
+        subjects = len(channels)
+    else:
+        for customer_id in customers:
+            events = sorted(platform.records.touchpoints_of(customer_id), key=lambda e: e.timestamp)
+            moves += simulate(customer_id, events, rules, inputs, until)
+        subjects = len(customers)
+    found = report(rule, moves, start, end, subjects, SHOWN)
     return {**found, "settings": _settings_json(candidate.of(rule))}
 
 

@@ -953,6 +953,29 @@ def capacity(
     ]
 
 
+def wait_of(payload: Mapping[str, Any]) -> float | None:
+    """The wait a touchpoint says its customer had (``payload.wait_seconds``), if any."""
+    wait = payload.get("wait_seconds")
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
+        return None
+    return float(wait)
+
+
+def channel_at(
+    channel: str,
+    held: Mapping[str, State],
+    demand: Mapping[datetime, SlotDemand],
+    at: datetime,
+    rules: AlertRules,
+) -> tuple[dict[str, State], list[Transition], datetime | None]:
+    """A watched channel evaluated at ``at`` (what the projectors and a back-test both
+    run): its alerts after, the transitions, and when it is next due (None: nothing
+    held, so only a touchpoint can change it)."""
+    found = {c.key: c for c in capacity(channel, demand, at, rules)}
+    after, moves = advance(f"channel:{channel}", held, found, {}, at, rules, "")
+    return after, moves, capacity_next(after, at, rules) if after else None
+
+
 def capacity_next(held: Mapping[str, State], at: datetime, rules: AlertRules) -> datetime:
     """When a channel's condition could next change with no touchpoint: the next slot
     (demand starts again from nothing), or a hold-down ending."""

@@ -6,8 +6,9 @@ Live, a customer is derived after each of its touchpoints, at the time it was re
 between (``measures.next_due``, ``alerts.next_instant``). ``simulate`` steps through the
 same instants with the same documents (the customer's and its journeys', folded by the
 projections' own reducers), so the same rules give the same alerts; other rules give
-what they would have. Nothing is written and nothing is delivered; silences and
-operators' actions are left out (they decide delivery, not what a rule raises).
+what they would have. ``simulate_channel`` does the same for a channel's capacity.
+Nothing is written and nothing is delivered; silences and operators' actions are left
+out (they decide delivery, not what a rule raises).
 """
 
 from __future__ import annotations
@@ -85,6 +86,49 @@ def simulate(
     return moves
 
 
+def simulate_channel(
+    channel: str,
+    events: Iterable[RecordedTouchpoint],
+    rules: Rules,
+    until: datetime,
+) -> list[tuple[datetime, alerts.Transition]]:
+    """Every capacity transition of a watched channel up to ``until``, as the projectors
+    raise them live: ``events`` (every touchpoint, any channel, in the order recorded)
+    counted in their slot by event time, the channel evaluated at each one's recorded
+    time and at every instant it falls due in between (a slot ending, a hold-down)."""
+    s = rules.alerts
+    held: dict[str, State] = {}
+    demand: dict[datetime, alerts.SlotDemand] = {}
+    derived_at: datetime | None = None
+    due: datetime | None = None
+    moves: list[tuple[datetime, alerts.Transition]] = []
+
+    def evaluate_at(at: datetime) -> None:
+        nonlocal held, derived_at, due
+        held, made, due = alerts.channel_at(channel, held, demand, at, s)
+        moves.extend((at, m) for m in made)
+        derived_at = at
+
+    def step_until(moment: datetime) -> None:
+        for _ in range(MAX_STEPS):
+            if due is None or due > moment:
+                return
+            evaluate_at(max(due, derived_at or due))
+
+    for event in events:
+        if event.channel != channel:
+            continue
+        at = max(event.timestamp, derived_at or event.timestamp)
+        if at > until:
+            break
+        step_until(at)
+        slot = alerts.slot_of(event.occurred_at, s.capacity.slot)
+        demand[slot] = demand.get(slot, alerts.SlotDemand()).plus(alerts.wait_of(event.payload))
+        evaluate_at(at)
+    step_until(until)
+    return moves
+
+
 def report(
     rule: alerts.Rule,
     moves: Iterable[tuple[datetime, alerts.Transition]],
@@ -94,7 +138,8 @@ def report(
     shown: int,
 ) -> dict[str, Any]:
     """What the rule would have raised in [start, end): how many, per day, and the first
-    ``shown`` alerts (each with when it would have resolved, if it would have)."""
+    ``shown`` alerts (each with when it would have resolved, if it would have).
+    ``customers``: how many subjects were replayed (customers, or watched channels)."""
     opened: dict[str, dict[str, Any]] = {}
     for at, move in moves:
         alert = move.alert

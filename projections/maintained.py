@@ -976,13 +976,11 @@ def _evaluate_channel(
     cause: dict[str, Any],
 ) -> None:
     mine = {slot: n for (c, slot), n in demand.items() if c == name}
-    found = {c.key: c for c in alerts.capacity(name, mine, at, rules.alerts)}
-    channel.held, moves = alerts.advance(
-        channel.row.customer_id, channel.held, found, {}, at, rules.alerts, ""
+    channel.held, moves, channel.due_at = alerts.channel_at(
+        name, channel.held, mine, at, rules.alerts
     )
     _record(channel.row, _alert_changes(moves, silences, at), cause, at)
     channel.derived_at = at
-    channel.due_at = alerts.capacity_next(channel.held, at, rules.alerts) if channel.held else None
 
 
 def _step_channel(
@@ -1024,7 +1022,7 @@ def _channels_after(
         slot = (event.channel, alerts.slot_of(event.occurred_at, cap.slot))
         at = max(event.timestamp, channel.derived_at or event.timestamp)
         _step_channel(event.channel, channel, demand, rules, silences, at)
-        wait = _wait_of(event)
+        wait = alerts.wait_of(event.payload)
         demand[slot] = demand.get(slot, alerts.SlotDemand()).plus(wait)
         counted[slot] = counted.get(slot, alerts.SlotDemand()).plus(wait)
         _evaluate_channel(
@@ -1056,14 +1054,6 @@ def _channels_after(
         ),
     )
     _save_channels(cur, store, channels)
-
-
-def _wait_of(event: RecordedTouchpoint) -> float | None:
-    """The wait a touchpoint says its customer had (``payload.wait_seconds``), if any."""
-    wait = event.payload.get("wait_seconds")
-    if isinstance(wait, bool) or not isinstance(wait, int | float):
-        return None
-    return float(wait)
 
 
 def _save_channels(cur: Any, store: ReadModelStore, channels: Mapping[str, _Channel]) -> None:

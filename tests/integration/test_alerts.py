@@ -238,6 +238,16 @@ def test_a_channel_above_capacity_raises_an_alert_that_the_clock_resolves(
     jobs.drive_clock(platform, now + timedelta(minutes=30))  # quiet slots, the hold-down
     (ended,) = [a for a in alerts_now(platform) if a["rule"] == "capacity"]
     assert ended["status"] == "resolved" and ended["resolution"] == "cleared"
+
+    # A back-test over the same history raises the same alert, severity and times.
+    start, until = now - timedelta(hours=1), now + timedelta(minutes=30)
+    found = service.backtest(platform, Rule.CAPACITY, {}, start, until)
+    assert found["customers"] == 1  # the one watched channel
+    (again,) = found["alerts"]
+    assert (again["customer_id"], again["severity"]) == ("channel:call", "critical")
+    assert (again["opened_at"], again["resolved_at"]) == (ended["opened_at"], ended["resolved_at"])
+    higher = {"channels": {"call": {"optimal": 10, "maximum": 20}}}  # 7 calls: none
+    assert service.backtest(platform, Rule.CAPACITY, higher, start, until)["raised"] == 0
     live = stable(alerts_now(platform))
     replay(platform.records, platform.store, batch_size=2)
     assert embedded(platform).wait_until_projected()
