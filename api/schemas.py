@@ -854,6 +854,9 @@ class WebhooksOut(BaseModel):
 
 
 class AttemptOut(BaseModel):
+    """One send, logged as it starts: neither status nor error means no answer yet (or
+    none ever, if the sender stopped while waiting: the next attempt follows it)."""
+
     attempt: int
     at: datetime
     status_code: int | None

@@ -14,7 +14,7 @@ Standard Webhooks specification says (https://www.standardwebhooks.com).
   of ``PEAKEND_WEBHOOK_TIMEOUT_SECONDS`` (15). A 2xx delivers; a 410 disables the
   endpoint; anything else is retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h
   (the specification's schedule; ``PEAKEND_WEBHOOK_RETRY_SECONDS``), or later if the
-  answer's ``Retry-After`` says so, then given up. Every attempt is logged
+  answer's ``Retry-After`` says so, then given up. Every attempt is logged (before it is sent)
   (``webhook_attempt``; ``GET /v1/webhooks/{id}/deliveries``).
 - A send may be repeated after a crash (at least once): receivers tell a repeat by its
   ``webhook-id``, the same on every attempt.
@@ -388,6 +388,17 @@ class Dispatcher:
         refused = unreachable(
             url, private_allowed=self.platform.settings.webhooks_may_reach_private
         )
+        # Logged before it is sent (no status, no error: no answer yet): an attempt that a
+        # crash cuts off stays in the log so, and the next attempt takes the next number.
+        with self.platform.store.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO webhook_attempt (delivery_id, attempt, at, duration_ms)"
+                " VALUES (%s, %s, %s, 0) ON CONFLICT DO NOTHING",
+                (delivery_id, attempt, sent_at),
+            )
+            cur.execute(
+                "UPDATE webhook_delivery SET attempts = %s WHERE id = %s", (attempt, delivery_id)
+            )
         try:
             if refused is not None:
                 error = f"not sent: {refused}"
@@ -401,9 +412,9 @@ class Dispatcher:
         now = datetime.now(UTC)
         with self.platform.store.connection() as conn, conn.cursor() as cur:
             cur.execute(
-                "INSERT INTO webhook_attempt (delivery_id, attempt, at, status_code, error,"
-                " duration_ms) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (delivery_id, attempt, sent_at, status, error, duration),
+                "UPDATE webhook_attempt SET status_code = %s, error = %s, duration_ms = %s"
+                " WHERE delivery_id = %s AND attempt = %s",
+                (status, error, duration, delivery_id, attempt),
             )
             if status is not None and 200 <= status < 300:
                 cur.execute(

@@ -157,7 +157,10 @@ def test_410_disables_an_endpoint_and_a_slow_one_holds_up_no_other(
             found = client.get(f"/v1/webhooks/{slow_id}/deliveries").json()["deliveries"]
             return found[0]["log"] if found else []
 
-        until(lambda: bool(slow_log()), lambda: dispatcher.step(datetime.now(UTC)))
+        until(  # logged when sent, its error when the timeout ends it
+            lambda: bool(slow_log() and slow_log()[0]["error"]),
+            lambda: dispatcher.step(datetime.now(UTC)),
+        )
         assert "Timeout" in (slow_log()[0]["error"] or "")
         assert json.loads(good.received[0][1])["data"]["alert"]["customer_id"]
         dispatcher.close()
