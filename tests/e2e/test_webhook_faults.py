@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from infra.bootstrap import bootstrap
 from infra.settings import Settings
 from tests.builders import new_id, survey_answer
 from tests.conftest import free_port
+from tests.e2e.test_webhooks import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 DETRACTORS = 4
@@ -100,14 +101,8 @@ class Receiver:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with serving(Handler, self.port):
             yield self
-        finally:
-            server.shutdown()
-            server.server_close()
 
 
 class Api:

@@ -52,14 +52,21 @@ class Receiver:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with serving(Handler, self.port):
             yield self
-        finally:
-            server.shutdown()
-            server.server_close()
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], port: int) -> Iterator[None]:
+    """``handler`` answering on ``port`` of the loopback, in a thread, until the end."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def until(condition: Callable[[], bool], step: Callable[[], object], seconds: float = 20) -> None:
