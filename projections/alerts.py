@@ -127,6 +127,11 @@ class ComplaintSla(RuleSettings):
                 "resolve": timedelta(days=2),
                 "follow_up": timedelta(days=1),
             },
+            "critical": {
+                "acknowledge": timedelta(hours=1),
+                "resolve": timedelta(days=1),
+                "follow_up": timedelta(hours=12),
+            },
         }
     )
     default_severity: str = "medium"
@@ -135,6 +140,7 @@ class ComplaintSla(RuleSettings):
             "low": Severity.INFO,
             "medium": Severity.WARNING,
             "high": Severity.CRITICAL,
+            "critical": Severity.CRITICAL,
         }
     )
 

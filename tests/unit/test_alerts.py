@@ -143,6 +143,20 @@ def test_a_complaint_step_past_its_target_is_raised_by_the_clock_and_a_late_step
     assert resolved[0].alert["evidence"]["late_by_seconds"] == 2 * 3600
 
 
+@pytest.mark.parametrize(("level", "hours"), [("critical", 1), ("high", 4), ("low", 48)])
+def test_every_complaint_severity_the_envelope_accepts_has_its_own_targets(
+    level: str, hours: int
+) -> None:
+    life = Life()
+    life.send(builders.complaint("C1", "filed", T0, severity=level))
+    life.until(T0 + timedelta(hours=hours, seconds=-1))
+    assert life.kinds() == []
+    life.until(T0 + timedelta(hours=hours))
+    (at, breach), *_ = life.moves
+    assert at == T0 + timedelta(hours=hours)
+    assert breach.alert["severity"] == ("info" if level == "low" else "critical")
+
+
 def test_complaint_steps_within_their_targets_raise_nothing() -> None:
     life = Life()
     life.send(builders.complaint("C1", "filed", T0, severity="medium"))
@@ -376,3 +390,10 @@ def test_a_transition_is_held_back_by_the_first_active_silence_that_matches_it()
     expired = [{**s, "expired_at": T0 + timedelta(minutes=1)} for s in silences]
     assert silenced_by(expired, alert, T0 + timedelta(minutes=2)) is None
     assert silenced_by(silences, {**alert, "tier": "major"}, T0) == "customer"
+
+
+def test_the_sla_targets_name_every_complaint_severity_the_envelope_accepts() -> None:
+    from domain.touchpoints import Severity as ComplaintSeverity
+
+    sla = AlertRules().complaint_sla
+    assert set(sla.targets) == set(sla.severity_of) == {s.value for s in ComplaintSeverity}
