@@ -276,6 +276,9 @@ class Condition:
     evidence: Mapping[str, Any]
     since: datetime  # when it began to hold (the trigger's time, or the deadline)
     purpose: str | None = None
+    # The touchpoint that fired it, where a newer one can take its place while the alert
+    # stays open (a later low answer, a later bad moment): the alert is updated to it.
+    trigger: str | None = None
 
     @property
     def key(self) -> str:
@@ -378,6 +381,7 @@ def detractor_follow_up(
             },
             answered,
             s.purpose,
+            answer.get("event_id"),
         )
     ]
 
@@ -529,6 +533,7 @@ def silent_dissatisfaction(
             {"moment": latest, "window_seconds": int(s.window.total_seconds())},
             ends,
             s.purpose,
+            latest.get("event_id"),
         )
     ]
 
@@ -670,6 +675,7 @@ def _opened(
         "status": str(Status.OPEN),
         "evidence": dict(condition.evidence),
         "since": utc_iso(condition.since),
+        "trigger": condition.trigger,
         "purpose": purpose,
         "channel": condition.evidence.get("channel"),
         # Recorded, not delivered: the customer has not granted the rule's purpose.
@@ -732,8 +738,15 @@ def advance(
             moves.append(Transition("opened", opened))
             continue
         current = {**alert, "clear_since": None, "evidence": dict(condition.evidence)}
-        if alert["severity"] != condition.severity:
-            current["severity"] = str(condition.severity)
+        # Updated (a transition, so the alert as listed and delivered follows) when its
+        # severity, its customer's tier or the touchpoint that fired it changes.
+        if (
+            alert["severity"] != condition.severity
+            or alert.get("tier") != tier
+            or (condition.trigger is not None and alert.get("trigger") != condition.trigger)
+        ):
+            current["severity"], current["tier"] = str(condition.severity), tier
+            current["trigger"], current["since"] = condition.trigger, utc_iso(condition.since)
             moves.append(Transition("updated", current))
         alerts[key] = current
     return alerts, moves

@@ -122,7 +122,9 @@ def test_one_alert_per_rule_and_subject_and_a_flapping_condition_keeps_it() -> N
         builders.survey_answer("C1", "nps", 2, T0 + timedelta(hours=1, minutes=2), question_id="Q2")
     )
     life.send(builders.survey_answer("C1", "nps", 1, T0 + timedelta(hours=2), question_id="Q3"))
-    assert life.kinds() == [("opened", "detractor_follow_up")]
+    # One alert, brought up to each new answer: updated, never opened again.
+    assert [kind for kind, _ in life.kinds()] == ["opened", "updated", "updated"]
+    assert len({m.alert["id"] for _, m in life.moves}) == 1
     (key,) = life.held
     assert life.held[key]["clear_since"] is None
 
@@ -397,3 +399,19 @@ def test_the_sla_targets_name_every_complaint_severity_the_envelope_accepts() ->
 
     sla = AlertRules().complaint_sla
     assert set(sla.targets) == set(sla.severity_of) == {s.value for s in ComplaintSeverity}
+
+
+def test_a_later_low_answer_updates_the_open_alert_to_it() -> None:
+    life = Life()
+    nps = builders.survey_answer("C1", "nps", 6, T0)
+    csat = builders.survey_answer("C1", "csat", 2, T0 + timedelta(seconds=39))
+    life.send(nps)
+    life.send(csat)
+    assert life.kinds() == [("opened", "detractor_follow_up"), ("updated", "detractor_follow_up")]
+    _, updated = life.moves[-1]
+    assert updated.alert["evidence"]["answer"]["event_id"] == csat["event_id"]
+    assert updated.alert["trigger"] == csat["event_id"]
+    assert updated.alert["since"] == utc_iso(T0 + timedelta(seconds=39))
+    assert updated.alert["id"] == life.moves[0][1].alert["id"]  # the same alert
+    life.until(T0 + timedelta(hours=1))
+    assert len(life.moves) == 2  # the clock alone changes nothing more
