@@ -415,3 +415,16 @@ def test_a_later_low_answer_updates_the_open_alert_to_it() -> None:
     assert updated.alert["id"] == life.moves[0][1].alert["id"]  # the same alert
     life.until(T0 + timedelta(hours=1))
     assert len(life.moves) == 2  # the clock alone changes nothing more
+
+
+def test_an_open_alert_follows_its_customers_tier() -> None:
+    condition = alerts.Condition(
+        Rule.DETRACTOR_FOLLOW_UP, {"kind": "customer", "id": "c1"}, Severity.WARNING, {}, T0
+    )
+    rules = AlertRules()
+    held, _ = alerts.advance("c1", {}, {condition.key: condition}, {}, T0, rules, "vip")
+    later = T0 + timedelta(days=1)
+    same, none = alerts.advance("c1", held, {condition.key: condition}, {}, later, rules, "vip")
+    assert none == []
+    _, (moved,) = alerts.advance("c1", same, {condition.key: condition}, {}, later, rules, "small")
+    assert (moved.kind, moved.alert["tier"]) == ("updated", "small")
