@@ -11,7 +11,6 @@ import contextlib
 import logging
 import random
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +30,6 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
-from psycopg_pool import ConnectionPool
 
 from domain.alerting import Action, OperatorAction, Silence
 from domain.clock import Tick
@@ -67,26 +65,6 @@ class _Known:
     originator_version: int
 
 
-class PingWhenIdle:
-    """The event-store pool's check of a connection before use (eventsourcing's
-    pre-ping), made only when the connection was last handed out more than
-    ``after_seconds`` ago, as the read pool does (``infra.database.BoundedPool``). After an
-    outage every idle connection is dead and the first use of each is checked; under load
-    a connection is never idle that long, and a round trip per checkout (several per
-    recorded batch) is saved."""
-
-    def __init__(self, after_seconds: float = 1.0) -> None:
-        self.after_seconds = after_seconds
-        self._handed_out: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-
-    def __call__(self, conn: Any) -> None:
-        now = time.monotonic()
-        last = self._handed_out.get(conn)
-        self._handed_out[conn] = now
-        if last is None or now - last > self.after_seconds:
-            ConnectionPool.check_connection(conn)
-
-
 class ColumnarRecorder(PostgresApplicationRecorder):
     """eventsourcing's PostgreSQL recorder (same table, same lock, same notifications),
     inserting a batch as four column arrays that psycopg sends in binary, instead of one
@@ -105,8 +83,6 @@ class ColumnarRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        if getattr(datastore.pool, "_check", None) is not None:  # pre-ping asked for
-            datastore.pool._check = PingWhenIdle()
         self.insert_events_statement = SQL(
             "INSERT INTO {}.{} (originator_id, originator_version, topic, state)"
             " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
